@@ -1,0 +1,124 @@
+"""CipherState (Noise spec section 5.1): a key, a 64-bit nonce counter, rekey."""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+from cryptography.exceptions import InvalidTag
+
+from handshake._bytes import BytesLike, as_key
+from handshake.ciphers import AEAD, TAG_LEN, CipherFunction
+from handshake.errors import DecryptError, MissingKeyError, NonceExhaustedError
+
+__all__ = ["MAX_NONCE", "CipherState"]
+
+# 2**64 - 1 is reserved for REKEY (section 5.1), so it is never used for data.
+MAX_NONCE: Final = 2**64 - 1
+
+_ZEROS: Final = bytes(32)
+
+
+@final
+class CipherState:
+    """Encrypts or decrypts with key ``k`` and nonce ``n``.
+
+    A failed decryption raises :class:`DecryptError` and leaves ``n`` where it
+    was, as the spec requires, so the state is still usable. Without a key,
+    encryption is the identity (the start of a handshake).
+    """
+
+    __slots__ = ("_aead", "_cipher", "_key", "n")
+
+    def __init__(self, cipher: CipherFunction, key: bytes | None = None) -> None:
+        self._cipher: Final = cipher
+        self._key: bytes | None = None
+        self._aead: AEAD | None = None
+        self.n = 0
+        if key is not None:
+            self.initialize_key(key)
+
+    def __repr__(self) -> str:
+        keyed = "keyed" if self._key is not None else "empty"
+        return f"<CipherState {self._cipher.name} {keyed} n={self.n}>"
+
+    def initialize_key(self, key: bytes) -> None:
+        self._key = as_key(key, "cipher key")
+        self._aead = self._cipher.new(self._key)
+        self.n = 0
+
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    def set_nonce(self, nonce: int) -> None:
+        """SetNonce(): for transports that deliver out of order (not used by streams)."""
+        if not 0 <= nonce <= MAX_NONCE:
+            raise ValueError("nonce must be in range(2**64)")
+        self.n = nonce
+
+    def _next_nonce(self) -> bytes:
+        if self.n >= MAX_NONCE:
+            raise NonceExhaustedError(
+                "this cipher state has used all 2**64-1 nonces; start a new handshake"
+            )
+        return self._cipher.nonce(self.n)
+
+    def encrypt_with_ad(self, ad: BytesLike, plaintext: BytesLike) -> bytes:
+        if self._aead is None:
+            return bytes(plaintext)
+        ciphertext = self._aead.encrypt(self._next_nonce(), plaintext, ad)
+        self.n += 1
+        return ciphertext
+
+    def decrypt_with_ad(self, ad: BytesLike, ciphertext: BytesLike) -> bytes:
+        if self._aead is None:
+            return bytes(ciphertext)
+        nonce = self._next_nonce()
+        try:
+            plaintext = self._aead.decrypt(nonce, ciphertext, ad)
+        except InvalidTag as exc:
+            raise DecryptError("message failed authentication") from exc
+        self.n += 1
+        return plaintext
+
+    def encrypt_into(self, ad: BytesLike, plaintext: memoryview, out: memoryview) -> int:
+        """Encrypt into ``out[:len(plaintext) + 16]``; return the bytes written."""
+        if self._aead is None:
+            out[: len(plaintext)] = plaintext
+            return len(plaintext)
+        size = len(plaintext) + TAG_LEN
+        written = self._aead.encrypt_into(self._next_nonce(), plaintext, ad, out[:size])
+        self.n += 1
+        return written
+
+    def decrypt_into(self, ad: BytesLike, ciphertext: memoryview, out: memoryview) -> int:
+        """Decrypt into ``out[:len(ciphertext) - 16]``; return the bytes written.
+
+        On failure ``out`` may hold garbage, but nothing is returned from it.
+        """
+        if self._aead is None:
+            out[: len(ciphertext)] = ciphertext
+            return len(ciphertext)
+        if len(ciphertext) < TAG_LEN:
+            raise DecryptError("message is shorter than an authentication tag")
+        nonce = self._next_nonce()
+        size = len(ciphertext) - TAG_LEN
+        try:
+            written = self._aead.decrypt_into(nonce, ciphertext, ad, out[:size])
+        except InvalidTag as exc:
+            raise DecryptError("message failed authentication") from exc
+        self.n += 1
+        return written
+
+    def rekey(self) -> None:
+        """REKEY(): k = first 32 bytes of ENCRYPT(k, 2**64-1, "", zeros)."""
+        if self._aead is None:
+            raise MissingKeyError("REKEY needs a keyed CipherState")
+        new_key = self._aead.encrypt(self._cipher.nonce(MAX_NONCE), _ZEROS, b"")[:32]
+        n = self.n
+        self.initialize_key(new_key)
+        self.n = n
+
+    def copy(self) -> CipherState:
+        clone = CipherState(self._cipher)
+        clone._key, clone._aead, clone.n = self._key, self._aead, self.n
+        return clone

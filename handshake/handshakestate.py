@@ -1,0 +1,379 @@
+"""HandshakeState (Noise spec section 5.3): the handshake state machine.
+
+Theory of operation
+-------------------
+
+A handshake is a fixed script: the protocol name picks a pattern, and the
+pattern lists, message by message, the tokens each side processes in turn
+(``e``, ``s``, ``ee``, ``es``, ``se``, ``ss``, ``psk``). Both sides walk the
+same script, one writing what the other reads, so the only state besides the
+keys is *which message is next*: message ``i`` is written by the initiator
+when ``i`` is even. The parsed pattern is cached per protocol name, so a step
+costs the DH operations it names and little Python besides.
+
+Every token feeds the SymmetricState: public keys are hashed into ``h`` (the
+transcript), DH results are mixed into the chaining key ``ck``, and once a key
+exists static keys and payloads are encrypted with ``h`` as associated data.
+That is why any change to any byte of any message, cleartext or not, makes a
+later decryption fail: the transcript no longer matches.
+
+Each step is a transaction. ``write_message`` and ``read_message`` run the
+tokens on a *copy* of the SymmetricState and on local variables for the keys
+they learn, and assign everything back only when the whole message succeeded.
+A tag that fails, a truncated message or a low-order key therefore raises a
+:class:`PeerError` and leaves this object exactly as it was; misuse raises a
+:class:`UsageError`, also before anything changed.
+
+After the last message the state holds the Split pair of CipherStates until
+:meth:`HandshakeState.into_transport` hands them over; the handshake state is
+then spent and refuses further use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import final
+
+from handshake._bytes import as_bytes, as_key
+from handshake.ciphers import TAG_LEN
+from handshake.cipherstate import CipherState
+from handshake.dh import KeyPair
+from handshake.errors import (
+    HandshakeFinishedError,
+    HandshakeNotFinishedError,
+    MalformedMessageError,
+    MessageTooLongError,
+    MissingKeyError,
+    MissingPskError,
+    UnusedKeyError,
+    WrongTurnError,
+)
+from handshake.patterns import Token
+from handshake.protocol import NoiseProtocol
+from handshake.symmetricstate import SymmetricState
+from handshake.transport import MAX_MESSAGE_LEN, TransportState
+
+__all__ = ["HandshakeState"]
+
+
+@final
+class HandshakeState:
+    """One side of a Noise handshake.
+
+    Args:
+        protocol_name: e.g. ``"Noise_XX_25519_AESGCM_SHA256"``.
+        initiator: whether this side sends the first message.
+        prologue: data both sides must agree on; it is bound into the
+            handshake hash but never sent.
+        s: our 32-byte static X25519 private key, when the pattern uses one.
+        rs: the peer's 32-byte static public key, when the pattern has the
+            peer's ``s`` as a pre-message (e.g. the responder key in ``IK``).
+        psks: one 32-byte pre-shared key per ``pskN`` modifier, in the order
+            the modifiers appear in the name.
+        fixed_ephemeral_for_testing_only: a fixed ephemeral private key, for
+            test vectors. Reusing an ephemeral key destroys the handshake's
+            security; never pass this outside tests.
+
+    Raises:
+        ProtocolNameError: the name is malformed or unsupported.
+        MissingKeyError, MissingPskError: a key the pattern needs is absent.
+        UnusedKeyError: a key was given that the pattern never uses.
+        InvalidKeyError: a key has the wrong length.
+    """
+
+    __slots__ = (
+        "_e",
+        "_fixed_ephemeral",
+        "_index",
+        "_initiator",
+        "_protocol",
+        "_psks",
+        "_psks_used",
+        "_re",
+        "_rs",
+        "_s",
+        "_spent",
+        "_split",
+        "_symmetric",
+    )
+
+    def __init__(
+        self,
+        protocol_name: str,
+        *,
+        initiator: bool,
+        prologue: object = b"",
+        s: object | None = None,
+        rs: object | None = None,
+        psks: Sequence[object] = (),
+        fixed_ephemeral_for_testing_only: object | None = None,
+    ) -> None:
+        protocol = NoiseProtocol.parse(protocol_name)
+        pattern = protocol.pattern
+        role = "initiator" if initiator else "responder"
+        self._protocol = protocol
+        self._initiator = bool(initiator)
+
+        self._s: KeyPair | None = None
+        if pattern.needs_local_static(initiator):
+            if s is None:
+                raise MissingKeyError(f"{pattern.name} needs the {role}'s static key s")
+            self._s = protocol.dh.keypair_from_private(as_key(s, "s"))
+        elif s is not None:
+            raise UnusedKeyError(f"the {role} of {pattern.name} has no static key s")
+
+        self._rs: bytes | None = None
+        if pattern.needs_remote_static(initiator):
+            if rs is None:
+                raise MissingKeyError(
+                    f"{pattern.name} needs the peer's static public key rs in advance"
+                )
+            self._rs = as_key(rs, "rs")
+        elif rs is not None:
+            raise UnusedKeyError(
+                f"the {role} of {pattern.name} does not know rs in advance; the peer "
+                "sends it (check remote_static after the handshake instead)"
+            )
+
+        if isinstance(psks, (bytes, bytearray, memoryview)):
+            raise TypeError("psks must be a sequence of keys, not a single bytes object")
+        if len(psks) != pattern.psk_count:
+            error = MissingPskError if len(psks) < pattern.psk_count else UnusedKeyError
+            raise error(f"{pattern.name} takes {pattern.psk_count} PSK(s), got {len(psks)}")
+        self._psks = tuple(as_key(psks[index], f"psks[{index}]") for index in pattern.psk_order)
+
+        self._fixed_ephemeral: KeyPair | None = None
+        if fixed_ephemeral_for_testing_only is not None:
+            self._fixed_ephemeral = protocol.dh.keypair_from_private(
+                as_key(fixed_ephemeral_for_testing_only, "fixed_ephemeral_for_testing_only")
+            )
+
+        self._e: KeyPair | None = None
+        self._re: bytes | None = None
+        self._index = 0
+        self._psks_used = 0
+        self._split: tuple[CipherState, CipherState] | None = None
+        self._spent = False
+
+        symmetric = SymmetricState(protocol)
+        symmetric.mix_hash(as_bytes(prologue, "prologue"))
+        # Only static keys occur in the pre-messages of the supported patterns;
+        # the key checks above guarantee the ones named here are present.
+        for pre_message, mine in (
+            (pattern.initiator_pre, initiator),
+            (pattern.responder_pre, not initiator),
+        ):
+            if Token.S in pre_message and mine:
+                assert self._s is not None
+                symmetric.mix_hash(self._s.public)
+            elif Token.S in pre_message:
+                assert self._rs is not None
+                symmetric.mix_hash(self._rs)
+        self._symmetric = symmetric
+
+    def __repr__(self) -> str:
+        role = "initiator" if self._initiator else "responder"
+        total = len(self._protocol.pattern.messages)
+        return f"<HandshakeState {self._protocol.name} {role} message {self._index}/{total}>"
+
+    # -- what callers may ask ------------------------------------------------
+
+    @property
+    def protocol(self) -> NoiseProtocol:
+        return self._protocol
+
+    @property
+    def initiator(self) -> bool:
+        return self._initiator
+
+    @property
+    def is_finished(self) -> bool:
+        """True once every handshake message has been written or read."""
+        return self._index == len(self._protocol.pattern.messages)
+
+    @property
+    def is_my_turn(self) -> bool:
+        """True when the next call must be write_message(), not read_message()."""
+        return not self.is_finished and (self._index % 2 == 0) == self._initiator
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The transcript hash ``h``: a channel binding once the handshake is finished."""
+        return self._symmetric.h
+
+    @property
+    def remote_static(self) -> bytes | None:
+        """The peer's static public key, known in advance or learned so far."""
+        return self._rs
+
+    # -- the two steps -------------------------------------------------------
+
+    def write_message(self, payload: object = b"") -> bytes:
+        """Produce our next handshake message, carrying ``payload``.
+
+        Raises:
+            WrongTurnError: it is the peer's turn to send.
+            HandshakeFinishedError: the handshake is already complete.
+            MessageTooLongError: the message would exceed 65535 bytes.
+        """
+        self._check_turn(writing=True)
+        payload = as_bytes(payload, "payload")
+        sym = self._symmetric.copy()
+        e, psks_used = self._e, self._psks_used
+        out = bytearray()
+        for token in self._protocol.pattern.messages[self._index]:
+            if token is Token.E:
+                e = self._fixed_ephemeral or self._protocol.dh.generate_keypair()
+                out += e.public
+                self._mix_ephemeral(sym, e.public)
+            elif token is Token.S:
+                assert self._s is not None  # checked at construction
+                out += sym.encrypt_and_hash(self._s.public)
+            elif token is Token.PSK:
+                sym.mix_key_and_hash(self._psks[psks_used])
+                psks_used += 1
+            else:
+                self._mix_dh(sym, token, e, self._re, self._rs)
+        out += sym.encrypt_and_hash(payload)
+        if len(out) > MAX_MESSAGE_LEN:
+            room = len(payload) - (len(out) - MAX_MESSAGE_LEN)
+            raise MessageTooLongError(
+                f"the handshake message would be {len(out)} bytes, over the Noise maximum "
+                f"of {MAX_MESSAGE_LEN}; this message has room for {room} payload bytes"
+            )
+        self._commit(sym, e, self._re, self._rs, psks_used)
+        return bytes(out)
+
+    def read_message(self, message: object) -> bytes:
+        """Consume the peer's next handshake message and return its payload.
+
+        A payload that arrives before any key is established (e.g. in the
+        first message of ``XX``) is readable by anyone on the path and not yet
+        authenticated; a change to it is detected by the next message.
+
+        Raises:
+            DecryptError: authentication failed (tampered, wrong key or psk).
+            MalformedMessageError: the message is truncated or over 65535 bytes.
+            InvalidPublicKeyError: the peer sent a low-order public key.
+            WrongTurnError, HandshakeFinishedError: as for write_message().
+        """
+        self._check_turn(writing=False)
+        data = as_bytes(message, "message")
+        if len(data) > MAX_MESSAGE_LEN:
+            raise MalformedMessageError(
+                f"a handshake message of {len(data)} bytes exceeds the Noise maximum"
+            )
+        sym = self._symmetric.copy()
+        re, rs, psks_used = self._re, self._rs, self._psks_used
+        dhlen = self._protocol.dh.dhlen
+        offset = 0
+        for token in self._protocol.pattern.messages[self._index]:
+            if token is Token.E:
+                re = self._take(data, offset, dhlen, "ephemeral key")
+                offset += dhlen
+                self._mix_ephemeral(sym, re)
+            elif token is Token.S:
+                size = dhlen + TAG_LEN if sym.cipher_state.has_key() else dhlen
+                rs = sym.decrypt_and_hash(self._take(data, offset, size, "static key"))
+                offset += size
+            elif token is Token.PSK:
+                sym.mix_key_and_hash(self._psks[psks_used])
+                psks_used += 1
+            else:
+                self._mix_dh(sym, token, self._e, re, rs)
+        if sym.cipher_state.has_key() and len(data) - offset < TAG_LEN:
+            raise MalformedMessageError("handshake message is too short for its payload tag")
+        payload = sym.decrypt_and_hash(data[offset:])
+        self._commit(sym, self._e, re, rs, psks_used)
+        return payload
+
+    def into_transport(self) -> TransportState:
+        """Hand over the Split CipherStates; this handshake state is then spent.
+
+        Raises:
+            HandshakeNotFinishedError: messages remain to be exchanged.
+            HandshakeFinishedError: into_transport() was already called.
+        """
+        if self._spent:
+            raise HandshakeFinishedError("into_transport() was already called")
+        if self._split is None:
+            remaining = len(self._protocol.pattern.messages) - self._index
+            raise HandshakeNotFinishedError(
+                f"{remaining} handshake message(s) remain before the transport keys exist"
+            )
+        c1, c2 = self._split
+        if self._protocol.pattern.one_way:
+            # One-way patterns only ever carry initiator -> responder traffic.
+            send, receive = (c1, None) if self._initiator else (None, c1)
+        else:
+            send, receive = (c1, c2) if self._initiator else (c2, c1)
+        transport = TransportState(send, receive, self._symmetric.h)
+        self._spent = True
+        self._split = None
+        self._e = self._s = self._fixed_ephemeral = None
+        self._psks = ()
+        return transport
+
+    # -- the pieces ----------------------------------------------------------
+
+    def _check_turn(self, *, writing: bool) -> None:
+        if self._spent or self.is_finished:
+            raise HandshakeFinishedError("the handshake is already complete")
+        if self.is_my_turn != writing:
+            expected = "write_message()" if self.is_my_turn else "read_message()"
+            raise WrongTurnError(
+                f"message {self._index} of {self._protocol.pattern.name} is "
+                f"{'ours' if self.is_my_turn else 'the peer'}'s: call {expected}"
+            )
+
+    def _mix_ephemeral(self, sym: SymmetricState, public: bytes) -> None:
+        sym.mix_hash(public)
+        # Section 9.2: with a PSK the ephemeral also feeds the key, so that the
+        # PSK-derived key is never used with a repeated nonce across sessions.
+        if self._protocol.pattern.psk_count:
+            sym.mix_key(public)
+
+    def _mix_dh(
+        self,
+        sym: SymmetricState,
+        token: Token,
+        e: KeyPair | None,
+        re: bytes | None,
+        rs: bytes | None,
+    ) -> None:
+        # "es" is DH(initiator's e, responder's s): which of our keys that is
+        # depends on the side we are on; likewise "se".
+        if token is Token.EE:
+            local, remote = e, re
+        elif token is Token.SS:
+            local, remote = self._s, rs
+        elif (token is Token.ES) == self._initiator:
+            local, remote = e, rs
+        else:
+            local, remote = self._s, re
+        # The key checks at construction and the pattern tables guarantee both.
+        assert local is not None
+        assert remote is not None
+        sym.mix_key(self._protocol.dh.dh(local, remote))
+
+    @staticmethod
+    def _take(data: bytes, offset: int, size: int, what: str) -> bytes:
+        if len(data) - offset < size:
+            raise MalformedMessageError(
+                f"handshake message is too short: it ends inside the {what}"
+            )
+        return data[offset : offset + size]
+
+    def _commit(
+        self,
+        sym: SymmetricState,
+        e: KeyPair | None,
+        re: bytes | None,
+        rs: bytes | None,
+        psks_used: int,
+    ) -> None:
+        self._symmetric, self._e, self._re, self._rs = sym, e, re, rs
+        self._psks_used = psks_used
+        self._index += 1
+        if self.is_finished:
+            self._split = sym.split()

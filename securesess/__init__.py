@@ -1,0 +1,3 @@
+"""securesess: mutually authenticated, encrypted channels and confined sessions on Trio."""
+
+__all__: list[str] = []
