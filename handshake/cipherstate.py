@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Final, final
 
 from cryptography.exceptions import InvalidTag
 
 from handshake._bytes import BytesLike, as_key
+from handshake._nocopy import NoCopy
 from handshake.ciphers import AEAD, TAG_LEN, CipherFunction
-from handshake.errors import DecryptError, MissingKeyError, NonceExhaustedError
+from handshake.errors import DecryptError, InvalidNonceError, MissingKeyError, NonceExhaustedError
 
 __all__ = ["MAX_NONCE", "CipherState"]
 
@@ -19,7 +21,7 @@ _ZEROS: Final = bytes(32)
 
 
 @final
-class CipherState:
+class CipherState(NoCopy):
     """Encrypts or decrypts with key ``k`` and nonce ``n``.
 
     A failed decryption raises :class:`DecryptError` and leaves ``n`` where it
@@ -27,46 +29,59 @@ class CipherState:
     encryption is the identity (the start of a handshake).
     """
 
-    __slots__ = ("_aead", "_cipher", "_key", "n")
+    __slots__ = ("_aead", "_cipher", "_key", "_n")
 
     def __init__(self, cipher: CipherFunction, key: bytes | None = None) -> None:
         self._cipher: Final = cipher
         self._key: bytes | None = None
         self._aead: AEAD | None = None
-        self.n = 0
+        self._n = 0
         if key is not None:
             self.initialize_key(key)
 
     def __repr__(self) -> str:
         keyed = "keyed" if self._key is not None else "empty"
-        return f"<CipherState {self._cipher.name} {keyed} n={self.n}>"
+        return f"<CipherState {self._cipher.name} {keyed} n={self._n}>"
+
+    @property
+    def n(self) -> int:
+        """The nonce the next message will use."""
+        return self._n
 
     def initialize_key(self, key: bytes) -> None:
         self._key = as_key(key, "cipher key")
         self._aead = self._cipher.new(self._key)
-        self.n = 0
+        self._n = 0
 
     def has_key(self) -> bool:
         return self._key is not None
 
     def set_nonce(self, nonce: int) -> None:
-        """SetNonce(): for transports that deliver out of order (not used by streams)."""
-        if not 0 <= nonce <= MAX_NONCE:
-            raise ValueError("nonce must be in range(2**64)")
-        self.n = nonce
+        """SetNonce(): for transports that deliver out of order (not used by streams).
+
+        Raises:
+            InvalidNonceError: ``nonce`` is not an integer in ``range(2**64)``.
+        """
+        try:
+            value = operator.index(nonce)
+        except TypeError:
+            raise InvalidNonceError(f"a nonce is an integer, not {type(nonce).__name__}") from None
+        if not 0 <= value <= MAX_NONCE:
+            raise InvalidNonceError("a nonce must be in range(2**64)")
+        self._n = value
 
     def _next_nonce(self) -> bytes:
-        if self.n >= MAX_NONCE:
+        if self._n >= MAX_NONCE:
             raise NonceExhaustedError(
                 "this cipher state has used all 2**64-1 nonces; start a new handshake"
             )
-        return self._cipher.nonce(self.n)
+        return self._cipher.nonce(self._n)
 
     def encrypt_with_ad(self, ad: BytesLike, plaintext: BytesLike) -> bytes:
         if self._aead is None:
             return bytes(plaintext)
         ciphertext = self._aead.encrypt(self._next_nonce(), plaintext, ad)
-        self.n += 1
+        self._n += 1
         return ciphertext
 
     def decrypt_with_ad(self, ad: BytesLike, ciphertext: BytesLike) -> bytes:
@@ -77,7 +92,7 @@ class CipherState:
             plaintext = self._aead.decrypt(nonce, ciphertext, ad)
         except InvalidTag as exc:
             raise DecryptError("message failed authentication") from exc
-        self.n += 1
+        self._n += 1
         return plaintext
 
     def encrypt_into(self, ad: BytesLike, plaintext: memoryview, out: memoryview) -> int:
@@ -87,7 +102,7 @@ class CipherState:
             return len(plaintext)
         size = len(plaintext) + TAG_LEN
         written = self._aead.encrypt_into(self._next_nonce(), plaintext, ad, out[:size])
-        self.n += 1
+        self._n += 1
         return written
 
     def decrypt_into(self, ad: BytesLike, ciphertext: memoryview, out: memoryview) -> int:
@@ -106,7 +121,7 @@ class CipherState:
             written = self._aead.decrypt_into(nonce, ciphertext, ad, out[:size])
         except InvalidTag as exc:
             raise DecryptError("message failed authentication") from exc
-        self.n += 1
+        self._n += 1
         return written
 
     def rekey(self) -> None:
@@ -114,11 +129,12 @@ class CipherState:
         if self._aead is None:
             raise MissingKeyError("REKEY needs a keyed CipherState")
         new_key = self._aead.encrypt(self._cipher.nonce(MAX_NONCE), _ZEROS, b"")[:32]
-        n = self.n
+        n = self._n
         self.initialize_key(new_key)
-        self.n = n
+        self._n = n
 
-    def copy(self) -> CipherState:
+    def _fork(self) -> CipherState:
+        """A private copy for HandshakeState's transactions, never handed out."""
         clone = CipherState(self._cipher)
-        clone._key, clone._aead, clone.n = self._key, self._aead, self.n
+        clone._key, clone._aead, clone._n = self._key, self._aead, self._n
         return clone

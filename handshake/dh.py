@@ -49,6 +49,14 @@ class DHFunction:
     def keypair_from_private(self, private: object) -> KeyPair:
         return KeyPair(X25519PrivateKey.from_private_bytes(as_key(private, "private key")))
 
+    def is_low_order(self, public_key: bytes) -> bool:
+        """Whether DH with this public key gives the all-zero output for every key.
+
+        Checked when a key arrives, so a bad key is refused by the read that
+        brought it rather than by a later write that first uses it.
+        """
+        return bytes((*public_key[:31], public_key[31] & 0x7F)) in _LOW_ORDER_25519
+
     def dh(self, keypair: KeyPair, public_key: bytes) -> bytes:
         """Return the shared secret, refusing the all-zero (low-order) result."""
         peer = X25519PublicKey.from_public_bytes(public_key)
@@ -61,6 +69,26 @@ class DHFunction:
                 "the peer's public key is a low-order point (all-zero shared secret)"
             ) from exc
 
+
+def _u_coordinates(*values: int) -> frozenset[bytes]:
+    return frozenset(value.to_bytes(32, "little") for value in values)
+
+
+_P25519: Final = 2**255 - 19
+
+# The u-coordinates of the points of order 1, 2, 4 and 8 on Curve25519 and its
+# twist, and the encodings of the small ones plus p (still under 2**255), with
+# the top bit masked as X25519 masks it: multiplying any of them by a clamped
+# scalar (a multiple of 8) gives the identity.
+_LOW_ORDER_25519: Final = _u_coordinates(
+    0,
+    1,
+    _P25519 - 1,
+    _P25519,
+    _P25519 + 1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+)
 
 X25519: Final = DHFunction(name="25519", dhlen=32)
 

@@ -19,7 +19,9 @@ __all__ = [
     "HandshakeError",
     "HandshakeFinishedError",
     "HandshakeNotFinishedError",
+    "InvalidBufferError",
     "InvalidKeyError",
+    "InvalidNonceError",
     "InvalidPublicKeyError",
     "MalformedMessageError",
     "MessageTooLongError",
@@ -52,6 +54,14 @@ class ProtocolNameError(UsageError, ValueError):
 
 class InvalidKeyError(UsageError, ValueError):
     """A key or PSK given to the API has the wrong length."""
+
+
+class InvalidNonceError(UsageError, ValueError):
+    """A nonce outside ``range(2**64)`` was given to SetNonce."""
+
+
+class InvalidBufferError(UsageError, ValueError):
+    """An output buffer for ``*_into`` is read-only or too small."""
 
 
 class MissingKeyError(UsageError):

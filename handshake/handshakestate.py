@@ -24,9 +24,13 @@ A tag that fails, a truncated message or a low-order key therefore raises a
 :class:`PeerError` and leaves this object exactly as it was; misuse raises a
 :class:`UsageError`, also before anything changed.
 
+Public keys are checked for low order as they arrive, so a bad key fails the
+read that brought it, not a later write that first uses it.
+
 After the last message the state holds the Split pair of CipherStates until
 :meth:`HandshakeState.into_transport` hands them over; the handshake state is
-then spent and refuses further use.
+then spent, forgets its keys and refuses further use. It cannot be copied: two
+copies would encrypt different messages under one key and nonce.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import final
 
-from handshake._bytes import as_bytes, as_key
+from handshake._bytes import BytesLike, as_bytes, as_key
+from handshake._nocopy import NoCopy
 from handshake.ciphers import TAG_LEN
 from handshake.cipherstate import CipherState
 from handshake.dh import KeyPair
 from handshake.errors import (
     HandshakeFinishedError,
     HandshakeNotFinishedError,
+    InvalidKeyError,
+    InvalidPublicKeyError,
     MalformedMessageError,
     MessageTooLongError,
     MissingKeyError,
@@ -57,7 +64,7 @@ __all__ = ["HandshakeState"]
 
 
 @final
-class HandshakeState:
+class HandshakeState(NoCopy):
     """One side of a Noise handshake.
 
     Args:
@@ -65,7 +72,8 @@ class HandshakeState:
         initiator: whether this side sends the first message.
         prologue: data both sides must agree on; it is bound into the
             handshake hash but never sent.
-        s: our 32-byte static X25519 private key, when the pattern uses one.
+        s: our static X25519 key, when the pattern uses one: the 32-byte
+            private key or a :class:`KeyPair`.
         rs: the peer's 32-byte static public key, when the pattern has the
             peer's ``s`` as a pre-message (e.g. the responder key in ``IK``).
         psks: one 32-byte pre-shared key per ``pskN`` modifier, in the order
@@ -78,7 +86,8 @@ class HandshakeState:
         ProtocolNameError: the name is malformed or unsupported.
         MissingKeyError, MissingPskError: a key the pattern needs is absent.
         UnusedKeyError: a key was given that the pattern never uses.
-        InvalidKeyError: a key has the wrong length.
+        InvalidKeyError: a key has the wrong length, or ``rs`` is a
+            low-order point.
     """
 
     __slots__ = (
@@ -102,11 +111,11 @@ class HandshakeState:
         protocol_name: str,
         *,
         initiator: bool,
-        prologue: object = b"",
-        s: object | None = None,
-        rs: object | None = None,
-        psks: Sequence[object] = (),
-        fixed_ephemeral_for_testing_only: object | None = None,
+        prologue: BytesLike = b"",
+        s: BytesLike | KeyPair | None = None,
+        rs: BytesLike | None = None,
+        psks: Sequence[BytesLike] = (),
+        fixed_ephemeral_for_testing_only: BytesLike | None = None,
     ) -> None:
         protocol = NoiseProtocol.parse(protocol_name)
         pattern = protocol.pattern
@@ -118,7 +127,9 @@ class HandshakeState:
         if pattern.needs_local_static(initiator):
             if s is None:
                 raise MissingKeyError(f"{pattern.name} needs the {role}'s static key s")
-            self._s = protocol.dh.keypair_from_private(as_key(s, "s"))
+            self._s = (
+                s if isinstance(s, KeyPair) else protocol.dh.keypair_from_private(as_key(s, "s"))
+            )
         elif s is not None:
             raise UnusedKeyError(f"the {role} of {pattern.name} has no static key s")
 
@@ -129,6 +140,8 @@ class HandshakeState:
                     f"{pattern.name} needs the peer's static public key rs in advance"
                 )
             self._rs = as_key(rs, "rs")
+            if protocol.dh.is_low_order(self._rs):
+                raise InvalidKeyError("rs is a low-order point, which no real peer key is")
         elif rs is not None:
             raise UnusedKeyError(
                 f"the {role} of {pattern.name} does not know rs in advance; the peer "
@@ -140,7 +153,7 @@ class HandshakeState:
         if len(psks) != pattern.psk_count:
             error = MissingPskError if len(psks) < pattern.psk_count else UnusedKeyError
             raise error(f"{pattern.name} takes {pattern.psk_count} PSK(s), got {len(psks)}")
-        self._psks = tuple(as_key(psks[index], f"psks[{index}]") for index in pattern.psk_order)
+        self._psks = tuple(as_key(psk, f"psks[{index}]") for index, psk in enumerate(psks))
 
         self._fixed_ephemeral: KeyPair | None = None
         if fixed_ephemeral_for_testing_only is not None:
@@ -198,17 +211,31 @@ class HandshakeState:
 
     @property
     def handshake_hash(self) -> bytes:
-        """The transcript hash ``h``: a channel binding once the handshake is finished."""
+        """The transcript hash ``h``.
+
+        Only once :attr:`is_finished` is it the value both sides share and
+        may be used for channel binding.
+        """
         return self._symmetric.h
 
     @property
+    def local_static(self) -> bytes | None:
+        """Our static public key, if this side has one."""
+        return None if self._s is None else self._s.public
+
+    @property
     def remote_static(self) -> bytes | None:
-        """The peer's static public key, known in advance or learned so far."""
+        """The peer's static public key, known in advance or received so far.
+
+        A key received mid-handshake is proven only when the handshake is
+        finished (deferred patterns send ``s`` before the DH that proves it):
+        authorize on it only once :attr:`is_finished`.
+        """
         return self._rs
 
     # -- the two steps -------------------------------------------------------
 
-    def write_message(self, payload: object = b"") -> bytes:
+    def write_message(self, payload: BytesLike = b"") -> bytes:
         """Produce our next handshake message, carrying ``payload``.
 
         Raises:
@@ -218,7 +245,7 @@ class HandshakeState:
         """
         self._check_turn(writing=True)
         payload = as_bytes(payload, "payload")
-        sym = self._symmetric.copy()
+        sym = self._symmetric._fork()
         e, psks_used = self._e, self._psks_used
         out = bytearray()
         for token in self._protocol.pattern.messages[self._index]:
@@ -244,7 +271,7 @@ class HandshakeState:
         self._commit(sym, e, self._re, self._rs, psks_used)
         return bytes(out)
 
-    def read_message(self, message: object) -> bytes:
+    def read_message(self, message: BytesLike) -> bytes:
         """Consume the peer's next handshake message and return its payload.
 
         A payload that arrives before any key is established (e.g. in the
@@ -263,7 +290,7 @@ class HandshakeState:
             raise MalformedMessageError(
                 f"a handshake message of {len(data)} bytes exceeds the Noise maximum"
             )
-        sym = self._symmetric.copy()
+        sym = self._symmetric._fork()
         re, rs, psks_used = self._re, self._rs, self._psks_used
         dhlen = self._protocol.dh.dhlen
         offset = 0
@@ -271,11 +298,13 @@ class HandshakeState:
             if token is Token.E:
                 re = self._take(data, offset, dhlen, "ephemeral key")
                 offset += dhlen
+                self._check_public_key(re, "ephemeral")
                 self._mix_ephemeral(sym, re)
             elif token is Token.S:
                 size = dhlen + TAG_LEN if sym.cipher_state.has_key() else dhlen
                 rs = sym.decrypt_and_hash(self._take(data, offset, size, "static key"))
                 offset += size
+                self._check_public_key(rs, "static")
             elif token is Token.PSK:
                 sym.mix_key_and_hash(self._psks[psks_used])
                 psks_used += 1
@@ -307,11 +336,16 @@ class HandshakeState:
             send, receive = (c1, None) if self._initiator else (None, c1)
         else:
             send, receive = (c1, c2) if self._initiator else (c2, c1)
-        transport = TransportState(send, receive, self._symmetric.h)
+        transport = TransportState(
+            send, receive, handshake_hash=self._symmetric.h, remote_static=self._rs
+        )
         self._spent = True
+        # Keep h for handshake_hash; drop everything that could derive a key.
         self._split = None
         self._e = self._s = self._fixed_ephemeral = None
         self._psks = ()
+        self._symmetric.ck = b""
+        self._symmetric.cipher_state = CipherState(self._protocol.cipher)
         return transport
 
     # -- the pieces ----------------------------------------------------------
@@ -324,6 +358,12 @@ class HandshakeState:
             raise WrongTurnError(
                 f"message {self._index} of {self._protocol.pattern.name} is "
                 f"{'ours' if self.is_my_turn else 'the peer'}'s: call {expected}"
+            )
+
+    def _check_public_key(self, public: bytes, kind: str) -> None:
+        if self._protocol.dh.is_low_order(public):
+            raise InvalidPublicKeyError(
+                f"the peer's {kind} key is a low-order point (all-zero shared secret)"
             )
 
     def _mix_ephemeral(self, sym: SymmetricState, public: bytes) -> None:

@@ -38,24 +38,19 @@ class HandshakePattern:
     """A pattern with its modifiers applied.
 
     ``initiator_pre`` and ``responder_pre`` are the pre-messages; message ``i``
-    of ``messages`` is sent by the initiator when ``i`` is even. ``psk_order``
-    maps the k-th ``psk`` token of the handshake to the index of the PSK the
-    caller supplied (PSKs are given in the order their modifiers are named).
+    of ``messages`` is sent by the initiator when ``i`` is even. ``psk_count``
+    is the number of ``psk`` tokens; they take the caller's PSKs in order.
     """
 
     name: str
     initiator_pre: Message
     responder_pre: Message
     messages: tuple[Message, ...]
-    psk_order: tuple[int, ...] = ()
+    psk_count: int = 0
 
     @property
     def one_way(self) -> bool:
         return len(self.messages) == 1
-
-    @property
-    def psk_count(self) -> int:
-        return len(self.psk_order)
 
     def needs_local_static(self, initiator: bool) -> bool:
         """Whether the party needs its own static key pair ``s``."""
@@ -365,22 +360,25 @@ def resolve(name_with_modifiers: str) -> HandshakePattern:
                 f"{modifier} is past the end of {base_name}, which has "
                 f"{len(base.messages)} message(s)"
             )
-        if position in positions:
-            raise ProtocolNameError(f"modifier {modifier} appears twice")
+        if positions and position <= positions[-1]:
+            # Other implementations match PSKs to positions in ascending order;
+            # accepting another order would silently pair the wrong keys.
+            raise ProtocolNameError(
+                f"psk modifiers must be in ascending order without repeats, not {modifier_text}"
+            )
         positions.append(position)
 
     # psk0 opens the first message; pskN (N >= 1) closes message N.
     messages = [list(message) for message in base.messages]
-    for position in sorted(positions):
+    for position in positions:
         if position == 0:
             messages[0].insert(0, Token.PSK)
         else:
             messages[position - 1].append(Token.PSK)
-    psk_order = tuple(positions.index(position) for position in sorted(positions))
     return HandshakePattern(
         name=name_with_modifiers,
         initiator_pre=base.initiator_pre,
         responder_pre=base.responder_pre,
         messages=tuple(tuple(message) for message in messages),
-        psk_order=psk_order,
+        psk_count=len(positions),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final, final
 
+from handshake._nocopy import NoCopy
 from handshake.cipherstate import CipherState
 from handshake.protocol import NoiseProtocol
 
@@ -14,11 +15,11 @@ _KEY_LEN: Final = 32
 
 
 @final
-class SymmetricState:
+class SymmetricState(NoCopy):
     """Holds ``ck`` and ``h`` and the handshake's CipherState.
 
     Every method mutates in place; :class:`HandshakeState` works on a
-    :meth:`copy` and keeps it only when a whole message succeeds.
+    :meth:`_fork` and keeps it only when a whole message succeeds.
     """
 
     __slots__ = ("_protocol", "cipher_state", "ck", "h")
@@ -67,8 +68,9 @@ class SymmetricState:
             CipherState(cipher, temp_k2[:_KEY_LEN]),
         )
 
-    def copy(self) -> SymmetricState:
+    def _fork(self) -> SymmetricState:
+        """A private copy for HandshakeState's transactions, never handed out."""
         clone = object.__new__(SymmetricState)
         clone._protocol, clone.ck, clone.h = self._protocol, self.ck, self.h
-        clone.cipher_state = self.cipher_state.copy()
+        clone.cipher_state = self.cipher_state._fork()
         return clone

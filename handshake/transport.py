@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Final, final
 
-from handshake._bytes import as_view
+from handshake._bytes import BytesLike, as_view
+from handshake._nocopy import NoCopy
 from handshake.ciphers import TAG_LEN
 from handshake.cipherstate import CipherState
-from handshake.errors import MalformedMessageError, MessageTooLongError, OneWayPatternError
+from handshake.errors import (
+    InvalidBufferError,
+    MalformedMessageError,
+    MessageTooLongError,
+    OneWayPatternError,
+)
 
 __all__ = ["MAX_MESSAGE_LEN", "TransportState"]
 
@@ -16,7 +22,7 @@ MAX_MESSAGE_LEN: Final = 65535
 
 
 @final
-class TransportState:
+class TransportState(NoCopy):
     """Encrypts what this side sends and decrypts what it receives.
 
     Nonces are implicit counters: messages must be decrypted in the order they
@@ -25,14 +31,22 @@ class TransportState:
     record layer can encrypt and decrypt without intermediate copies.
     """
 
-    __slots__ = ("_receive", "_send", "handshake_hash")
+    __slots__ = ("_receive", "_send", "handshake_hash", "remote_static")
 
     def __init__(
-        self, send: CipherState | None, receive: CipherState | None, handshake_hash: bytes
+        self,
+        send: CipherState | None,
+        receive: CipherState | None,
+        *,
+        handshake_hash: bytes,
+        remote_static: bytes | None,
     ) -> None:
         self._send = send
         self._receive = receive
+        #: The finished handshake's transcript hash, for channel binding.
         self.handshake_hash: Final = handshake_hash
+        #: The peer's authenticated static public key (None if it has none).
+        self.remote_static: Final = remote_static
 
     def __repr__(self) -> str:
         return f"<TransportState sent={self.sending_nonce} received={self.receiving_nonce}>"
@@ -57,7 +71,7 @@ class TransportState:
             raise OneWayPatternError("the initiator of a one-way pattern can only send")
         return self._receive
 
-    def encrypt(self, plaintext: object, ad: object = b"") -> bytes:
+    def encrypt(self, plaintext: BytesLike, ad: BytesLike = b"") -> bytes:
         """Encrypt one message.
 
         Raises:
@@ -68,7 +82,7 @@ class TransportState:
         _check_plaintext_len(len(view))
         return self._sender().encrypt_with_ad(as_view(ad, "ad"), view)
 
-    def decrypt(self, ciphertext: object, ad: object = b"") -> bytes:
+    def decrypt(self, ciphertext: BytesLike, ad: BytesLike = b"") -> bytes:
         """Decrypt and authenticate the next message.
 
         Raises:
@@ -79,7 +93,9 @@ class TransportState:
         _check_ciphertext_len(len(view))
         return self._receiver().decrypt_with_ad(as_view(ad, "ad"), view)
 
-    def encrypt_into(self, plaintext: object, out: object, ad: object = b"") -> int:
+    def encrypt_into(
+        self, plaintext: BytesLike, out: bytearray | memoryview, ad: BytesLike = b""
+    ) -> int:
         """Encrypt ``plaintext`` into the start of writable buffer ``out``.
 
         Returns the number of bytes written, ``len(plaintext) + 16``.
@@ -89,13 +105,16 @@ class TransportState:
         target = _writable(out, len(view) + TAG_LEN)
         return self._sender().encrypt_into(as_view(ad, "ad"), view, target)
 
-    def decrypt_into(self, ciphertext: object, out: object, ad: object = b"") -> int:
+    def decrypt_into(
+        self, ciphertext: BytesLike, out: bytearray | memoryview, ad: BytesLike = b""
+    ) -> int:
         """Decrypt ``ciphertext`` into the start of writable buffer ``out``.
 
         Returns the number of plaintext bytes, ``len(ciphertext) - 16``. If
         authentication fails, :class:`DecryptError` is raised and the bytes
         already in ``out`` must be ignored. ``out`` may be the ciphertext's own
-        buffer (in-place decryption).
+        buffer (in-place decryption); the ciphertext is then overwritten even
+        when authentication fails.
         """
         view = as_view(ciphertext, "ciphertext")
         _check_ciphertext_len(len(view))
@@ -127,7 +146,7 @@ def _check_ciphertext_len(length: int) -> None:
 def _writable(out: object, needed: int) -> memoryview:
     view = as_view(out, "out")
     if view.readonly:
-        raise TypeError("out must be a writable buffer (bytearray or memoryview of one)")
+        raise InvalidBufferError("out must be writable (a bytearray or a memoryview of one)")
     if len(view) < needed:
-        raise ValueError(f"out has {len(view)} bytes but needs {needed}")
+        raise InvalidBufferError(f"out has {len(view)} bytes but needs {needed}")
     return view

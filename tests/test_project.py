@@ -1,0 +1,43 @@
+"""The promises the repository makes to a newcomer: the README's commands are
+the ones CI runs, and the installed ``securesess`` command works."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def _readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", quick_start)
+
+
+def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
+    install_and_demo, test_command = _readme_commands()
+    assert install_and_demo.endswith("securesess demo")
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci_lines
+
+
+def test_the_securesess_command_runs_the_demo() -> None:
+    command = shutil.which("securesess")
+    assert command is not None, "the console script is installed with the project"
+    result = subprocess.run(
+        [command, "demo"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "api authenticated its peer as SHA256:" in result.stdout
+    assert "db  decrypts: 'SELECT balance FROM accounts WHERE id = 42'" in result.stdout
+    assert "refused: DecryptError" in result.stdout
+    assert result.stderr == ""
+
+
+def test_the_securesess_command_has_help() -> None:
+    command = shutil.which("securesess")
+    assert command is not None
+    result = subprocess.run([command, "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in result.stdout
