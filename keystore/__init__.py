@@ -1,7 +1,18 @@
-"""Identities and trust on disk: key pairs, pinned peers, a small CA, revocation.
+"""Identities and trust: key pairs, pinned peers (and later a small CA).
 
-Files only, never the network. Filled in by the keystore layer; the handshake
-layer below it is usable on its own in the meantime.
+Files only, never the network.
 """
 
-__all__: list[str] = []
+from keystore.errors import DuplicatePeerError, KeystoreError, UntrustedPeerError
+from keystore.identity import Identity, fingerprint
+from keystore.trust import Peer, TrustStore
+
+__all__ = [
+    "DuplicatePeerError",
+    "Identity",
+    "KeystoreError",
+    "Peer",
+    "TrustStore",
+    "UntrustedPeerError",
+    "fingerprint",
+]

@@ -1,0 +1,654 @@
+"""SecureStream: a Noise-encrypted, mutually authenticated Trio stream.
+
+Theory of operation
+-------------------
+
+A SecureStream wraps any Trio stream (TCP, Unix socket, pipes, memory) the
+way :class:`trio.SSLStream` does, and speaks the wire protocol of
+docs/protocol.md over it. Its life has three parts:
+
+1. **Handshake**, run exactly once: explicitly by :meth:`do_handshake` or
+   implicitly by the first I/O call; concurrent callers wait for the one run.
+   It negotiates the protocol name, exchanges the Noise messages, checks the
+   peer against the trust store (and ``expect``), and ends with the
+   responder's ACCEPT record or its refusal. The whole of it runs under
+   ``handshake_timeout``. A failure raises a :class:`HandshakeFailed` subclass
+   and leaves the stream broken.
+
+2. **Records.** ``send_all`` cuts data into records of up to 65518 bytes,
+   encrypts them in place into one buffer and hands the batch to the
+   transport in a single call. ``receive_some`` reads large chunks, decrypts
+   one record straight out of the chunk into a buffer that it returns, and
+   keeps any bytes the caller did not ask for. Both directions rekey on the
+   schedule of :class:`RecordWriter`.
+
+3. **Closing.** ``send_eof`` sends the authenticated END record, so the peer
+   can tell a clean end from a cut connection; ``aclose`` sends it too when it
+   can, then closes the transport whatever happens.
+
+Status follows SSLStream: OK, BROKEN (any failure, including a cancelled
+send, which may have left half a record on the wire), or CLOSED. Every
+operation passes one gate, :meth:`_check_status`. Failures after the
+handshake surface as :class:`trio.BrokenResourceError` chained from the
+precise cause (:class:`TruncatedStream`, :class:`RecordAuthenticationFailed`,
+:class:`ProtocolViolation`, :class:`PeerAborted`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+import operator
+from collections.abc import Sequence
+from typing import Final, NoReturn, final
+
+import trio
+
+from handshake import HandshakeState, NoiseProtocol, PeerError, TransportState
+from keystore import Identity, Peer, TrustStore, UntrustedPeerError, fingerprint
+from securesess._frames import FrameReader, frame
+from securesess._payload import decode_payload
+from securesess._protocols import client_protocol, prologue, server_protocols
+from securesess._records import (
+    REKEY_AFTER_RECORDS,
+    CloseCode,
+    Record,
+    RecordReader,
+    RecordType,
+    RecordWriter,
+    close_body,
+    parse_close,
+)
+from securesess.errors import (
+    HandshakeFailed,
+    HandshakeTimeout,
+    NegotiationFailed,
+    PeerNotTrusted,
+    PeerRejected,
+    ProtocolViolation,
+    RecordAuthenticationFailed,
+    TruncatedStream,
+)
+
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "SecureStream"]
+
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+# How much to ask the transport for at once: several full records per read.
+_RECEIVE_SIZE: Final = 256 * 1024
+_MAX_NAME: Final = 255
+
+
+class _Status(enum.Enum):
+    OK = "OK"
+    BROKEN = "BROKEN"
+    CLOSED = "CLOSED"
+
+
+class _Refusal(Exception):
+    """Internal: why we refuse a peer, as sent in a CLOSE record."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Busy:
+    """Raises BusyResourceError when two tasks use one direction at once."""
+
+    __slots__ = ("_held", "_message")
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._message)
+        self._held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+
+@final
+class SecureStream(trio.abc.HalfCloseableStream):
+    """An encrypted, mutually authenticated stream over ``transport_stream``.
+
+    Args:
+        transport_stream: any :class:`trio.abc.Stream`; the SecureStream owns
+            it from now on and closes it in :meth:`aclose`.
+        identity: who we are; its key is our Noise static key.
+        trust: whom we accept. A responder refuses any initiator it does not
+            trust; an initiator refuses a responder it does not trust.
+        server_side: True for the responder (the side that accepted).
+        expect: the peer we insist on: its 32-byte public key (accepted even
+            if not in ``trust``: that is pinning) or its name in ``trust``.
+        protocol: the initiator's Noise protocol name (default
+            ``Noise_XX_25519_AESGCM_SHA256``; an ``IK`` name needs ``expect``),
+            or the names a responder allows (default: XX and IK with every
+            cipher and hash).
+        psk: a 32-byte network key; both sides must hold it, and only the psk
+            protocols are spoken.
+        handshake_timeout: seconds the whole handshake may take.
+        rekey_after_records: rekey the sending key after this many records.
+
+    Raises:
+        handshake.ProtocolNameError: (a ValueError) ``protocol`` is not one
+            securesess speaks, or does not match ``psk``.
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        *,
+        identity: Identity,
+        trust: TrustStore,
+        server_side: bool = False,
+        expect: bytes | str | None = None,
+        protocol: str | Sequence[str] | None = None,
+        psk: bytes | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        rekey_after_records: int = REKEY_AFTER_RECORDS,
+    ) -> None:
+        if psk is not None and len(psk) != 32:
+            raise ValueError(f"a psk is 32 bytes, got {len(psk)}")
+        if isinstance(expect, bytes | bytearray | memoryview):
+            expect = bytes(expect)
+            if len(expect) != 32:
+                raise ValueError(f"an expected public key is 32 bytes, got {len(expect)}")
+        if handshake_timeout <= 0 or math.isnan(handshake_timeout):
+            raise ValueError("handshake_timeout must be positive")
+        if rekey_after_records < 1:
+            raise ValueError("rekey_after_records must be at least 1")
+
+        self.transport_stream: Final = transport_stream
+        self._identity = identity
+        self._trust = trust
+        self._server_side = server_side
+        self._expect = expect
+        self._psk = psk
+        self._handshake_timeout = handshake_timeout
+        self._rekey_after = rekey_after_records
+        if server_side:
+            self._allowed = server_protocols(protocol, with_psk=psk is not None)
+        else:
+            self._offer = client_protocol(
+                protocol if isinstance(protocol, str) or protocol is None else None,
+                with_psk=psk is not None,
+            )
+            if protocol is not None and not isinstance(protocol, str):
+                raise TypeError("a client offers one protocol name (a str)")
+            if self._offer.pattern.needs_remote_static(True) and self._expected_key() is None:
+                raise ValueError(
+                    f"{self._offer.name} needs the server's key in advance: pass expect= "
+                    "its public key or the name of a pinned peer"
+                )
+
+        self._status = _Status.OK
+        self._frames = FrameReader()
+        self._handshake_started = False
+        self._handshake_done = trio.Event()
+        self._protocol: NoiseProtocol | None = None
+        self._transport: TransportState | None = None
+        self._writer: RecordWriter | None = None
+        self._reader: RecordReader | None = None
+        self._peer: Peer | None = None
+        self._pending: bytearray | None = None
+        self._end_sent = False
+        self._end_received = False
+        self._send_busy = _Busy("another task is already sending on this SecureStream")
+        self._receive_busy = _Busy("another task is already receiving on this SecureStream")
+
+    def __repr__(self) -> str:
+        side = "server" if self._server_side else "client"
+        peer = f" peer={self._peer}" if self._peer is not None else ""
+        return f"<SecureStream {side} {self._status.value}{peer}>"
+
+    # -- what the handshake established ------------------------------------------------
+
+    @property
+    def peer(self) -> Peer:
+        """The authenticated peer (name, public_key, fingerprint, groups).
+
+        Raises:
+            trio.NeedHandshakeError: the handshake has not completed yet.
+        """
+        if self._peer is None:
+            raise trio.NeedHandshakeError("the peer is known once the handshake completes")
+        return self._peer
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The Noise handshake hash, unique to this session: a channel binding.
+
+        Raises:
+            trio.NeedHandshakeError: the handshake has not completed yet.
+        """
+        if self._transport is None:
+            raise trio.NeedHandshakeError("the handshake hash exists once the handshake completes")
+        return self._transport.handshake_hash
+
+    @property
+    def protocol(self) -> str:
+        """The negotiated Noise protocol name."""
+        if self._protocol is None:
+            raise trio.NeedHandshakeError("the protocol is known once the handshake completes")
+        return self._protocol.name
+
+    # -- status ---------------------------------------------------------------------
+
+    def _check_status(self) -> None:
+        if self._status is _Status.OK:
+            return
+        if self._status is _Status.BROKEN:
+            raise trio.BrokenResourceError("this SecureStream is broken")
+        raise trio.ClosedResourceError("this SecureStream is closed")
+
+    def _break(self, cause: BaseException) -> NoReturn:
+        self._status = _Status.BROKEN
+        raise trio.BrokenResourceError(str(cause)) from cause
+
+    # -- transport I/O, with Trio's error conventions ---------------------------------
+
+    async def _transport_send(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.transport_stream.send_all(data)
+        except trio.Cancelled:
+            # Part of a record may be on the wire: nothing can follow it.
+            if self._status is _Status.OK:
+                self._status = _Status.BROKEN
+            raise
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._transport_failed(exc)
+
+    async def _transport_receive(self) -> bytes | bytearray:
+        try:
+            return await self.transport_stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._transport_failed(exc)
+
+    def _transport_failed(self, exc: BaseException) -> NoReturn:
+        if self._status is _Status.CLOSED:
+            raise trio.ClosedResourceError("this SecureStream was closed") from exc
+        self._status = _Status.BROKEN
+        raise trio.BrokenResourceError("the transport failed") from exc
+
+    # -- the handshake ----------------------------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Run the handshake now rather than on first I/O (it runs only once).
+
+        Raises:
+            PeerRejected: the responder refused us, with its reason.
+            PeerNotTrusted: the peer's key is not trusted or not ``expect``.
+            NegotiationFailed: no protocol in common, or the responder is busy.
+            HandshakeTimeout: the handshake took longer than its timeout.
+            HandshakeFailed: anything else (garbage, wrong psk, lost connection).
+            trio.BrokenResourceError: an earlier handshake attempt failed.
+        """
+        self._check_status()
+        if self._handshake_done.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        await self._ensure_handshake()
+
+    async def _ensure_handshake(self) -> None:
+        if self._handshake_done.is_set():
+            return
+        if self._handshake_started:
+            await self._handshake_done.wait()
+            self._check_status()  # BROKEN if the run we waited for failed
+            return
+        self._handshake_started = True
+        try:
+            with trio.move_on_after(self._handshake_timeout) as deadline:
+                if self._server_side:
+                    await self._respond()
+                else:
+                    await self._initiate()
+            if deadline.cancelled_caught:
+                raise HandshakeTimeout(
+                    f"the handshake did not complete within {self._handshake_timeout:g} s"
+                )
+        except BaseException:
+            if self._status is _Status.OK:
+                self._status = _Status.BROKEN
+            raise
+        finally:
+            self._handshake_done.set()
+
+    async def _read_handshake_frame(self) -> bytes:
+        while (data := self._frames.next_frame()) is None:
+            received = await self._handshake_receive()
+            if not received:
+                raise HandshakeFailed("the peer closed the connection during the handshake")
+            self._frames.feed(received)
+        return bytes(data)
+
+    async def _handshake_receive(self) -> bytes | bytearray:
+        try:
+            return await self.transport_stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._status is _Status.CLOSED:
+                raise trio.ClosedResourceError("this SecureStream was closed") from exc
+            raise HandshakeFailed("the connection failed during the handshake") from exc
+
+    async def _handshake_send(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.transport_stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._status is _Status.CLOSED:
+                raise trio.ClosedResourceError("this SecureStream was closed") from exc
+            raise HandshakeFailed("the connection failed during the handshake") from exc
+
+    def _expected_key(self) -> bytes | None:
+        if isinstance(self._expect, bytes):
+            return self._expect
+        if isinstance(self._expect, str):
+            peer = self._trust.peer_by_name(self._expect)
+            return None if peer is None else peer.public_key
+        return None
+
+    def _new_state(self, protocol: NoiseProtocol, *, initiator: bool) -> HandshakeState:
+        return HandshakeState(
+            protocol.name,
+            initiator=initiator,
+            prologue=prologue(protocol.name),
+            s=self._identity.keypair,
+            rs=self._expected_key() if protocol.pattern.needs_remote_static(initiator) else None,
+            psks=[self._psk] if self._psk is not None else [],
+        )
+
+    def _authenticate(self, public_key: bytes) -> Peer:
+        """The peer that proved ``public_key``, if we accept it.
+
+        Raises:
+            _Refusal: with the close code and reason to give the peer.
+        """
+        expected = self._expect
+        if isinstance(expected, bytes):
+            # An explicit key is a pin of its own, trusted or not.
+            if public_key != expected:
+                raise _Refusal(CloseCode.NOT_EXPECTED, "the peer's key is not the expected one")
+            return self._trust.peer_by_key(public_key) or Peer(None, public_key)
+        try:
+            peer = self._trust.verify(public_key)
+        except UntrustedPeerError as exc:
+            raise _Refusal(CloseCode.NOT_TRUSTED, str(exc)) from None
+        if expected is not None and peer.name != expected:
+            raise _Refusal(
+                CloseCode.NOT_EXPECTED, f"the peer is {peer.name!r}, not the expected {expected!r}"
+            )
+        return peer
+
+    def _finish(self, state: HandshakeState, peer: Peer) -> None:
+        transport = state.into_transport()
+        self._protocol = state.protocol
+        self._transport = transport
+        self._writer = RecordWriter(transport, self._rekey_after)
+        self._reader = RecordReader(self._frames, transport)
+        self._peer = peer
+
+    async def _exchange(
+        self, state: HandshakeState, first_message: bytes | None = None
+    ) -> Peer | None:
+        """Run the Noise messages after the first; return the checked peer
+        (initiator) or None (responder, which decides afterwards)."""
+        peer: Peer | None = None
+        while not state.is_finished:
+            if state.is_my_turn:
+                await self._handshake_send(frame(state.write_message()))
+                continue
+            message = (
+                first_message if first_message is not None else await self._read_handshake_frame()
+            )
+            first_message = None
+            known = state.remote_static
+            try:
+                decode_payload(state.read_message(message))
+            except (PeerError, ProtocolViolation) as exc:
+                raise HandshakeFailed(f"the peer's handshake message is invalid: {exc}") from exc
+            if not self._server_side and known is None and state.remote_static is not None:
+                # Check the server before our next message reveals who we are.
+                peer = self._check_server(state.remote_static)
+        return peer
+
+    def _check_server(self, public_key: bytes) -> Peer:
+        try:
+            return self._authenticate(public_key)
+        except _Refusal as refusal:
+            raise PeerNotTrusted(
+                f"the server is not trusted: {refusal.reason}", fingerprint=fingerprint(public_key)
+            ) from None
+
+    async def _initiate(self) -> None:
+        protocol = self._offer
+        state = self._new_state(protocol, initiator=True)
+        name = protocol.name.encode("ascii")
+        await self._handshake_send(frame(name) + frame(state.write_message()))
+
+        response = await self._read_handshake_frame()
+        if not response:
+            allowed = (await self._read_handshake_frame()).decode("ascii", "replace")
+            raise NegotiationFailed([protocol.name], [n for n in allowed.split(",") if n])
+        peer = await self._exchange(state, response)
+        if peer is None:
+            # IK: the server's key was known in advance, and checked there.
+            assert state.remote_static is not None
+            peer = self._check_server(state.remote_static)
+        self._finish(state, peer)
+        assert self._reader is not None
+        record = await self._first_record(self._reader)
+        if record.type is RecordType.CLOSE:
+            aborted = parse_close(record.body)
+            raise PeerRejected(aborted.code, aborted.reason)
+        if record.type is not RecordType.ACCEPT:
+            raise HandshakeFailed("the server's first record was not ACCEPT")
+
+    async def _first_record(self, reader: RecordReader) -> Record:
+        while True:
+            try:
+                record = reader.next_record()
+            except (ProtocolViolation, RecordAuthenticationFailed) as exc:
+                raise HandshakeFailed(str(exc)) from exc
+            if record is not None:
+                return record
+            received = await self._handshake_receive()
+            if not received:
+                raise HandshakeFailed("the server closed the connection without accepting")
+            self._frames.feed(received)
+
+    async def _respond(self) -> None:
+        raw_name = await self._read_handshake_frame()
+        if len(raw_name) > _MAX_NAME or not raw_name.isascii():
+            raise HandshakeFailed("the client's first frame is not a protocol name")
+        name = raw_name.decode("ascii")
+        if name not in self._allowed:
+            await self._handshake_send(b"\0\0" + frame(",".join(self._allowed).encode("ascii")))
+            raise NegotiationFailed([name], self._allowed)
+        protocol = NoiseProtocol.parse(name)
+        state = self._new_state(protocol, initiator=False)
+        await self._exchange(state)
+        client_key = state.remote_static
+        assert client_key is not None  # XX and IK both carry the client's key
+        try:
+            peer = self._authenticate(client_key)
+        except _Refusal as refusal:
+            writer = RecordWriter(state.into_transport())
+            body = close_body(refusal.code, refusal.reason)
+            await self._handshake_send(writer.seal(RecordType.CLOSE, body))
+            raise PeerNotTrusted(
+                f"refused the client: {refusal.reason}", fingerprint=fingerprint(client_key)
+            ) from None
+        self._finish(state, peer)
+        assert self._writer is not None
+        await self._handshake_send(self._writer.seal(RecordType.ACCEPT))
+
+    # -- records ------------------------------------------------------------------
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send all of ``data``.
+
+        Raises:
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the stream is broken (a cancelled
+                send_all breaks it: part of a record may have been sent).
+            trio.ClosedResourceError: the stream was closed, or EOF was sent.
+        """
+        with self._send_busy:
+            self._check_status()
+            await self._ensure_handshake()
+            if self._end_sent:
+                raise trio.ClosedResourceError("EOF was already sent on this SecureStream")
+            writer = self._writer
+            assert writer is not None
+            view = memoryview(data).cast("B")
+            if not view:
+                await trio.lowlevel.checkpoint()
+                return
+            for start, stop in writer.batches(view):
+                await self._transport_send(writer.seal_data(view[start:stop]))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._send_busy:
+            self._check_status()
+            try:
+                await self.transport_stream.wait_send_all_might_not_block()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._transport_failed(exc)
+
+    async def send_eof(self) -> None:
+        """Send the authenticated end of stream; the peer then reads b"".
+
+        Sending EOF twice is a no-op. The transport is half-closed too when it
+        can be, so TCP half-close passes through.
+        """
+        with self._send_busy:
+            self._check_status()
+            await self._ensure_handshake()
+            if self._end_sent:
+                await trio.lowlevel.checkpoint()
+                return
+            assert self._writer is not None
+            await self._transport_send(self._writer.seal(RecordType.END))
+            self._end_sent = True
+            if isinstance(self.transport_stream, trio.abc.HalfCloseableStream):
+                try:
+                    await self.transport_stream.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._transport_failed(exc)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Receive decrypted data: at most ``max_bytes``, b"" after the peer's EOF.
+
+        Raises:
+            trio.BusyResourceError: another task is receiving.
+            trio.BrokenResourceError: the stream is broken; ``__cause__`` is a
+                :class:`TruncatedStream`, :class:`RecordAuthenticationFailed`,
+                :class:`ProtocolViolation` or :class:`PeerAborted` when the
+                peer caused it.
+            trio.ClosedResourceError: the stream was closed.
+        """
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
+        with self._receive_busy:
+            self._check_status()
+            await self._ensure_handshake()
+            if self._pending is None and not self._end_received:
+                await self._next_data()
+            else:
+                await trio.lowlevel.checkpoint()
+            return self._take_pending(max_bytes)
+
+    def _take_pending(self, max_bytes: int | None) -> bytes | bytearray:
+        pending = self._pending
+        if pending is None:
+            return b""  # only after END
+        if max_bytes is None or max_bytes >= len(pending):
+            self._pending = None
+            return pending
+        chunk = bytes(pending[:max_bytes])
+        del pending[:max_bytes]
+        return chunk
+
+    async def _next_data(self) -> None:
+        """Read until a DATA record (into _pending) or END arrives."""
+        reader = self._reader
+        assert reader is not None
+        awaited = False
+        while True:
+            try:
+                record = reader.next_record()
+            except (ProtocolViolation, RecordAuthenticationFailed) as exc:
+                self._break(exc)
+            if record is None:
+                received = await self._transport_receive()
+                awaited = True
+                if not received:
+                    self._break(
+                        TruncatedStream("the connection ended without the peer's end of stream")
+                    )
+                self._frames.feed(received)
+                continue
+            if record.type is RecordType.DATA:
+                self._pending = record.body
+            elif record.type is RecordType.END:
+                self._end_received = True
+            elif record.type is RecordType.CLOSE:
+                try:
+                    self._break(parse_close(record.body))
+                except ProtocolViolation as exc:
+                    self._break(exc)
+            else:
+                self._break(ProtocolViolation(f"an unexpected {record.type.name} record"))
+            if not awaited:
+                await trio.lowlevel.checkpoint()
+            return
+
+    # -- closing --------------------------------------------------------------------
+
+    async def abort(self, code: int, reason: str) -> None:
+        """Tell the peer why we give up (a CLOSE record), then close.
+
+        The peer's next receive fails with ``BrokenResourceError`` caused by
+        :class:`PeerAborted` carrying ``code`` and ``reason``.
+        """
+        if self._status is _Status.OK and self._writer is not None and not self._send_busy.held:
+            with trio.move_on_after(1):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._transport_send(
+                        self._writer.seal(RecordType.CLOSE, close_body(code, reason))
+                    )
+        self._end_sent = True  # no END after a CLOSE
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the stream: send END if it can, then close the transport.
+
+        Idempotent. Closes even when cancelled, gracefully only when it can be.
+        """
+        if self._status is _Status.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        graceful = (
+            self._status is _Status.OK
+            and self._writer is not None
+            and not self._end_sent
+            and not self._send_busy.held
+        )
+        self._status = _Status.CLOSED
+        try:
+            if graceful:
+                assert self._writer is not None
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.transport_stream.send_all(self._writer.seal(RecordType.END))
+        finally:
+            await self.transport_stream.aclose()
