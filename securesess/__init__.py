@@ -1,6 +1,8 @@
 """securesess: mutually authenticated, encrypted channels and confined sessions on Trio."""
 
 from keystore import Identity, Peer, TrustStore
+from securesess._serve import SecureListener, open_secure_stream, serve_secure
+from securesess._socket import wrap_socket
 from securesess._stream import SecureStream
 from securesess.errors import (
     HandshakeFailed,
@@ -25,7 +27,11 @@ __all__ = [
     "PeerRejected",
     "ProtocolViolation",
     "RecordAuthenticationFailed",
+    "SecureListener",
     "SecureStream",
     "TruncatedStream",
     "TrustStore",
+    "open_secure_stream",
+    "serve_secure",
+    "wrap_socket",
 ]

@@ -11,6 +11,7 @@ from handshake import NoiseProtocol, ProtocolNameError
 __all__ = [
     "DEFAULT_PROTOCOL",
     "PROLOGUE_PREFIX",
+    "check_psk",
     "client_protocol",
     "prologue",
     "server_protocols",
@@ -32,6 +33,11 @@ def _offered(with_psk: bool) -> tuple[str, ...]:
         f"Noise_{pattern}_25519_{cipher}_{hash_}"
         for pattern, cipher, hash_ in product(_PATTERNS[with_psk], _CIPHERS, _HASHES)
     )
+
+
+def check_psk(psk: bytes | None) -> None:
+    if psk is not None and len(psk) != 32:
+        raise ValueError(f"a psk is 32 bytes, got {len(psk)}")
 
 
 def prologue(protocol_name: str) -> bytes:

@@ -49,7 +49,7 @@ from handshake import HandshakeState, NoiseProtocol, PeerError, TransportState
 from keystore import Identity, Peer, TrustStore, UntrustedPeerError, fingerprint
 from securesess._frames import FrameReader, frame
 from securesess._payload import decode_payload
-from securesess._protocols import client_protocol, prologue, server_protocols
+from securesess._protocols import check_psk, client_protocol, prologue, server_protocols
 from securesess._records import (
     REKEY_AFTER_RECORDS,
     CloseCode,
@@ -156,8 +156,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         rekey_after_records: int = REKEY_AFTER_RECORDS,
     ) -> None:
-        if psk is not None and len(psk) != 32:
-            raise ValueError(f"a psk is 32 bytes, got {len(psk)}")
+        check_psk(psk)
         if isinstance(expect, bytes | bytearray | memoryview):
             expect = bytes(expect)
             if len(expect) != 32:

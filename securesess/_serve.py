@@ -1,0 +1,216 @@
+"""Listening and connecting: SecureListener, serve_secure, open_secure_stream.
+
+These mirror trio's TLS helpers (``SSLListener``, ``serve_ssl_over_tcp``,
+``open_ssl_over_tcp_stream``) with one difference that matters for a server:
+``serve_secure`` runs each handshake *before* calling the handler, under a
+timeout and a cap on how many run at once, so a handler only ever sees an
+authenticated peer, and a stalled or garbage client costs one bounded task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, final
+
+import trio
+
+from keystore import Identity, TrustStore
+from securesess._frames import frame
+from securesess._protocols import check_psk, server_protocols
+from securesess._records import REKEY_AFTER_RECORDS
+from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.errors import HandshakeFailed
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENT_HANDSHAKES",
+    "SecureListener",
+    "open_secure_stream",
+    "serve_secure",
+]
+
+log = logging.getLogger("securesess")
+
+DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
+# The negotiation answer "allowed: (nothing)", which means busy (protocol.md §2).
+_BUSY: Final = b"\0\0" + frame(b"")
+# How long a refused connection may linger so the client reads the refusal.
+_LINGER: Final = 1.0
+
+
+@final
+class SecureListener(trio.abc.Listener[SecureStream]):
+    """Wraps a listener so that :meth:`accept` returns server-side SecureStreams.
+
+    The handshake runs on the stream's first use (or ``do_handshake()``), as
+    with :class:`trio.SSLListener`. Options are those of :class:`SecureStream`.
+    """
+
+    def __init__(
+        self,
+        transport_listener: trio.abc.Listener[trio.abc.Stream],
+        *,
+        identity: Identity,
+        trust: TrustStore,
+        expect: bytes | str | None = None,
+        protocol: str | Sequence[str] | None = None,
+        psk: bytes | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        rekey_after_records: int = REKEY_AFTER_RECORDS,
+    ) -> None:
+        self.transport_listener = transport_listener
+        self._options: dict[str, Any] = {
+            "identity": identity,
+            "trust": trust,
+            "expect": expect,
+            "protocol": protocol,
+            "psk": psk,
+            "handshake_timeout": handshake_timeout,
+            "rekey_after_records": rekey_after_records,
+        }
+        # Bad options fail here rather than on the first connection.
+        check_psk(psk)
+        server_protocols(protocol, with_psk=psk is not None)
+
+    async def accept(self) -> SecureStream:
+        transport = await self.transport_listener.accept()
+        return SecureStream(transport, server_side=True, **self._options)
+
+    async def aclose(self) -> None:
+        await self.transport_listener.aclose()
+
+
+def _peer_address(stream: SecureStream) -> str:
+    transport = stream.transport_stream
+    if isinstance(transport, trio.SocketStream):
+        try:
+            address = transport.socket.getpeername()
+        except OSError:
+            return "an unknown address"
+        return (
+            str(address[0]) + ":" + str(address[1]) if isinstance(address, tuple) else str(address)
+        )
+    return "a non-socket transport"
+
+
+async def _refuse_busy(stream: SecureStream) -> None:
+    transport = stream.transport_stream
+    with trio.move_on_after(_LINGER):
+        try:
+            await transport.send_all(_BUSY)
+            if isinstance(transport, trio.abc.HalfCloseableStream):
+                await transport.send_eof()
+            # Read what the client already sent: closing with unread data
+            # would reset the connection before it reads the answer.
+            while await transport.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(transport)
+
+
+async def serve_secure(
+    handler: Callable[[SecureStream], Awaitable[object]],
+    port: int,
+    *,
+    identity: Identity,
+    trust: TrustStore,
+    host: str | bytes | None = None,
+    expect: bytes | str | None = None,
+    protocol: str | Sequence[str] | None = None,
+    psk: bytes | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    backlog: int | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[SecureListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve authenticated connections on ``port`` until cancelled.
+
+    Like :func:`trio.serve_ssl_over_tcp`: ``await nursery.start(serve_secure,
+    ...)`` returns the listeners (port 0 picks a free port). Each connection
+    is handshaken first; ``handler(stream)`` runs only for peers the trust
+    store accepts, and the stream is closed (gracefully) when it returns.
+    Refused and failed handshakes are logged on the ``securesess`` logger.
+    When ``max_concurrent_handshakes`` are in progress, new clients get a
+    "busy" answer at once instead of waiting.
+    """
+    if max_concurrent_handshakes < 1:
+        raise ValueError("max_concurrent_handshakes must be at least 1")
+    tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    listeners = [
+        SecureListener(
+            listener,
+            identity=identity,
+            trust=trust,
+            expect=expect,
+            protocol=protocol,
+            psk=psk,
+            handshake_timeout=handshake_timeout,
+        )
+        for listener in tcp_listeners
+    ]
+    in_progress = 0
+
+    async def handshake_then_handle(stream: SecureStream) -> None:
+        nonlocal in_progress
+        if in_progress >= max_concurrent_handshakes:
+            log.warning("busy: refused a connection from %s", _peer_address(stream))
+            await _refuse_busy(stream)
+            return
+        in_progress += 1
+        try:
+            await stream.do_handshake()
+        except HandshakeFailed as exc:
+            log.info("handshake with %s failed: %s", _peer_address(stream), exc)
+            await trio.aclose_forcefully(stream)
+            return
+        finally:
+            in_progress -= 1
+        await handler(stream)
+        with trio.move_on_after(handshake_timeout):
+            await stream.aclose()
+
+    await trio.serve_listeners(
+        handshake_then_handle, listeners, handler_nursery=handler_nursery, task_status=task_status
+    )
+
+
+async def open_secure_stream(
+    host: str | bytes,
+    port: int,
+    *,
+    identity: Identity,
+    trust: TrustStore,
+    expect: bytes | str | None = None,
+    protocol: str | None = None,
+    psk: bytes | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    happy_eyeballs_delay: float | None = 0.25,
+) -> SecureStream:
+    """Connect over TCP and complete the handshake (like ``open_ssl_over_tcp_stream``).
+
+    Raises:
+        OSError: the TCP connection could not be made.
+        HandshakeFailed: (or a subclass) see :meth:`SecureStream.do_handshake`.
+    """
+    transport = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=happy_eyeballs_delay)
+    try:
+        stream = SecureStream(
+            transport,
+            identity=identity,
+            trust=trust,
+            expect=expect,
+            protocol=protocol,
+            psk=psk,
+            handshake_timeout=handshake_timeout,
+        )
+    except BaseException:
+        await trio.aclose_forcefully(transport)
+        raise
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
