@@ -73,6 +73,16 @@ class FrameReader:
         self._data = view
         self._pos = 0
 
+    def next_length(self) -> int | None:
+        """The length field of the next frame, once its two bytes are here."""
+        if self._ready is not None:
+            return len(self._ready)
+        if self._partial:
+            return _U16.unpack_from(self._partial)[0] if len(self._partial) >= 2 else None
+        if len(self._data) - self._pos < 2:
+            return None
+        return self._data[self._pos] << 8 | self._data[self._pos + 1]
+
     def next_frame(self) -> memoryview | None:
         """The next complete frame's contents, or None if more bytes are needed."""
         if self._ready is not None:

@@ -47,7 +47,7 @@ import trio
 
 from handshake import HandshakeState, NoiseProtocol, PeerError, TransportState
 from keystore import Identity, Peer, TrustStore, UntrustedPeerError, fingerprint
-from securesess._frames import FrameReader, frame
+from securesess._frames import MAX_FRAME, FrameReader, frame
 from securesess._payload import decode_payload
 from securesess._protocols import check_psk, client_protocol, prologue, server_protocols
 from securesess._records import (
@@ -322,8 +322,12 @@ class SecureStream(trio.abc.HalfCloseableStream):
         finally:
             self._handshake_done.set()
 
-    async def _read_handshake_frame(self) -> bytes:
+    async def _read_handshake_frame(self, limit: int = MAX_FRAME) -> bytes:
         while (data := self._frames.next_frame()) is None:
+            length = self._frames.next_length()
+            if length is not None and length > limit:
+                # Judge by the length field: no need to wait for the bytes.
+                raise HandshakeFailed(f"a {length}-byte frame where at most {limit} fit")
             received = await self._handshake_receive()
             if not received:
                 raise HandshakeFailed("the peer closed the connection during the handshake")
@@ -464,8 +468,11 @@ class SecureStream(trio.abc.HalfCloseableStream):
             self._frames.feed(received)
 
     async def _respond(self) -> None:
-        raw_name = await self._read_handshake_frame()
-        if len(raw_name) > _MAX_NAME or not raw_name.isascii():
+        try:
+            raw_name = await self._read_handshake_frame(limit=_MAX_NAME)
+        except HandshakeFailed as exc:
+            raise HandshakeFailed("the client's first frame is not a protocol name") from exc
+        if not raw_name.isascii():
             raise HandshakeFailed("the client's first frame is not a protocol name")
         name = raw_name.decode("ascii")
         if name not in self._allowed:

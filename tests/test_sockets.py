@@ -1,0 +1,209 @@
+"""SecureStream over real sockets: TCP through serve_secure/open_secure_stream,
+Unix sockets, and wrapping stdlib sockets that already exist."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from keystore import TrustStore
+from securesess import (
+    NegotiationFailed,
+    PeerRejected,
+    SecureListener,
+    SecureStream,
+    open_secure_stream,
+    serve_secure,
+    wrap_socket,
+)
+from tests.streams import Identities, handshake_both
+
+Handler = Callable[[SecureStream], Awaitable[object]]
+
+
+async def _echo(stream: SecureStream) -> None:
+    while data := await stream.receive_some():
+        await stream.send_all(data)
+
+
+async def _serve(nursery: trio.Nursery, handler: Handler, ids: Identities, **options: Any) -> int:
+    """Start serve_secure on a free loopback port; return the port."""
+    listeners: list[SecureListener] = await nursery.start(
+        partial(
+            serve_secure,
+            handler,
+            0,
+            identity=ids.server,
+            trust=ids.server_trust,
+            host="127.0.0.1",
+            **options,
+        )
+    )
+    transport = listeners[0].transport_listener
+    assert isinstance(transport, trio.SocketListener)
+    port: int = transport.socket.getsockname()[1]
+    return port
+
+
+async def test_tcp_echo_through_serve_secure(nursery: trio.Nursery) -> None:
+    ids = Identities()
+    seen: list[str | None] = []
+
+    async def handler(stream: SecureStream) -> None:
+        seen.append(stream.peer.name)
+        await _echo(stream)
+
+    port = await _serve(nursery, handler, ids)
+    with trio.fail_after(10):
+        stream = await open_secure_stream(
+            "127.0.0.1",
+            port,
+            identity=ids.client,
+            trust=ids.client_trust,
+            expect="server",
+        )
+        payload = bytes(range(256)) * 1000
+        async with stream:
+            await stream.send_all(payload)
+            await stream.send_eof()
+            received = bytearray()
+            while data := await stream.receive_some():
+                received += data
+    assert received == payload
+    assert seen == ["client"]
+    assert stream.peer.name == "server"
+
+
+async def test_an_untrusted_client_never_reaches_the_handler(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = Identities()
+    called = []
+
+    async def handler(stream: SecureStream) -> None:
+        called.append(stream)
+
+    port = await _serve(nursery, handler, ids)
+    with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
+        with pytest.raises(PeerRejected, match="is not pinned") as raised:
+            await open_secure_stream(
+                "127.0.0.1", port, identity=ids.stranger, trust=ids.client_trust
+            )
+        await trio.sleep(0.1)  # let the server log the refusal
+    assert raised.value.code == 1
+    assert called == []
+    assert any(ids.stranger.fingerprint in message for message in caplog.messages)
+
+
+async def test_a_stalled_client_does_not_block_others(nursery: trio.Nursery) -> None:
+    ids = Identities()
+    port = await _serve(nursery, _echo, ids)
+    with trio.fail_after(10):
+        stalled = await trio.open_tcp_stream("127.0.0.1", port)
+        await stalled.send_all(b"\x00")  # half a length field, then nothing
+        stream = await open_secure_stream(
+            "127.0.0.1", port, identity=ids.client, trust=ids.client_trust
+        )
+        await stream.send_all(b"still served")
+        assert await stream.receive_some() == b"still served"
+        await stream.aclose()
+        await stalled.aclose()
+
+
+async def test_busy_servers_say_so(nursery: trio.Nursery) -> None:
+    ids = Identities()
+    port = await _serve(nursery, _echo, ids, max_concurrent_handshakes=1)
+    with trio.fail_after(10):
+        stalled = await trio.open_tcp_stream("127.0.0.1", port)
+        await trio.sleep(0.2)  # the stalled client now holds the only slot
+        with pytest.raises(NegotiationFailed, match="too busy") as raised:
+            await open_secure_stream("127.0.0.1", port, identity=ids.client, trust=ids.client_trust)
+        assert raised.value.busy
+        await stalled.aclose()
+
+
+async def test_garbage_does_not_disturb_the_server(nursery: trio.Nursery) -> None:
+    ids = Identities()
+    port = await _serve(nursery, _echo, ids)
+    with trio.fail_after(10):
+        garbage = await trio.open_tcp_stream("127.0.0.1", port)
+        await garbage.send_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+        assert await garbage.receive_some() == b""  # the server hangs up
+        stream = await open_secure_stream(
+            "127.0.0.1", port, identity=ids.client, trust=ids.client_trust
+        )
+        await stream.send_all(b"ok")
+        assert await stream.receive_some() == b"ok"
+        await stream.aclose()
+
+
+async def test_wrap_socket_on_a_unix_socketpair() -> None:
+    ids = Identities()
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = wrap_socket(left, identity=ids.client, trust=ids.client_trust)
+    server = wrap_socket(right, identity=ids.server, trust=ids.server_trust, server_side=True)
+    with trio.fail_after(10):
+        await handshake_both(client, server)
+        await client.send_all(b"over AF_UNIX")
+        assert await server.receive_some() == b"over AF_UNIX"
+        await server.aclose()
+        assert await client.receive_some() == b""
+        await client.aclose()
+    assert left.fileno() == -1, "the SecureStream owns and closes the socket"
+
+
+async def test_wrap_socket_on_connected_tcp_sockets() -> None:
+    ids = Identities()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client_sock = socket.create_connection(listener.getsockname())
+    server_sock, _ = listener.accept()
+    listener.close()
+    client = wrap_socket(client_sock, identity=ids.client, trust=ids.client_trust)
+    server = wrap_socket(server_sock, identity=ids.server, trust=ids.server_trust, server_side=True)
+    with trio.fail_after(10):
+        await handshake_both(client, server)
+        await server.send_all(b"existing socket, now encrypted")
+        assert await client.receive_some() == b"existing socket, now encrypted"
+        await client.aclose()
+        await server.aclose()
+
+
+async def test_wrap_socket_refuses_datagram_sockets() -> None:
+    ids = Identities()
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        pytest.raises(ValueError, match="stream socket"),
+    ):
+        wrap_socket(udp, identity=ids.client, trust=TrustStore())
+
+
+async def test_any_trio_stream_over_a_unix_listener(nursery: trio.Nursery, tmp_path: Path) -> None:
+    ids = Identities()
+    path = str(tmp_path / "secure.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen()
+    listener = SecureListener(
+        trio.SocketListener(sock), identity=ids.server, trust=ids.server_trust
+    )
+
+    async def serve_one() -> None:
+        stream = await listener.accept()
+        await _echo(stream)
+        await stream.aclose()
+
+    nursery.start_soon(serve_one)
+    with trio.fail_after(10):
+        transport = await trio.open_unix_socket(path)
+        client = SecureStream(transport, identity=ids.client, trust=ids.client_trust)
+        await client.send_all(b"unix")
+        assert await client.receive_some() == b"unix"
+        await client.aclose()
+    await listener.aclose()

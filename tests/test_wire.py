@@ -1,0 +1,89 @@
+"""The sans-IO pieces of the wire protocol: framing and handshake payloads."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from securesess import ProtocolViolation
+from securesess._frames import FrameReader, frame
+from securesess._payload import CERTIFICATE, decode_payload, encode_payload
+
+frame_lists = st.lists(st.binary(max_size=70_000).map(lambda b: b[:65535]), max_size=6)
+
+
+@given(frame_lists, st.lists(st.integers(min_value=1, max_value=100_000), min_size=1))
+def test_frames_survive_any_split_into_reads(frames: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(frame(f) for f in frames)
+    reader = FrameReader()
+    received: list[bytes] = []
+    position, index = 0, 0
+    while position < len(wire):
+        size = cuts[index % len(cuts)]
+        index += 1
+        reader.feed(wire[position : position + size])
+        position += size
+        while (data := reader.next_frame()) is not None:
+            received.append(bytes(data))
+    assert received == frames
+    assert reader.buffered == 0
+
+
+def test_a_frame_split_inside_its_length_field() -> None:
+    reader = FrameReader()
+    reader.feed(b"\x00")
+    assert reader.next_frame() is None
+    assert reader.next_length() is None
+    reader.feed(b"\x03ab")
+    assert reader.next_length() == 3
+    assert reader.next_frame() is None
+    reader.feed(b"c\x00\x01z")
+    assert [bytes(reader.next_frame() or b"-"), bytes(reader.next_frame() or b"-")] == [
+        b"abc",
+        b"z",
+    ]
+
+
+def test_feeding_with_frames_waiting_is_a_bug() -> None:
+    reader = FrameReader()
+    reader.feed(frame(b"waiting"))
+    with pytest.raises(RuntimeError):
+        reader.feed(b"more")
+
+
+def test_frames_have_a_maximum() -> None:
+    assert len(frame(bytes(65535))) == 65537
+    with pytest.raises(ValueError, match="at most 65535"):
+        frame(bytes(65536))
+
+
+def test_payload_round_trip_and_unknown_fields() -> None:
+    assert decode_payload(b"") == {}
+    encoded = encode_payload({CERTIFICATE: b"cert"})
+    assert decode_payload(encoded) == {CERTIFICATE: b"cert"}
+    # Types of 128 and above are optional and skipped when unknown.
+    assert decode_payload(encoded + bytes([200, 0, 2]) + b"xy") == {CERTIFICATE: b"cert"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x01\x00", "inside a field header"),
+        (b"\x01\x00\x05abc", "overruns"),
+        (b"\x07\x00\x00", "unknown critical"),
+        (b"\x01\x00\x00\x01\x00\x00", "appears twice"),
+    ],
+)
+def test_malformed_payloads(payload: bytes, message: str) -> None:
+    with pytest.raises(ProtocolViolation, match=message):
+        decode_payload(payload)
+
+
+@given(st.binary(max_size=300))
+def test_any_payload_decodes_or_is_a_protocol_violation(payload: bytes) -> None:
+    try:
+        fields = decode_payload(payload)
+    except ProtocolViolation:
+        return
+    assert set(fields) <= {CERTIFICATE}
