@@ -9,16 +9,24 @@ from pathlib import Path
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def test_noise_nk_in_memory() -> None:
+def _run(name: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, EXAMPLES / "noise_nk_in_memory.py"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+        [sys.executable, EXAMPLES / name], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.splitlines()[:3] == [
+    assert result.stderr == ""
+    return result.stdout.splitlines()
+
+
+def test_noise_nk_in_memory() -> None:
+    assert _run("noise_nk_in_memory.py")[:3] == [
         "server got: hello, server",
         "client got: hello, client",
         "server decrypts: a transport message",
     ]
+
+
+def test_pinned_echo() -> None:
+    lines = _run("pinned_echo.py")
+    assert "client: talking to db over Noise_XX_25519_AESGCM_SHA256" in lines
+    assert "client: got ping" in lines
+    assert any(line.startswith("server: api connected (SHA256:") for line in lines)
