@@ -120,6 +120,7 @@ async def serve_secure(
     protocol: str | Sequence[str] | None = None,
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    rekey_after_records: int = REKEY_AFTER_RECORDS,
     max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     backlog: int | None = None,
     handler_nursery: trio.Nursery | None = None,
@@ -147,6 +148,7 @@ async def serve_secure(
             protocol=protocol,
             psk=psk,
             handshake_timeout=handshake_timeout,
+            rekey_after_records=rekey_after_records,
         )
         for listener in tcp_listeners
     ]
