@@ -1,0 +1,190 @@
+"""What the benchmark found, as a table or as JSON, with the project's targets.
+
+The targets are printed as notes, never enforced: loopback numbers depend on
+the machine, and a benchmark that fails on a slow CI runner helps nobody.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Final
+
+from securesess.bench.transports import LABELS, NOISE, TRANSPORTS
+from securesess.bench.workloads import Settings
+
+__all__ = ["METRICS", "TARGETS", "Metric", "Results", "Target"]
+
+_BASELINES: Final = ("tcp", "tls")
+_SHORT: Final = {"tcp": "TCP", "tls": "TLS", "noise-aesgcm": "AESGCM", "noise-chachapoly": "ChaCha"}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    label: str
+
+
+THROUGHPUT: Final = Metric("throughput_mb_s", "throughput (MB/s)")
+HANDSHAKES: Final = Metric("handshakes_per_s", "handshakes/s")
+RTT_MEDIAN: Final = Metric("rtt_median_us", "RTT median (us)")
+RTT_P99: Final = Metric("rtt_p99_us", "RTT p99 (us)")
+IDLE: Final = Metric("idle_kib_per_conn", "idle memory (KiB/conn)")
+#: What is measured, in the order of the table's rows.
+METRICS: Final = (THROUGHPUT, HANDSHAKES, RTT_MEDIAN, RTT_P99, IDLE)
+# Derived from IDLE rather than measured, so kept apart in the JSON.
+_BEYOND_TCP_LABEL: Final = "idle beyond TCP (KiB/conn)"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal for SecureStream: ``metric`` relative to ``baseline``.
+
+    With a baseline the value is the ratio SecureStream / baseline; without
+    one it is the idle memory beyond raw TCP, in KiB per connection.
+    """
+
+    text: str
+    metric: Metric
+    baseline: str | None
+    bound: float
+    at_least: bool
+
+    def met(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+
+TARGETS: Final = (
+    Target("throughput >= 75% of raw TCP", THROUGHPUT, "tcp", 0.75, at_least=True),
+    Target("throughput >= 3x TLS 1.3", THROUGHPUT, "tls", 3.0, at_least=True),
+    Target("handshakes/s >= 4x TLS 1.3", HANDSHAKES, "tls", 4.0, at_least=True),
+    Target("RTT median <= 1.3x raw TCP", RTT_MEDIAN, "tcp", 1.3, at_least=False),
+    Target("idle memory <= 16 KiB/conn beyond raw TCP", IDLE, None, 16.0, at_least=False),
+)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Measured values: ``values[metric key][transport name]``."""
+
+    settings: Settings
+    values: dict[str, dict[str, float]]
+
+    def beyond_tcp(self) -> dict[str, float]:
+        """Idle memory per connection beyond raw TCP's, per transport, in KiB."""
+        idle = self.values[IDLE.key]
+        return {name: idle[name] - idle["tcp"] for name in TRANSPORTS if name != "tcp"}
+
+    def ratio(self, metric: Metric, name: str, baseline: str) -> float:
+        return self.values[metric.key][name] / self.values[metric.key][baseline]
+
+    def _target_value(self, target: Target, name: str) -> float:
+        if target.baseline is None:
+            return self.beyond_tcp()[name]
+        return self.ratio(target.metric, name, target.baseline)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "settings": dataclasses.asdict(self.settings),
+                "transports": LABELS,
+                "metrics": self.values,
+                "idle_kib_beyond_tcp": self.beyond_tcp(),
+                "ratios": {
+                    f"{name}/{baseline}": {
+                        metric.key: self.ratio(metric, name, baseline) for metric in METRICS
+                    }
+                    for name in NOISE
+                    for baseline in _BASELINES
+                },
+                "targets": [
+                    {
+                        "target": target.text,
+                        "transport": name,
+                        "value": (value := self._target_value(target, name)),
+                        "met": target.met(value),
+                    }
+                    for target in TARGETS
+                    for name in NOISE
+                ],
+            },
+            indent=2,
+        )
+
+    def table(self) -> str:
+        settings = self.settings
+        handshakes = (
+            f"{settings.handshakes} handshakes"
+            if settings.handshakes is not None
+            else f"handshakes for {settings.handshake_seconds:g} s"
+        )
+        lines = [
+            f"securesess bench on loopback: {_size(settings.total_bytes)} best of "
+            f"{settings.repeat}, {handshakes}, {settings.round_trips} round trips, "
+            f"{settings.idle_connections} idle connections",
+            "",
+        ]
+        ratio_columns = [(name, baseline) for name in NOISE for baseline in _BASELINES]
+        header = [LABELS[name] for name in TRANSPORTS] + [
+            f"{_SHORT[name]}/{_SHORT[baseline]}" for name, baseline in ratio_columns
+        ]
+        rows: list[tuple[str, list[str]]] = []
+        for metric in METRICS:
+            values = [_number(self.values[metric.key][name]) for name in TRANSPORTS]
+            ratios = [
+                f"{self.ratio(metric, name, baseline):.2f}x" for name, baseline in ratio_columns
+            ]
+            rows.append((metric.label, values + ratios))
+        beyond = {"tcp": 0.0, **self.beyond_tcp()}
+        tls_beyond = beyond["tls"]
+        rows.append(
+            (
+                _BEYOND_TCP_LABEL,
+                [_number(beyond[name]) for name in TRANSPORTS]
+                + [
+                    # Nothing to divide by for raw TCP, nor for a TLS growth of 0.
+                    f"{beyond[name] / tls_beyond:.2f}x" if baseline == "tls" and tls_beyond else "-"
+                    for name, baseline in ratio_columns
+                ],
+            )
+        )
+        first = max(len(label) for label, _ in rows)
+        widths = [max(len(text), 7) for text in header]
+        lines.append(
+            " " * first + "".join(f"  {text:>{w}}" for text, w in zip(header, widths, strict=True))
+        )
+        lines.extend(
+            f"{label:<{first}}"
+            + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+            for label, cells in rows
+        )
+        lines += [
+            "",
+            "TLS 1.3: trio.SSLStream, mutual auth, ECDSA P-256 certificates, X25519 key exchange.",
+            "AESGCM, ChaChaPoly: SecureStream speaking Noise_XX_25519_<cipher>_SHA256.",
+            "Throughput: receiver in a second process. Everything else: both ends in one process.",
+            "Idle memory: RSS growth per connection, both ends counted.",
+            "",
+        ]
+        for target in TARGETS:
+            verdicts = []
+            for name in NOISE:
+                value = self._target_value(target, name)
+                shown = f"{value:.1f} KiB" if target.baseline is None else f"{value:.2f}x"
+                verdicts.append(
+                    f"{LABELS[name]} {shown} {'met' if target.met(value) else 'MISSED'}"
+                )
+            lines.append(f"target: {target.text}: {', '.join(verdicts)}")
+        return "\n".join(lines)
