@@ -29,10 +29,11 @@ class CipherState(NoCopy):
     encryption is the identity (the start of a handshake).
     """
 
-    __slots__ = ("_aead", "_cipher", "_key", "_n")
+    __slots__ = ("_aead", "_cipher", "_key", "_n", "_nonce")
 
     def __init__(self, cipher: CipherFunction, key: bytes | None = None) -> None:
         self._cipher: Final = cipher
+        self._nonce: Final = cipher.nonce
         self._key: bytes | None = None
         self._aead: AEAD | None = None
         self._n = 0
@@ -75,7 +76,7 @@ class CipherState(NoCopy):
             raise NonceExhaustedError(
                 "this cipher state has used all 2**64-1 nonces; start a new handshake"
             )
-        return self._cipher.nonce(self._n)
+        return self._nonce(self._n)
 
     def encrypt_with_ad(self, ad: BytesLike, plaintext: BytesLike) -> bytes:
         if self._aead is None:
@@ -95,13 +96,21 @@ class CipherState(NoCopy):
         self._n += 1
         return plaintext
 
+    # The two *_into methods are a record layer's hot path: they take
+    # memoryviews the caller has already checked, and do nothing else.
+
     def encrypt_into(self, ad: BytesLike, plaintext: memoryview, out: memoryview) -> int:
-        """Encrypt into ``out[:len(plaintext) + 16]``; return the bytes written."""
+        """Encrypt into ``out[:len(plaintext) + 16]``; return the bytes written.
+
+        ``out`` may start where ``plaintext`` starts (in-place encryption).
+        """
+        size = len(plaintext)
         if self._aead is None:
-            out[: len(plaintext)] = plaintext
-            return len(plaintext)
-        size = len(plaintext) + TAG_LEN
-        written = self._aead.encrypt_into(self._next_nonce(), plaintext, ad, out[:size])
+            out[:size] = plaintext
+            return size
+        written = self._aead.encrypt_into(
+            self._next_nonce(), plaintext, ad, out[: size + TAG_LEN]
+        )
         self._n += 1
         return written
 
@@ -110,15 +119,14 @@ class CipherState(NoCopy):
 
         On failure ``out`` may hold garbage, but nothing is returned from it.
         """
-        if self._aead is None:
-            out[: len(ciphertext)] = ciphertext
-            return len(ciphertext)
-        if len(ciphertext) < TAG_LEN:
-            raise DecryptError("message is shorter than an authentication tag")
-        nonce = self._next_nonce()
         size = len(ciphertext) - TAG_LEN
+        if self._aead is None:
+            out[: size + TAG_LEN] = ciphertext
+            return size + TAG_LEN
+        if size < 0:
+            raise DecryptError("message is shorter than an authentication tag")
         try:
-            written = self._aead.decrypt_into(nonce, ciphertext, ad, out[:size])
+            written = self._aead.decrypt_into(self._next_nonce(), ciphertext, ad, out[:size])
         except InvalidTag as exc:
             raise DecryptError("message failed authentication") from exc
         self._n += 1
@@ -128,7 +136,7 @@ class CipherState(NoCopy):
         """REKEY(): k = first 32 bytes of ENCRYPT(k, 2**64-1, "", zeros)."""
         if self._aead is None:
             raise MissingKeyError("REKEY needs a keyed CipherState")
-        new_key = self._aead.encrypt(self._cipher.nonce(MAX_NONCE), _ZEROS, b"")[:32]
+        new_key = self._aead.encrypt(self._nonce(MAX_NONCE), _ZEROS, b"")[:32]
         n = self._n
         self.initialize_key(new_key)
         self._n = n

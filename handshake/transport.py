@@ -52,6 +52,17 @@ class TransportState(NoCopy):
         return f"<TransportState sent={self.sending_nonce} received={self.receiving_nonce}>"
 
     @property
+    def send_cipher(self) -> CipherState | None:
+        """The sending CipherState of Split, for a record layer that checks
+        lengths itself and calls its ``encrypt_into`` directly."""
+        return self._send
+
+    @property
+    def receive_cipher(self) -> CipherState | None:
+        """The receiving CipherState of Split (see :attr:`send_cipher`)."""
+        return self._receive
+
+    @property
     def sending_nonce(self) -> int | None:
         """Messages encrypted so far (``None`` when this side cannot send)."""
         return None if self._send is None else self._send.n

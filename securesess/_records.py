@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 from typing import Final, final
 
 from handshake import DecryptError, TransportState
@@ -19,10 +18,10 @@ from securesess._frames import FrameReader
 from securesess.errors import PeerAborted, ProtocolViolation, RecordAuthenticationFailed
 
 __all__ = [
+    "BATCH",
     "MAX_BODY",
     "REKEY_AFTER_RECORDS",
     "CloseCode",
-    "Record",
     "RecordReader",
     "RecordType",
     "RecordWriter",
@@ -36,8 +35,7 @@ _OVERHEAD: Final = 2 + 1 + _TAG
 #: A sender rekeys at the latest after this many records under one key.
 REKEY_AFTER_RECORDS: Final = 2**20
 _MAX_REASON: Final = 1024
-# Records per output buffer: bounds a send's memory to about 1 MiB.
-_BATCH_RECORDS: Final = 16
+_EMPTY: Final = memoryview(b"")
 
 
 class RecordType(enum.IntEnum):
@@ -48,6 +46,9 @@ class RecordType(enum.IntEnum):
     ACCEPT = 4
 
 
+_CONTROL: Final = frozenset({RecordType.END, RecordType.CLOSE, RecordType.ACCEPT})
+
+
 class CloseCode(enum.IntEnum):
     NOT_TRUSTED = 1
     NOT_EXPECTED = 2
@@ -56,63 +57,58 @@ class CloseCode(enum.IntEnum):
     SHUTTING_DOWN = 5
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A decrypted record other than REKEY (which the reader applies itself)."""
-
-    type: RecordType
-    body: bytearray
+#: Most plaintext sealed into one output buffer: bounds a send's memory to ~1 MiB.
+BATCH: Final = MAX_BODY * 16
 
 
 @final
 class RecordWriter:
     """Seals outgoing records and rekeys the sending key on schedule."""
 
-    __slots__ = ("_rekey_after", "_since_rekey", "_transport")
+    __slots__ = ("_cipher", "_rekey_after", "_since_rekey")
 
     def __init__(self, transport: TransportState, rekey_after: int = REKEY_AFTER_RECORDS) -> None:
-        self._transport = transport
+        cipher = transport.send_cipher
+        if cipher is None:
+            raise ValueError("this side of the transport cannot send")
+        self._cipher = cipher
         self._rekey_after = rekey_after
         self._since_rekey = 0
 
-    def batches(self, data: memoryview) -> list[tuple[int, int]]:
-        """Split ``data`` into (start, stop) ranges of at most a batch of records."""
-        step = MAX_BODY * _BATCH_RECORDS
-        return [(start, min(start + step, len(data))) for start in range(0, len(data), step)]
-
     def seal_data(self, data: memoryview) -> memoryview:
-        """DATA records for ``data`` (at most one batch), with REKEY where due."""
+        """DATA records for ``data`` (at most :data:`BATCH` bytes), REKEY where due."""
         records = -(-len(data) // MAX_BODY)
         # Room for a REKEY before every record: a bound, not a count, and
         # cheaper than predicting where the schedule falls.
-        view = memoryview(bytearray(len(data) + 2 * records * _OVERHEAD))
+        out = memoryview(bytearray(len(data) + 2 * records * _OVERHEAD))
         pos = 0
         for start in range(0, len(data), MAX_BODY):
-            pos = self._seal_into(view, pos, RecordType.DATA, data[start : start + MAX_BODY])
-        return view[:pos]
+            pos = self._seal(out, pos, RecordType.DATA, data[start : start + MAX_BODY])
+        return out[:pos]
 
-    def seal(self, record_type: RecordType, body: bytes = b"") -> memoryview:
+    def seal(self, record_type: int, body: bytes = b"") -> memoryview:
         """One control record (END, CLOSE, ACCEPT), with a REKEY first if due."""
-        view = memoryview(bytearray(len(body) + 2 * _OVERHEAD))
-        return view[: self._seal_into(view, 0, record_type, memoryview(body))]
+        out = memoryview(bytearray(len(body) + 2 * _OVERHEAD))
+        return out[: self._seal(out, 0, record_type, memoryview(body))]
 
-    def _seal_into(self, out: memoryview, pos: int, record_type: int, body: memoryview) -> int:
+    def _seal(self, out: memoryview, pos: int, record_type: int, body: memoryview) -> int:
+        # The REKEY record is the last one under the old key.
         if self._since_rekey + 1 >= self._rekey_after:
-            pos = self._seal_one(out, pos, RecordType.REKEY, memoryview(b""))
-            self._transport.rekey_outgoing()
+            pos = self._write(out, pos, RecordType.REKEY, _EMPTY)
+            self._cipher.rekey()
             self._since_rekey = 0
-        return self._seal_one(out, pos, record_type, body)
-
-    def _seal_one(self, out: memoryview, pos: int, record_type: int, body: memoryview) -> int:
-        size = 1 + len(body)
-        _U16.pack_into(out, pos, size + _TAG)
-        plain = out[pos + 2 : pos + 2 + size + _TAG]
-        plain[0] = record_type
-        plain[1:size] = body
-        # Encrypt in place: the plaintext already sits where the ciphertext goes.
-        self._transport.encrypt_into(plain[:size], plain)
         self._since_rekey += 1
+        return self._write(out, pos, record_type, body)
+
+    def _write(self, out: memoryview, pos: int, record_type: int, body: memoryview) -> int:
+        size = 1 + len(body)
+        out[pos] = (size + _TAG) >> 8
+        out[pos + 1] = (size + _TAG) & 0xFF
+        out[pos + 2] = record_type
+        out[pos + 3 : pos + 2 + size] = body
+        # Encrypt in place: the plaintext already sits where the ciphertext goes.
+        record = out[pos + 2 : pos + 2 + size + _TAG]
+        self._cipher.encrypt_into(b"", record[:size], record)
         return pos + 2 + size + _TAG
 
 
@@ -136,43 +132,50 @@ def parse_close(body: bytearray) -> PeerAborted:
 class RecordReader:
     """Decrypts incoming records in order, applying REKEY itself."""
 
-    __slots__ = ("_frames", "_transport")
+    __slots__ = ("_cipher", "_frames")
 
     def __init__(self, frames: FrameReader, transport: TransportState) -> None:
+        cipher = transport.receive_cipher
+        if cipher is None:
+            raise ValueError("this side of the transport cannot receive")
         self._frames = frames
-        self._transport = transport
+        self._cipher = cipher
 
-    def next_record(self) -> Record | None:
-        """The next decrypted record, or None when more bytes are needed.
+    def next_record(self) -> tuple[int, bytearray] | None:
+        """The next record as (type, body), or None when more bytes are needed.
+
+        REKEY records are applied here and never returned.
 
         Raises:
             RecordAuthenticationFailed: the record does not decrypt.
             ProtocolViolation: the record is malformed or of an unknown type.
         """
         while (ciphertext := self._frames.next_frame()) is not None:
-            if len(ciphertext) < 1 + _TAG:
+            size = len(ciphertext) - _TAG
+            if size < 1:
                 raise ProtocolViolation(f"a record of {len(ciphertext)} bytes is too short")
-            plain = bytearray(len(ciphertext) - _TAG)
+            plain = bytearray(size)
             try:
-                self._transport.decrypt_into(ciphertext, plain)
+                self._cipher.decrypt_into(b"", ciphertext, memoryview(plain))
             except DecryptError as exc:
                 raise RecordAuthenticationFailed(
                     "a record failed authentication (tampered, replayed, reordered or forged)"
                 ) from exc
-            try:
-                record_type = RecordType(plain[0])
-            except ValueError:
-                raise ProtocolViolation(f"unknown record type {plain[0]}") from None
+            record_type = plain[0]
             # Deleting from the front of a bytearray moves a pointer, not the data.
             del plain[:1]
-            if record_type is RecordType.REKEY:
+            if record_type == RecordType.DATA:
+                if not plain:
+                    raise ProtocolViolation("an empty DATA record")
+                return record_type, plain
+            if record_type == RecordType.REKEY:
                 if plain:
                     raise ProtocolViolation("a REKEY record with a body")
-                self._transport.rekey_incoming()
+                self._cipher.rekey()
                 continue
-            if record_type in (RecordType.END, RecordType.ACCEPT) and plain:
-                raise ProtocolViolation(f"an {record_type.name} record with a body")
-            if record_type is RecordType.DATA and not plain:
-                raise ProtocolViolation("an empty DATA record")
-            return Record(record_type, plain)
+            if record_type not in _CONTROL:
+                raise ProtocolViolation(f"unknown record type {record_type}")
+            if plain and record_type != RecordType.CLOSE:
+                raise ProtocolViolation(f"an {RecordType(record_type).name} record with a body")
+            return record_type, plain
         return None

@@ -51,9 +51,9 @@ from securesess._frames import MAX_FRAME, FrameReader, frame
 from securesess._payload import decode_payload
 from securesess._protocols import check_psk, client_protocol, prologue, server_protocols
 from securesess._records import (
+    BATCH,
     REKEY_AFTER_RECORDS,
     CloseCode,
-    Record,
     RecordReader,
     RecordType,
     RecordWriter,
@@ -249,9 +249,10 @@ class SecureStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError("this SecureStream is broken")
         raise trio.ClosedResourceError("this SecureStream is closed")
 
-    def _break(self, cause: BaseException) -> NoReturn:
+    def _broken(self, cause: BaseException) -> trio.BrokenResourceError:
+        """Mark the stream broken; return the error to raise ``from cause``."""
         self._status = _Status.BROKEN
-        raise trio.BrokenResourceError(str(cause)) from cause
+        return trio.BrokenResourceError(str(cause))
 
     # -- transport I/O, with Trio's error conventions ---------------------------------
 
@@ -263,12 +264,6 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if self._status is _Status.OK:
                 self._status = _Status.BROKEN
             raise
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._transport_failed(exc)
-
-    async def _transport_receive(self) -> bytes | bytearray:
-        try:
-            return await self.transport_stream.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._transport_failed(exc)
 
@@ -447,14 +442,14 @@ class SecureStream(trio.abc.HalfCloseableStream):
             peer = self._check_server(state.remote_static)
         self._finish(state, peer)
         assert self._reader is not None
-        record = await self._first_record(self._reader)
-        if record.type is RecordType.CLOSE:
-            aborted = parse_close(record.body)
+        record_type, body = await self._first_record(self._reader)
+        if record_type == RecordType.CLOSE:
+            aborted = parse_close(body)
             raise PeerRejected(aborted.code, aborted.reason)
-        if record.type is not RecordType.ACCEPT:
+        if record_type != RecordType.ACCEPT:
             raise HandshakeFailed("the server's first record was not ACCEPT")
 
-    async def _first_record(self, reader: RecordReader) -> Record:
+    async def _first_record(self, reader: RecordReader) -> tuple[int, bytearray]:
         while True:
             try:
                 record = reader.next_record()
@@ -515,11 +510,14 @@ class SecureStream(trio.abc.HalfCloseableStream):
             writer = self._writer
             assert writer is not None
             view = memoryview(data).cast("B")
-            if not view:
-                await trio.lowlevel.checkpoint()
+            if len(view) <= BATCH:
+                if not view:
+                    await trio.lowlevel.checkpoint()
+                    return
+                await self._transport_send(writer.seal_data(view))
                 return
-            for start, stop in writer.batches(view):
-                await self._transport_send(writer.seal_data(view[start:stop]))
+            for start in range(0, len(view), BATCH):
+                await self._transport_send(writer.seal_data(view[start : start + BATCH]))
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_busy:
@@ -566,27 +564,27 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be at least 1")
         with self._receive_busy:
-            self._check_status()
-            await self._ensure_handshake()
-            if self._pending is None and not self._end_received:
-                await self._next_data()
+            if self._status is not _Status.OK:
+                self._check_status()
+            if self._reader is None:
+                await self._ensure_handshake()
+            pending = self._pending
+            if pending is None and not self._end_received:
+                pending = await self._next_data()
             else:
                 await trio.lowlevel.checkpoint()
-            return self._take_pending(max_bytes)
+            if pending is None:
+                return b""  # the peer's END
+            if max_bytes is None or max_bytes >= len(pending):
+                self._pending = None
+                return pending
+            self._pending = pending
+            chunk = bytes(pending[:max_bytes])
+            del pending[:max_bytes]
+            return chunk
 
-    def _take_pending(self, max_bytes: int | None) -> bytes | bytearray:
-        pending = self._pending
-        if pending is None:
-            return b""  # only after END
-        if max_bytes is None or max_bytes >= len(pending):
-            self._pending = None
-            return pending
-        chunk = bytes(pending[:max_bytes])
-        del pending[:max_bytes]
-        return chunk
-
-    async def _next_data(self) -> None:
-        """Read until a DATA record (into _pending) or END arrives."""
+    async def _next_data(self) -> bytearray | None:
+        """Read until a DATA record (its body) or END (None) arrives."""
         reader = self._reader
         assert reader is not None
         awaited = False
@@ -594,30 +592,35 @@ class SecureStream(trio.abc.HalfCloseableStream):
             try:
                 record = reader.next_record()
             except (ProtocolViolation, RecordAuthenticationFailed) as exc:
-                self._break(exc)
-            if record is None:
-                received = await self._transport_receive()
-                awaited = True
-                if not received:
-                    self._break(
-                        TruncatedStream("the connection ended without the peer's end of stream")
-                    )
-                self._frames.feed(received)
-                continue
-            if record.type is RecordType.DATA:
-                self._pending = record.body
-            elif record.type is RecordType.END:
-                self._end_received = True
-            elif record.type is RecordType.CLOSE:
-                try:
-                    self._break(parse_close(record.body))
-                except ProtocolViolation as exc:
-                    self._break(exc)
-            else:
-                self._break(ProtocolViolation(f"an unexpected {record.type.name} record"))
-            if not awaited:
-                await trio.lowlevel.checkpoint()
-            return
+                raise self._broken(exc) from exc
+            if record is not None:
+                break
+            try:
+                received = await self.transport_stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._transport_failed(exc)
+            awaited = True
+            if not received:
+                truncated = TruncatedStream("the connection ended without the peer's end of stream")
+                raise self._broken(truncated) from truncated
+            self._frames.feed(received)
+        if not awaited:
+            await trio.lowlevel.checkpoint()
+        record_type, body = record
+        if record_type == RecordType.DATA:
+            return body
+        if record_type == RecordType.END:
+            self._end_received = True
+            return None
+        cause: Exception
+        if record_type == RecordType.CLOSE:
+            try:
+                cause = parse_close(body)
+            except ProtocolViolation as exc:
+                cause = exc
+        else:
+            cause = ProtocolViolation(f"an unexpected {RecordType(record_type).name} record")
+        raise self._broken(cause) from cause
 
     # -- closing --------------------------------------------------------------------
 

@@ -369,7 +369,7 @@ async def test_records_out_of_place_are_protocol_violations(record_type: int, me
     client, server = await secure_stream_pair()
     writer = client._writer
     assert writer is not None
-    await client.transport_stream.send_all(writer.seal(record_type))  # type: ignore[arg-type]
+    await client.transport_stream.send_all(writer.seal(record_type))
     with pytest.raises(trio.BrokenResourceError) as raised:
         await server.receive_some()
     assert isinstance(raised.value.__cause__, ProtocolViolation)
