@@ -16,6 +16,7 @@ __all__ = ["MAX_FRAME", "FrameReader", "frame"]
 
 MAX_FRAME: Final = 65535
 _U16: Final = struct.Struct(">H")
+_EMPTY: Final = memoryview(b"")
 
 
 def frame(data: bytes | bytearray | memoryview) -> bytes:
@@ -37,7 +38,7 @@ class FrameReader:
     __slots__ = ("_data", "_partial", "_pos", "_ready")
 
     def __init__(self) -> None:
-        self._data = memoryview(b"")
+        self._data = _EMPTY
         self._pos = 0
         self._partial = bytearray()  # the start of a frame split across reads
         self._ready: memoryview | None = None  # a reassembled frame, not yet taken
@@ -90,6 +91,9 @@ class FrameReader:
             return ready
         data, pos = self._data, self._pos
         if len(data) - pos < 2:
+            if pos and pos == len(data):
+                # All consumed: let go of the read, so an idle stream holds nothing.
+                self._data, self._pos = _EMPTY, 0
             return None
         end = pos + 2 + (data[pos] << 8 | data[pos + 1])
         if end > len(data):

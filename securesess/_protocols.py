@@ -28,11 +28,14 @@ _CIPHERS: Final = ("AESGCM", "ChaChaPoly")
 _HASHES: Final = ("SHA256", "SHA512", "BLAKE2s", "BLAKE2b")
 
 
-def _offered(with_psk: bool) -> tuple[str, ...]:
-    return tuple(
+# Built once: every server-side stream shares these tuples.
+_OFFERED: Final = {
+    with_psk: tuple(
         f"Noise_{pattern}_25519_{cipher}_{hash_}"
         for pattern, cipher, hash_ in product(_PATTERNS[with_psk], _CIPHERS, _HASHES)
     )
+    for with_psk in (False, True)
+}
 
 
 def check_psk(psk: bytes | None) -> None:
@@ -68,7 +71,7 @@ def client_protocol(protocol: str | None, *, with_psk: bool) -> NoiseProtocol:
 def server_protocols(protocol: str | Sequence[str] | None, *, with_psk: bool) -> tuple[str, ...]:
     """The protocols a responder allows, in order of preference."""
     if protocol is None:
-        return _offered(with_psk)
+        return _OFFERED[with_psk]
     names = (protocol,) if isinstance(protocol, str) else tuple(protocol)
     if not names:
         raise ValueError("a server must allow at least one protocol")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from typing import Final, final
 
 from handshake import DecryptError, TransportState
@@ -130,9 +131,17 @@ def parse_close(body: bytearray) -> PeerAborted:
 
 @final
 class RecordReader:
-    """Decrypts incoming records in order, applying REKEY itself."""
+    """Decrypts incoming records in order, applying REKEY itself.
 
-    __slots__ = ("_cipher", "_frames")
+    :meth:`read` decrypts every consecutive DATA record already received into
+    one buffer, so a large read costs one allocation and one return to the
+    caller, not one per record. The records are laid end to end with each
+    one's type byte on top of the last byte of the body before it; that byte
+    is saved before and put back after, so the bodies come out contiguous
+    without a copy.
+    """
+
+    __slots__ = ("_cipher", "_frames", "_queue")
 
     def __init__(self, frames: FrameReader, transport: TransportState) -> None:
         cipher = transport.receive_cipher
@@ -140,42 +149,72 @@ class RecordReader:
             raise ValueError("this side of the transport cannot receive")
         self._frames = frames
         self._cipher = cipher
+        self._queue: deque[memoryview] = deque()
 
-    def next_record(self) -> tuple[int, bytearray] | None:
-        """The next record as (type, body), or None when more bytes are needed.
+    def read(self, limit: int) -> tuple[bytearray, tuple[int, bytearray] | None] | None:
+        """Decrypt received records: ``(data, control)``, or None if none is complete.
 
-        REKEY records are applied here and never returned.
+        ``data`` holds the bodies of consecutive DATA records, about ``limit``
+        bytes at most (but always at least one whole record); ``control`` is
+        the END, CLOSE or ACCEPT record that ended the run, as ``(type, body)``.
 
         Raises:
-            RecordAuthenticationFailed: the record does not decrypt.
-            ProtocolViolation: the record is malformed or of an unknown type.
+            RecordAuthenticationFailed: a record does not decrypt.
+            ProtocolViolation: a record is malformed or of an unknown type.
         """
-        while (ciphertext := self._frames.next_frame()) is not None:
+        queue = self._queue
+        while (frame := self._frames.next_frame()) is not None:
+            queue.append(frame)
+        if not queue:
+            return None
+        count, total = 0, 0
+        for ciphertext in queue:
+            body = len(ciphertext) - _TAG - 1
+            if count and total + body > limit:
+                break
+            count += 1
+            total += max(body, 0)
+        out = bytearray(total + 1)
+        view = memoryview(out)
+        pos = 0  # where the next record's type byte goes
+        for _ in range(count):
+            ciphertext = queue.popleft()
             size = len(ciphertext) - _TAG
             if size < 1:
                 raise ProtocolViolation(f"a record of {len(ciphertext)} bytes is too short")
-            plain = bytearray(size)
+            saved = out[pos]
             try:
-                self._cipher.decrypt_into(b"", ciphertext, memoryview(plain))
+                self._cipher.decrypt_into(b"", ciphertext, view[pos : pos + size])
             except DecryptError as exc:
                 raise RecordAuthenticationFailed(
                     "a record failed authentication (tampered, replayed, reordered or forged)"
                 ) from exc
-            record_type = plain[0]
-            # Deleting from the front of a bytearray moves a pointer, not the data.
-            del plain[:1]
+            record_type = out[pos]
+            out[pos] = saved
             if record_type == RecordType.DATA:
-                if not plain:
+                if size == 1:
                     raise ProtocolViolation("an empty DATA record")
-                return record_type, plain
-            if record_type == RecordType.REKEY:
-                if plain:
+                pos += size - 1
+            elif record_type == RecordType.REKEY:
+                if size != 1:
                     raise ProtocolViolation("a REKEY record with a body")
                 self._cipher.rekey()
-                continue
-            if record_type not in _CONTROL:
-                raise ProtocolViolation(f"unknown record type {record_type}")
-            if plain and record_type != RecordType.CLOSE:
-                raise ProtocolViolation(f"an {RecordType(record_type).name} record with a body")
-            return record_type, plain
-        return None
+            else:
+                control = (record_type, bytearray(view[pos + 1 : pos + size]))
+                self._check_control(*control)
+                del view
+                del out[pos + 1 :]
+                del out[:1]
+                return out, control
+        del view
+        del out[pos + 1 :]  # REKEY records took no room
+        # Dropping the scratch byte in front moves a pointer, not the data.
+        del out[:1]
+        return out, None
+
+    @staticmethod
+    def _check_control(record_type: int, body: bytearray) -> None:
+        if record_type not in _CONTROL:
+            raise ProtocolViolation(f"unknown record type {record_type}")
+        if body and record_type != RecordType.CLOSE:
+            raise ProtocolViolation(f"an {RecordType(record_type).name} record with a body")

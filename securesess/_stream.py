@@ -143,6 +143,34 @@ class SecureStream(trio.abc.HalfCloseableStream):
             securesess speaks, or does not match ``psk``.
     """
 
+    __slots__ = (
+        "_allowed",
+        "_control",
+        "_end_received",
+        "_end_sent",
+        "_expect",
+        "_frames",
+        "_handshake_done",
+        "_handshake_started",
+        "_handshake_timeout",
+        "_identity",
+        "_offer",
+        "_peer",
+        "_pending",
+        "_protocol",
+        "_psk",
+        "_reader",
+        "_receive_busy",
+        "_rekey_after",
+        "_send_busy",
+        "_server_side",
+        "_status",
+        "_transport",
+        "_trust",
+        "_writer",
+        "transport_stream",
+    )
+
     def __init__(
         self,
         transport_stream: trio.abc.Stream,
@@ -199,6 +227,8 @@ class SecureStream(trio.abc.HalfCloseableStream):
         self._reader: RecordReader | None = None
         self._peer: Peer | None = None
         self._pending: bytearray | None = None
+        # A control record (END, CLOSE, ...) that arrived behind data not yet read.
+        self._control: tuple[int, bytearray] | None = None
         self._end_sent = False
         self._end_received = False
         self._send_busy = _Busy("another task is already sending on this SecureStream")
@@ -452,11 +482,16 @@ class SecureStream(trio.abc.HalfCloseableStream):
     async def _first_record(self, reader: RecordReader) -> tuple[int, bytearray]:
         while True:
             try:
-                record = reader.next_record()
+                result = reader.read(0)
             except (ProtocolViolation, RecordAuthenticationFailed) as exc:
                 raise HandshakeFailed(str(exc)) from exc
-            if record is not None:
-                return record
+            if result is not None:
+                data, control = result
+                if data:
+                    raise HandshakeFailed("the server sent data before accepting")
+                if control is not None:
+                    return control
+                continue  # a REKEY: read on
             received = await self._handshake_receive()
             if not received:
                 raise HandshakeFailed("the server closed the connection without accepting")
@@ -570,7 +605,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 await self._ensure_handshake()
             pending = self._pending
             if pending is None and not self._end_received:
-                pending = await self._next_data()
+                pending = await self._next_data(max_bytes or _RECEIVE_SIZE)
             else:
                 await trio.lowlevel.checkpoint()
             if pending is None:
@@ -583,35 +618,46 @@ class SecureStream(trio.abc.HalfCloseableStream):
             del pending[:max_bytes]
             return chunk
 
-    async def _next_data(self) -> bytearray | None:
-        """Read until a DATA record (its body) or END (None) arrives."""
+    async def _next_data(self, limit: int) -> bytearray | None:
+        """Data from the next run of DATA records, or None at the peer's END."""
         reader = self._reader
         assert reader is not None
         awaited = False
         while True:
+            control = self._control
+            if control is not None:
+                self._control = None
+                if control[0] == RecordType.END:
+                    self._end_received = True
+                    data = None
+                    break
+                raise self._unexpected(*control)
             try:
-                record = reader.next_record()
+                result = reader.read(limit)
             except (ProtocolViolation, RecordAuthenticationFailed) as exc:
                 raise self._broken(exc) from exc
-            if record is not None:
+            if result is None:
+                try:
+                    received = await self.transport_stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._transport_failed(exc)
+                awaited = True
+                if not received:
+                    truncated = TruncatedStream(
+                        "the connection ended without the peer's end of stream"
+                    )
+                    raise self._broken(truncated) from truncated
+                self._frames.feed(received)
+                continue
+            # Deliver the data first; a control record after it waits its turn.
+            data, self._control = result
+            if data:
                 break
-            try:
-                received = await self.transport_stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._transport_failed(exc)
-            awaited = True
-            if not received:
-                truncated = TruncatedStream("the connection ended without the peer's end of stream")
-                raise self._broken(truncated) from truncated
-            self._frames.feed(received)
         if not awaited:
             await trio.lowlevel.checkpoint()
-        record_type, body = record
-        if record_type == RecordType.DATA:
-            return body
-        if record_type == RecordType.END:
-            self._end_received = True
-            return None
+        return data
+
+    def _unexpected(self, record_type: int, body: bytearray) -> trio.BrokenResourceError:
         cause: Exception
         if record_type == RecordType.CLOSE:
             try:
@@ -620,7 +666,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 cause = exc
         else:
             cause = ProtocolViolation(f"an unexpected {RecordType(record_type).name} record")
-        raise self._broken(cause) from cause
+        error = self._broken(cause)
+        error.__cause__ = cause
+        return error
 
     # -- closing --------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from securesess import ProtocolViolation
 from securesess._frames import FrameReader, frame
 from securesess._payload import CERTIFICATE, decode_payload, encode_payload
+from securesess._records import MAX_BODY, RecordReader, RecordType, RecordWriter
+from tests.noise_pairs import complete, make_pair
 
 frame_lists = st.lists(st.binary(max_size=70_000).map(lambda b: b[:65535]), max_size=6)
 
@@ -87,3 +89,56 @@ def test_any_payload_decodes_or_is_a_protocol_violation(payload: bytes) -> None:
     except ProtocolViolation:
         return
     assert set(fields) <= {CERTIFICATE}
+
+
+# -- the record layer, sans-IO ---------------------------------------------------------
+
+
+def _record_pair(rekey_after: int) -> tuple[RecordWriter, FrameReader, RecordReader]:
+    initiator, responder = make_pair("Noise_NN_25519_AESGCM_SHA256")
+    complete(initiator, responder)
+    sender, receiver = initiator.into_transport(), responder.into_transport()
+    frames = FrameReader()
+    return RecordWriter(sender, rekey_after), frames, RecordReader(frames, receiver)
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=3 * MAX_BODY // 2), min_size=1, max_size=5),
+    st.integers(min_value=1, max_value=5),
+    st.lists(st.integers(min_value=1, max_value=200_000), min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=200_000), min_size=1, max_size=5),
+)
+def test_records_arrive_whole_whatever_the_reads_and_limits(
+    writes: list[bytes], rekey_after: int, cuts: list[int], limits: list[int]
+) -> None:
+    writer, frames, reader = _record_pair(rekey_after)
+    wire = b"".join(bytes(writer.seal_data(memoryview(w))) for w in writes)
+    wire += bytes(writer.seal(RecordType.END))
+    received = bytearray()
+    control = None
+    position, step = 0, 0
+    while control is None:
+        result = reader.read(limits[step % len(limits)])
+        step += 1
+        if result is None:
+            assert position < len(wire), "the reader wants more than was sent"
+            size = cuts[step % len(cuts)]
+            frames.feed(wire[position : position + size])
+            position += size
+            continue
+        data, control = result
+        received += data
+    assert received == b"".join(writes)
+    assert control == (RecordType.END, bytearray())
+
+
+def test_a_read_is_capped_near_its_limit_but_takes_whole_records() -> None:
+    writer, frames, reader = _record_pair(2**20)
+    frames.feed(bytes(writer.seal_data(memoryview(bytes(3 * MAX_BODY)))))
+    first = reader.read(10)
+    assert first is not None
+    assert len(first[0]) == MAX_BODY  # one whole record, though more was asked
+    second = reader.read(10 * MAX_BODY)
+    assert second is not None
+    assert len(second[0]) == 2 * MAX_BODY
+    assert reader.read(10) is None
