@@ -10,6 +10,7 @@ benchmark, since it pulls in ``ssl``, ``subprocess`` and certificate code.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,19 +31,33 @@ async def _measure(
     values: dict[str, dict[str, float]] = {
         metric.key: {} for metric in (THROUGHPUT, HANDSHAKES, RTT_MEDIAN, RTT_P99, IDLE)
     }
+    transports = {name: load_transport(name, credentials) for name in TRANSPORTS}
+    one_run = dataclasses.replace(settings, repeat=1)
+    # Rounds visit every transport in turn, and each keeps its best round: on a
+    # shared machine the load changes over a run, and interleaving exposes all
+    # transports to it alike, so the ratios stay fair.
+    for round_number in range(1, settings.repeat + 1):
+        for name, transport in transports.items():
+            progress(f"round {round_number}/{settings.repeat}, {LABELS[name]}")
+            rate = await workloads.throughput(name, credentials, one_run)
+            _keep_best(values[THROUGHPUT.key], name, rate, higher_is_better=True)
+            handshakes = await workloads.handshake_rate(transport, one_run)
+            _keep_best(values[HANDSHAKES.key], name, handshakes, higher_is_better=True)
+            median, p99 = await workloads.round_trip_times(transport, one_run)
+            if median < values[RTT_MEDIAN.key].get(name, float("inf")):
+                values[RTT_MEDIAN.key][name] = median
+                values[RTT_P99.key][name] = p99
     for name in TRANSPORTS:
-        transport = load_transport(name, credentials)
-        progress(f"{LABELS[name]}: throughput")
-        values[THROUGHPUT.key][name] = await workloads.throughput(name, credentials, settings)
-        progress(f"{LABELS[name]}: handshakes")
-        values[HANDSHAKES.key][name] = await workloads.handshake_rate(transport, settings)
-        progress(f"{LABELS[name]}: round trips")
-        median, p99 = await workloads.round_trip_times(transport, settings)
-        values[RTT_MEDIAN.key][name] = median
-        values[RTT_P99.key][name] = p99
         progress(f"{LABELS[name]}: idle memory")
         values[IDLE.key][name] = await workloads.idle_memory(name, credentials, settings)
     return Results(settings, values)
+
+
+def _keep_best(
+    results: dict[str, float], name: str, value: float, *, higher_is_better: bool
+) -> None:
+    if name not in results or (value > results[name]) == higher_is_better:
+        results[name] = value
 
 
 def run(settings: Settings, progress: Callable[[str], None]) -> Results:

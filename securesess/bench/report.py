@@ -131,9 +131,9 @@ class Results:
             else f"handshakes for {settings.handshake_seconds:g} s"
         )
         lines = [
-            f"securesess bench on loopback: {_size(settings.total_bytes)} best of "
-            f"{settings.repeat}, {handshakes}, {settings.round_trips} round trips, "
-            f"{settings.idle_connections} idle connections",
+            f"securesess bench on loopback, best of {settings.repeat} interleaved round(s) "
+            f"of {_size(settings.total_bytes)}, {handshakes}, {settings.round_trips} round "
+            f"trips; {settings.idle_connections} idle connections",
             "",
         ]
         ratio_columns = [(name, baseline) for name in NOISE for baseline in _BASELINES]

@@ -73,7 +73,7 @@ class Settings:
 
     #: Bytes per throughput run.
     total_bytes: int
-    #: Throughput runs per transport; the best one counts.
+    #: Rounds over all transports; each transport's best round counts.
     repeat: int
     #: How long to run handshakes per transport, unless ``handshakes`` is set.
     handshake_seconds: float
