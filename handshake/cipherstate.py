@@ -108,9 +108,7 @@ class CipherState(NoCopy):
         if self._aead is None:
             out[:size] = plaintext
             return size
-        written = self._aead.encrypt_into(
-            self._next_nonce(), plaintext, ad, out[: size + TAG_LEN]
-        )
+        written = self._aead.encrypt_into(self._next_nonce(), plaintext, ad, out[: size + TAG_LEN])
         self._n += 1
         return written
 
