@@ -1,17 +1,88 @@
-"""Errors of the keystore layer: one base class, one subclass per mistake."""
+"""Errors of the keystore layer: one base class, one subclass per mistake.
+
+Every message says what is wrong and, where it can, what to do about it, and
+none contains key material.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DuplicatePeerError", "KeystoreError", "UntrustedPeerError"]
+__all__ = [
+    "CertificateError",
+    "CertificateExpiredError",
+    "CertificateMismatchError",
+    "CertificateNotYetValidError",
+    "DuplicateNameError",
+    "DuplicatePeerError",
+    "InsecurePermissionsError",
+    "InvalidCertificateError",
+    "KeystoreCorruptError",
+    "KeystoreError",
+    "RevokedError",
+    "UnknownAuthorityError",
+    "UnknownNameError",
+    "UntrustedPeerError",
+    "WrongPassphraseError",
+]
 
 
 class KeystoreError(Exception):
     """Base class of every error raised by :mod:`keystore`."""
 
 
-class DuplicatePeerError(KeystoreError, ValueError):
+class DuplicateNameError(KeystoreError, ValueError):
+    """Something with that name already exists."""
+
+
+class DuplicatePeerError(DuplicateNameError):
     """A peer name or key is already in the trust store."""
+
+
+class UnknownNameError(KeystoreError, KeyError):
+    """Nothing with that name exists."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WrongPassphraseError(KeystoreError):
+    """The passphrase does not decrypt the private key."""
+
+
+class KeystoreCorruptError(KeystoreError):
+    """A keystore file is truncated, malformed or altered."""
+
+
+class InsecurePermissionsError(KeystoreError):
+    """A private key file or the keystore directory is open to other users."""
+
+
+class CertificateError(KeystoreError, ValueError):
+    """A certificate is malformed, or its signature does not verify."""
 
 
 class UntrustedPeerError(KeystoreError):
     """A peer's key is neither pinned nor vouched for by a trusted authority."""
+
+
+class InvalidCertificateError(UntrustedPeerError):
+    """The certificate a peer showed is malformed or badly signed."""
+
+
+class UnknownAuthorityError(UntrustedPeerError):
+    """The certificate's issuer is not a trusted CA."""
+
+
+class CertificateExpiredError(UntrustedPeerError):
+    """The certificate's validity window has ended."""
+
+
+class CertificateNotYetValidError(UntrustedPeerError):
+    """The certificate's validity window has not begun."""
+
+
+class RevokedError(UntrustedPeerError):
+    """The key, the certificate's serial or its CA has been revoked."""
+
+
+class CertificateMismatchError(UntrustedPeerError):
+    """The certificate is for a different key than the one the peer proved."""

@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Final, final
 
 from handshake import X25519, KeyPair
+from keystore.certificate import Certificate
+from keystore.encoding import fingerprint
 
-__all__ = ["Identity", "fingerprint"]
-
-
-def fingerprint(public_key: bytes) -> str:
-    """The SSH-style fingerprint of a public key: ``SHA256:`` and unpadded base64."""
-    digest = hashlib.sha256(public_key).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+__all__ = ["Identity"]
 
 
 @final
 class Identity:
-    """Who a process is: its static key pair (the Noise ``s``) and a name.
+    """Who a process is: its static key pair (the Noise ``s``), a name, and
+    optionally a CA's certificate for the key, which it shows in handshakes.
 
     The private key never appears in ``repr``, ``str`` or error messages.
     """
 
-    __slots__ = ("_keypair", "name")
+    __slots__ = ("_keypair", "certificate", "name")
 
-    def __init__(self, keypair: KeyPair, name: str | None = None) -> None:
+    def __init__(
+        self, keypair: KeyPair, name: str | None = None, certificate: Certificate | None = None
+    ) -> None:
+        if certificate is not None and certificate.subject_key != keypair.public:
+            raise ValueError("the certificate is for another key")
         self._keypair: Final = keypair
         self.name: Final = name
+        self.certificate: Final = certificate
+
+    def with_certificate(self, certificate: Certificate) -> Identity:
+        """This identity, presenting ``certificate`` (which must be for its key)."""
+        return Identity(self._keypair, self.name, certificate)
 
     @classmethod
     def generate(cls, name: str | None = None) -> Identity:

@@ -1,14 +1,33 @@
-"""Trust: which peers this process accepts, and what it knows about them."""
+"""Trust: which peers this process accepts, and what it knows about them.
+
+A peer is trusted if its static key is pinned (like ssh's known_hosts), or
+if it presents a valid certificate from a trusted CA (like Nebula). A
+revocation list overrides both; it names keys, never encodings, so
+re-encoding a certificate cannot dodge it.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import final
 
 from handshake import InvalidKeyError
-from keystore.errors import DuplicatePeerError, UntrustedPeerError
-from keystore.identity import fingerprint
+from keystore.certificate import Certificate
+from keystore.encoding import fingerprint
+from keystore.errors import (
+    CertificateError,
+    CertificateExpiredError,
+    CertificateMismatchError,
+    CertificateNotYetValidError,
+    DuplicatePeerError,
+    InvalidCertificateError,
+    RevokedError,
+    UnknownAuthorityError,
+    UnknownNameError,
+    UntrustedPeerError,
+)
 
 __all__ = ["Peer", "TrustStore"]
 
@@ -16,11 +35,16 @@ __all__ = ["Peer", "TrustStore"]
 @final
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """An authenticated peer: its static public key and what vouches for it."""
+    """An authenticated peer: its static key, and what vouches for it.
+
+    ``certificate`` is the CA certificate it presented, or None when it is
+    trusted because its key is pinned.
+    """
 
     name: str | None
     public_key: bytes
     groups: frozenset[str] = field(default_factory=frozenset)
+    certificate: Certificate | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -30,28 +54,44 @@ class Peer:
         return f"{self.name or 'unnamed peer'} ({self.fingerprint})"
 
 
+def _key(value: bytes | bytearray | memoryview, what: str) -> bytes:
+    key = bytes(value)
+    if len(key) != 32:
+        raise InvalidKeyError(f"a {what} is 32 bytes, got {len(key)}")
+    return key
+
+
 @final
 class TrustStore:
-    """Pinned peers (name to key, like ssh's known_hosts).
+    """Pinned peers, trusted CAs and revocations.
 
     :meth:`verify` is the one question the channel layer asks: given the key a
-    peer proved it holds, who is it, if anyone we trust?
+    peer proved it holds, and the certificate it showed, who is it, if anyone
+    we trust?
     """
 
-    __slots__ = ("_by_key", "_by_name")
+    __slots__ = ("_by_key", "_by_name", "_cas", "_revoked_keys", "_revoked_serials")
 
     def __init__(self) -> None:
         self._by_name: dict[str, Peer] = {}
         self._by_key: dict[bytes, Peer] = {}
+        self._cas: dict[str, bytes] = {}
+        self._revoked_keys: set[bytes] = set()
+        self._revoked_serials: set[tuple[bytes, int]] = set()
 
     def __repr__(self) -> str:
-        return f"<TrustStore with {len(self._by_name)} pinned peer(s)>"
+        return (
+            f"<TrustStore with {len(self._by_name)} pinned peer(s), {len(self._cas)} CA(s), "
+            f"{len(self._revoked_keys) + len(self._revoked_serials)} revocation(s)>"
+        )
 
     def __len__(self) -> int:
         return len(self._by_name)
 
     def __iter__(self) -> Iterator[Peer]:
         return iter(self._by_name.values())
+
+    # -- pinned peers -------------------------------------------------------------
 
     def add_peer(
         self, name: str, public_key: bytes | bytearray | memoryview, groups: Iterable[str] = ()
@@ -62,9 +102,7 @@ class TrustStore:
             DuplicatePeerError: the name or the key is already pinned.
             handshake.InvalidKeyError: the key is not 32 bytes.
         """
-        key = bytes(public_key)
-        if len(key) != 32:
-            raise InvalidKeyError(f"a public key is 32 bytes, got {len(key)}")
+        key = _key(public_key, "public key")
         if not name:
             raise ValueError("a pinned peer needs a non-empty name")
         if name in self._by_name:
@@ -77,8 +115,15 @@ class TrustStore:
         return peer
 
     def remove_peer(self, name: str) -> Peer:
-        """Unpin a peer; raises KeyError if no peer has that name."""
-        peer = self._by_name.pop(name)
+        """Unpin a peer.
+
+        Raises:
+            UnknownNameError: no peer has that name.
+        """
+        try:
+            peer = self._by_name.pop(name)
+        except KeyError:
+            raise UnknownNameError(f"no pinned peer is named {name!r}") from None
         del self._by_key[peer.public_key]
         return peer
 
@@ -88,13 +133,92 @@ class TrustStore:
     def peer_by_key(self, public_key: bytes) -> Peer | None:
         return self._by_key.get(bytes(public_key))
 
-    def verify(self, public_key: bytes) -> Peer:
-        """The trusted peer holding ``public_key``.
+    # -- certificate authorities and revocation ----------------------------------------
+
+    def add_ca(self, name: str, public_key: bytes | bytearray | memoryview) -> None:
+        """Trust certificates signed by the Ed25519 key ``public_key``."""
+        key = _key(public_key, "CA public key")
+        if name in self._cas:
+            raise DuplicatePeerError(f"a CA named {name!r} is already trusted")
+        if key in self._cas.values():
+            raise DuplicatePeerError("that CA key is already trusted")
+        self._cas[name] = key
+
+    def cas(self) -> dict[str, bytes]:
+        """The trusted CAs, by name."""
+        return dict(self._cas)
+
+    def revoke_key(self, public_key: bytes | bytearray | memoryview) -> None:
+        """Distrust a peer's static key, or every certificate of a CA key."""
+        self._revoked_keys.add(_key(public_key, "public key"))
+
+    def revoke_serial(self, ca_key: bytes | bytearray | memoryview, serial: int) -> None:
+        """Distrust the certificate with ``serial`` issued by ``ca_key``."""
+        self._revoked_serials.add((_key(ca_key, "CA public key"), serial))
+
+    def is_revoked(self, public_key: bytes) -> bool:
+        return public_key in self._revoked_keys
+
+    # -- the question ---------------------------------------------------------------
+
+    def verify(
+        self,
+        public_key: bytes,
+        certificate: Certificate | bytes | None = None,
+        *,
+        now: float | None = None,
+    ) -> Peer:
+        """The trusted peer holding ``public_key``, vouched for by a pin or by
+        ``certificate``.
 
         Raises:
-            UntrustedPeerError: the key is not pinned.
+            RevokedError: the key, the certificate's serial or its CA is revoked.
+            UntrustedPeerError: the key is not pinned and no certificate was shown.
+            InvalidCertificateError: the certificate is malformed or badly signed.
+            CertificateMismatchError: the certificate is for another key.
+            UnknownAuthorityError: the certificate's CA is not trusted.
+            CertificateExpiredError, CertificateNotYetValidError: outside its window.
         """
-        peer = self._by_key.get(public_key)
-        if peer is None:
-            raise UntrustedPeerError(f"key {fingerprint(public_key)} is not pinned")
-        return peer
+        key_name = fingerprint(public_key)
+        if public_key in self._revoked_keys:
+            raise RevokedError(f"key {key_name} has been revoked")
+        pinned = self._by_key.get(public_key)
+        if pinned is not None:
+            return pinned
+        if certificate is None:
+            raise UntrustedPeerError(f"key {key_name} is not pinned and showed no certificate")
+        if not isinstance(certificate, Certificate):
+            try:
+                certificate = Certificate.decode(certificate)
+            except CertificateError as exc:
+                raise InvalidCertificateError(str(exc)) from None
+        return self._check_certificate(public_key, certificate, now)
+
+    def _check_certificate(self, public_key: bytes, cert: Certificate, now: float | None) -> Peer:
+        subject = f"the certificate for {cert.name!r} (serial {cert.serial})"
+        if cert.subject_key != public_key:
+            raise CertificateMismatchError(
+                f"{subject} is for key {fingerprint(cert.subject_key)}, but the peer proved "
+                f"key {fingerprint(public_key)}"
+            )
+        ca_name = next((name for name, key in self._cas.items() if key == cert.issuer), None)
+        if ca_name is None:
+            raise UnknownAuthorityError(
+                f"{subject} is signed by CA {fingerprint(cert.issuer)}, which is not trusted"
+            )
+        try:
+            cert.verify_signature()
+        except CertificateError as exc:
+            raise InvalidCertificateError(f"{subject}: {exc}") from None
+        if cert.issuer in self._revoked_keys:
+            raise RevokedError(f"{subject} is from CA {ca_name!r}, which has been revoked")
+        if (cert.issuer, cert.serial) in self._revoked_serials:
+            raise RevokedError(f"{subject} has been revoked")
+        moment = time.time() if now is None else now
+        if moment < cert.not_before:
+            raise CertificateNotYetValidError(
+                f"{subject} is not valid until {cert.describe()['not_before']}"
+            )
+        if moment > cert.not_after:
+            raise CertificateExpiredError(f"{subject} expired at {cert.describe()['not_after']}")
+        return Peer(cert.name, public_key, frozenset(cert.groups), cert)

@@ -45,10 +45,10 @@ from typing import Final, NoReturn, final
 
 import trio
 
-from handshake import HandshakeState, NoiseProtocol, PeerError, TransportState
+from handshake import HandshakeState, NoiseProtocol, PeerError, Token, TransportState
 from keystore import Identity, Peer, TrustStore, UntrustedPeerError, fingerprint
 from securesess._frames import MAX_FRAME, FrameReader, frame
-from securesess._payload import decode_payload
+from securesess._payload import CERTIFICATE, decode_payload, encode_payload
 from securesess._protocols import check_psk, client_protocol, prologue, server_protocols
 from securesess._records import (
     BATCH,
@@ -393,20 +393,23 @@ class SecureStream(trio.abc.HalfCloseableStream):
             psks=[self._psk] if self._psk is not None else [],
         )
 
-    def _authenticate(self, public_key: bytes) -> Peer:
-        """The peer that proved ``public_key``, if we accept it.
+    def _authenticate(self, public_key: bytes, certificate: bytes | None) -> Peer:
+        """The peer that proved ``public_key`` (and showed ``certificate``), if we accept it.
 
         Raises:
             _Refusal: with the close code and reason to give the peer.
         """
         expected = self._expect
         if isinstance(expected, bytes):
-            # An explicit key is a pin of its own, trusted or not.
+            # An explicit key is a pin of its own, trusted or not; only a
+            # revocation overrides it.
             if public_key != expected:
                 raise _Refusal(CloseCode.NOT_EXPECTED, "the peer's key is not the expected one")
+            if self._trust.is_revoked(public_key):
+                raise _Refusal(CloseCode.NOT_TRUSTED, f"key {fingerprint(public_key)} is revoked")
             return self._trust.peer_by_key(public_key) or Peer(None, public_key)
         try:
-            peer = self._trust.verify(public_key)
+            peer = self._trust.verify(public_key, certificate)
         except UntrustedPeerError as exc:
             raise _Refusal(CloseCode.NOT_TRUSTED, str(exc)) from None
         if expected is not None and peer.name != expected:
@@ -423,15 +426,27 @@ class SecureStream(trio.abc.HalfCloseableStream):
         self._reader = RecordReader(self._frames, transport)
         self._peer = peer
 
+    def _payload(self, state: HandshakeState, index: int) -> bytes:
+        """Our certificate rides in the message that carries our static key."""
+        certificate = self._identity.certificate
+        if certificate is not None and Token.S in state.protocol.pattern.messages[index]:
+            return encode_payload({CERTIFICATE: certificate.encoded})
+        return b""
+
     async def _exchange(
-        self, state: HandshakeState, first_message: bytes | None = None
-    ) -> Peer | None:
-        """Run the Noise messages after the first; return the checked peer
-        (initiator) or None (responder, which decides afterwards)."""
+        self, state: HandshakeState, index: int, first_message: bytes | None = None
+    ) -> tuple[Peer | None, bytes | None]:
+        """Run the Noise messages from number ``index`` on.
+
+        Returns the server as checked mid-handshake (initiator only) and the
+        certificate the peer showed, if any.
+        """
         peer: Peer | None = None
+        certificate: bytes | None = None
         while not state.is_finished:
             if state.is_my_turn:
-                await self._handshake_send(frame(state.write_message()))
+                await self._handshake_send(frame(state.write_message(self._payload(state, index))))
+                index += 1
                 continue
             message = (
                 first_message if first_message is not None else await self._read_handshake_frame()
@@ -439,17 +454,19 @@ class SecureStream(trio.abc.HalfCloseableStream):
             first_message = None
             known = state.remote_static
             try:
-                decode_payload(state.read_message(message))
+                fields = decode_payload(state.read_message(message))
             except (PeerError, ProtocolViolation) as exc:
                 raise HandshakeFailed(f"the peer's handshake message is invalid: {exc}") from exc
+            index += 1
+            certificate = fields.get(CERTIFICATE, certificate)
             if not self._server_side and known is None and state.remote_static is not None:
                 # Check the server before our next message reveals who we are.
-                peer = self._check_server(state.remote_static)
-        return peer
+                peer = self._check_server(state.remote_static, certificate)
+        return peer, certificate
 
-    def _check_server(self, public_key: bytes) -> Peer:
+    def _check_server(self, public_key: bytes, certificate: bytes | None) -> Peer:
         try:
-            return self._authenticate(public_key)
+            return self._authenticate(public_key, certificate)
         except _Refusal as refusal:
             raise PeerNotTrusted(
                 f"the server is not trusted: {refusal.reason}", fingerprint=fingerprint(public_key)
@@ -459,17 +476,19 @@ class SecureStream(trio.abc.HalfCloseableStream):
         protocol = self._offer
         state = self._new_state(protocol, initiator=True)
         name = protocol.name.encode("ascii")
-        await self._handshake_send(frame(name) + frame(state.write_message()))
+        await self._handshake_send(
+            frame(name) + frame(state.write_message(self._payload(state, 0)))
+        )
 
         response = await self._read_handshake_frame()
         if not response:
             allowed = (await self._read_handshake_frame()).decode("ascii", "replace")
             raise NegotiationFailed([protocol.name], [n for n in allowed.split(",") if n])
-        peer = await self._exchange(state, response)
+        peer, certificate = await self._exchange(state, 1, response)
         if peer is None:
-            # IK: the server's key was known in advance, and checked there.
+            # IK: the server's key was known in advance; check it now.
             assert state.remote_static is not None
-            peer = self._check_server(state.remote_static)
+            peer = self._check_server(state.remote_static, certificate)
         self._finish(state, peer)
         assert self._reader is not None
         record_type, body = await self._first_record(self._reader)
@@ -510,11 +529,11 @@ class SecureStream(trio.abc.HalfCloseableStream):
             raise NegotiationFailed([name], self._allowed)
         protocol = NoiseProtocol.parse(name)
         state = self._new_state(protocol, initiator=False)
-        await self._exchange(state)
+        _, certificate = await self._exchange(state, 0)
         client_key = state.remote_static
         assert client_key is not None  # XX and IK both carry the client's key
         try:
-            peer = self._authenticate(client_key)
+            peer = self._authenticate(client_key, certificate)
         except _Refusal as refusal:
             writer = RecordWriter(state.into_transport())
             body = close_body(refusal.code, refusal.reason)
