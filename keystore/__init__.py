@@ -23,6 +23,7 @@ from keystore.errors import (
     WrongPassphraseError,
 )
 from keystore.identity import Identity
+from keystore.store import Keystore, armor_certificate, default_home, read_certificate_file
 from keystore.trust import Peer, TrustStore
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Identity",
     "InsecurePermissionsError",
     "InvalidCertificateError",
+    "Keystore",
     "KeystoreCorruptError",
     "KeystoreError",
     "Peer",
@@ -45,8 +47,11 @@ __all__ = [
     "UnknownNameError",
     "UntrustedPeerError",
     "WrongPassphraseError",
+    "armor_certificate",
     "decode_key",
+    "default_home",
     "encode_key",
     "fingerprint",
+    "read_certificate_file",
     "sign_certificate",
 ]

@@ -1,0 +1,81 @@
+"""Files that survive crashes and concurrent writers, and keep secrets private.
+
+Every write goes to a temporary file in the same directory, is flushed to
+disk, then renamed over the old one, so a reader sees the old file or the
+new one, never half of either. Writers take an exclusive lock on the
+keystore's lock file first, so two CLI calls cannot interleave their
+read-modify-write cycles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from keystore.errors import InsecurePermissionsError, KeystoreError
+
+__all__ = ["check_private", "ensure_directory", "locked", "write_atomically"]
+
+_PRIVATE_FILE: Final = 0o600
+_PRIVATE_DIRECTORY: Final = 0o700
+
+
+def ensure_directory(path: Path) -> None:
+    """Create ``path`` (and parents) as a directory only its owner can enter."""
+    try:
+        path.mkdir(mode=_PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeystoreError(f"cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise KeystoreError(f"cannot use {path}: permission denied (check its owner and mode)")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0600): all of it, or none of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE)
+        try:
+            os.write(descriptor, data)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise KeystoreError(f"cannot write {path}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold the keystore's exclusive lock for the duration of the block."""
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, _PRIVATE_FILE)
+    except OSError as exc:
+        raise KeystoreError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def check_private(path: Path) -> None:
+    """Refuse a secret file that users other than its owner could read."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise InsecurePermissionsError(
+            f"{path} is accessible by other users (mode {mode:o}); "
+            f"a private key must be readable by its owner only: chmod 600 {path}"
+        )

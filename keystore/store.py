@@ -1,0 +1,476 @@
+"""The keystore: a directory of identities, pins, CAs and revocations.
+
+Layout (docs/keystore.md has the formats)::
+
+    HOME/                       mode 0700
+      .lock                     writers hold an exclusive flock on it
+      identities/NAME.key       armoured private key, encrypted unless asked
+      identities/NAME.crt       the identity's certificate, if it has one
+      identities/retired/       keys replaced by ``keys rotate``
+      authorities/NAME.key      a CA's armoured Ed25519 signing key
+      authorities/NAME.toml     the CA's public key, validity and next serial
+      peers.toml                pinned peers: name, public key, groups
+      cas.toml                  trusted CA public keys
+      revoked.toml              revoked keys and (CA, serial) pairs
+
+Every operation that changes a file takes the lock, reads the current state,
+and writes each file atomically, so a crash or a concurrent call leaves every
+file either as it was or as it should become.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar, final
+
+import platformdirs
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from keystore._files import check_private, ensure_directory, locked, write_atomically
+from keystore.armor import armor, dearmor
+from keystore.certificate import Certificate, sign_certificate
+from keystore.encoding import decode_key, encode_key, fingerprint
+from keystore.errors import (
+    CertificateError,
+    DuplicateNameError,
+    KeystoreCorruptError,
+    KeystoreError,
+    UnknownNameError,
+)
+from keystore.identity import Identity
+from keystore.sealing import is_encrypted, open_secret, seal_secret
+from keystore.trust import TrustStore
+
+__all__ = ["ENV_HOME", "Keystore", "armor_certificate", "default_home", "read_certificate_file"]
+
+ENV_HOME: Final = "SECURESESS_HOME"
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_IDENTITY_LABEL: Final = "IDENTITY KEY"
+_CA_LABEL: Final = "CA KEY"
+_CERT_LABEL: Final = "CERTIFICATE"
+_T = TypeVar("_T")
+
+Passphrase = str | bytes | None
+
+
+def default_home() -> Path:
+    """``$SECURESESS_HOME``, else the platform's per-user config directory."""
+    from_env = os.environ.get(ENV_HOME)
+    if from_env:
+        return Path(from_env)
+    return Path(platformdirs.user_config_dir("securesess"))
+
+
+def _check_name(name: str, what: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{what} name {name!r} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _passphrase(value: Passphrase) -> bytes | None:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+@final
+class Keystore:
+    """A keystore directory. Every CLI verb is a method here first.
+
+    Open one with :meth:`open`; nothing is cached between calls, so several
+    processes can share a keystore safely.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        self.path: Final = path
+
+    def __repr__(self) -> str:
+        return f"Keystore({str(self.path)!r})"
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Keystore:
+        """The keystore at ``path`` (default: :func:`default_home`), created if absent.
+
+        Raises:
+            KeystoreError: the directory cannot be created or used.
+        """
+        home = Path(path) if path is not None else default_home()
+        if home.exists() and not home.is_dir():
+            raise KeystoreError(f"{home} exists but is not a directory")
+        ensure_directory(home)
+        return cls(home)
+
+    # -- files ------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with locked(self.path / ".lock"):
+            yield
+
+    def _identity_file(self, name: str) -> Path:
+        return self.path / "identities" / f"{_check_name(name, 'an identity')}.key"
+
+    def _certificate_file(self, name: str) -> Path:
+        return self.path / "identities" / f"{name}.crt"
+
+    def _ca_files(self, name: str) -> tuple[Path, Path]:
+        base = self.path / "authorities" / _check_name(name, "a CA")
+        return base.with_suffix(".key"), base.with_suffix(".toml")
+
+    def _read(self, path: Path, what: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise UnknownNameError(f"no {what}") from None
+        except OSError as exc:
+            raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
+
+    def _read_toml(self, filename: str) -> dict[str, Any]:
+        path = self.path / filename
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            return tomllib.loads(text.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise KeystoreCorruptError(f"{path} is damaged: {exc}") from None
+
+    def _write_toml(self, filename: str, data: dict[str, Any]) -> None:
+        write_atomically(self.path / filename, tomli_w.dumps(data).encode("utf-8"))
+
+    def _table(self, filename: str, key: str) -> dict[str, Any]:
+        table = self._read_toml(filename).get(key, {})
+        if not isinstance(table, dict):
+            raise KeystoreCorruptError(f"{self.path / filename} is damaged: [{key}] is not a table")
+        return table
+
+    def _entry(self, filename: str, name: str, entry: Any, parse: Callable[[Any], _T]) -> _T:
+        try:
+            return parse(entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeystoreCorruptError(
+                f"{self.path / filename} is damaged: entry {name!r} ({exc})"
+            ) from None
+
+    # -- identities ---------------------------------------------------------------------
+
+    def new_identity(self, name: str, *, passphrase: Passphrase) -> Identity:
+        """Create identity ``name``; ``passphrase=None`` stores the key unencrypted.
+
+        Raises:
+            DuplicateNameError: an identity with that name exists.
+        """
+        path = self._identity_file(name)
+        identity = Identity.generate(name)
+        with self._writing():
+            ensure_directory(path.parent)
+            if path.exists():
+                raise DuplicateNameError(
+                    f"an identity named {name!r} exists; rotate it, or delete it first"
+                )
+            self._save_identity(path, identity, _passphrase(passphrase))
+        return identity
+
+    def _save_identity(self, path: Path, identity: Identity, passphrase: bytes | None) -> None:
+        headers = {"Name": identity.name or "", "Public-Key": encode_key(identity.public_key)}
+        sealed = seal_secret(_IDENTITY_LABEL, identity.private_bytes(), headers, passphrase)
+        write_atomically(path, sealed)
+
+    def identity_names(self) -> list[str]:
+        directory = self.path / "identities"
+        return sorted(p.stem for p in directory.glob("*.key")) if directory.is_dir() else []
+
+    def _armored_identity(self, name: str) -> tuple[Path, Any]:
+        path = self._identity_file(name)
+        data = self._read(path, f"identity named {name!r} (see 'securesess keys list')")
+        return path, dearmor(data, _IDENTITY_LABEL, str(path))
+
+    def public_key(self, name: str) -> bytes:
+        """An identity's public key, read without its passphrase."""
+        path, armored = self._armored_identity(name)
+        return self._entry(
+            str(path), name, armored.headers.get("Public-Key"), decode_key
+        )
+
+    def is_encrypted(self, name: str) -> bool:
+        return is_encrypted(self._armored_identity(name)[1])
+
+    def identity(self, name: str, *, passphrase: Passphrase = None) -> Identity:
+        """Load identity ``name`` (with its certificate, if it has one).
+
+        Raises:
+            UnknownNameError: no such identity.
+            WrongPassphraseError: the passphrase is missing or wrong.
+            InsecurePermissionsError: other users can read the key file.
+            KeystoreCorruptError: the file is damaged or altered.
+        """
+        path, armored = self._armored_identity(name)
+        check_private(path)
+        secret = open_secret(armored, _passphrase(passphrase), str(path))
+        try:
+            identity = Identity.from_private_bytes(secret, name)
+        except ValueError:
+            raise KeystoreCorruptError(f"{path} is damaged: the key is not 32 bytes") from None
+        if armored.headers.get("Public-Key") != encode_key(identity.public_key):
+            raise KeystoreCorruptError(f"{path} was altered: its public key does not match")
+        certificate = self.certificate(name)
+        return identity if certificate is None else identity.with_certificate(certificate)
+
+    def certificate(self, name: str) -> Certificate | None:
+        """The certificate stored for identity ``name``, if any."""
+        path = self._certificate_file(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return _decode_certificate(data, str(path))
+
+    def change_passphrase(self, name: str, *, old: Passphrase, new: Passphrase) -> None:
+        """Re-encrypt identity ``name`` under ``new`` (None: store it unencrypted)."""
+        with self._writing():
+            identity = self.identity(name, passphrase=old)
+            self._save_identity(self._identity_file(name), identity, _passphrase(new))
+
+    def rotate_identity(self, name: str, *, passphrase: Passphrase) -> Identity:
+        """Give ``name`` a new key; the old key file moves to ``identities/retired/``.
+
+        The old certificate is retired with it: the new key needs a new one.
+        """
+        with self._writing():
+            self.identity(name, passphrase=passphrase)  # prove we may replace it
+            path = self._identity_file(name)
+            retired = path.parent / "retired"
+            ensure_directory(retired)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            write_atomically(retired / f"{name}-{stamp}.key", path.read_bytes())
+            certificate = self._certificate_file(name)
+            if certificate.exists():
+                write_atomically(retired / f"{name}-{stamp}.crt", certificate.read_bytes())
+                certificate.unlink()
+            identity = Identity.generate(name)
+            self._save_identity(path, identity, _passphrase(passphrase))
+        return identity
+
+    def delete_identity(self, name: str) -> None:
+        with self._writing():
+            path = self._identity_file(name)
+            if not path.exists():
+                raise UnknownNameError(f"no identity named {name!r}")
+            self._certificate_file(name).unlink(missing_ok=True)
+            path.unlink()
+
+    def store_certificate(self, name: str, certificate: Certificate) -> None:
+        """Save ``certificate`` as identity ``name``'s; it must be for that key."""
+        with self._writing():
+            if certificate.subject_key != self.public_key(name):
+                raise CertificateError(
+                    f"this certificate is for key {fingerprint(certificate.subject_key)}, "
+                    f"not for identity {name!r}"
+                )
+            write_atomically(self._certificate_file(name), armor_certificate(certificate))
+
+    # -- pinned peers -------------------------------------------------------------------
+
+    def add_peer(self, name: str, public_key: bytes, groups: Iterable[str] = ()) -> None:
+        _check_name(name, "a peer")
+        with self._writing():
+            trust = self.trust()  # refuses duplicates by name and by key
+            trust.add_peer(name, public_key, groups)
+            peers = self._table("peers.toml", "peers")
+            peers[name] = {"public_key": encode_key(public_key), "groups": sorted(set(groups))}
+            self._write_toml("peers.toml", {"peers": peers})
+
+    def remove_peer(self, name: str) -> None:
+        with self._writing():
+            peers = self._table("peers.toml", "peers")
+            if name not in peers:
+                raise UnknownNameError(f"no pinned peer is named {name!r}")
+            del peers[name]
+            self._write_toml("peers.toml", {"peers": peers})
+
+    # -- certificate authorities ----------------------------------------------------------
+
+    def init_ca(self, name: str, *, passphrase: Passphrase, valid_seconds: int) -> bytes:
+        """Create CA ``name`` (an Ed25519 key), trust it here, return its public key."""
+        key_file, state_file = self._ca_files(name)
+        with self._writing():
+            ensure_directory(key_file.parent)
+            if key_file.exists():
+                raise DuplicateNameError(f"a CA named {name!r} exists")
+            key = Ed25519PrivateKey.generate()
+            public = key.public_key().public_bytes_raw()
+            now = int(time.time())
+            sealed = seal_secret(
+                _CA_LABEL,
+                key.private_bytes_raw(),
+                {"Name": name, "Public-Key": encode_key(public)},
+                _passphrase(passphrase),
+            )
+            write_atomically(key_file, sealed)
+            state = {"public_key": encode_key(public), "not_after": now + valid_seconds}
+            write_atomically(state_file, tomli_w.dumps({"ca": state, "next_serial": 1}).encode())
+            self._trust_ca_locked(name, public)
+        return public
+
+    def ca_names(self) -> list[str]:
+        directory = self.path / "authorities"
+        return sorted(p.stem for p in directory.glob("*.key")) if directory.is_dir() else []
+
+    def ca_info(self, name: str) -> dict[str, Any]:
+        _, state_file = self._ca_files(name)
+        if not state_file.exists():
+            raise UnknownNameError(f"no CA named {name!r} in this keystore (see 'securesess ca')")
+        state = self._read_toml(str(state_file.relative_to(self.path)))
+        return self._entry(
+            str(state_file),
+            name,
+            state,
+            lambda s: {
+                "name": name,
+                "public_key": decode_key(s["ca"]["public_key"], "CA public key"),
+                "not_after": int(s["ca"]["not_after"]),
+                "next_serial": int(s["next_serial"]),
+            },
+        )
+
+    def sign(
+        self,
+        ca: str,
+        *,
+        passphrase: Passphrase,
+        public_key: bytes,
+        name: str,
+        groups: Iterable[str] = (),
+        valid_seconds: int,
+    ) -> Certificate:
+        """Issue a certificate from CA ``ca`` for ``public_key`` as ``name``."""
+        key_file, state_file = self._ca_files(ca)
+        with self._writing():
+            info = self.ca_info(ca)
+            data = self._read(key_file, f"CA signing key named {ca!r}")
+            check_private(key_file)
+            secret = open_secret(
+                dearmor(data, _CA_LABEL, str(key_file)), _passphrase(passphrase), str(key_file)
+            )
+            try:
+                key = Ed25519PrivateKey.from_private_bytes(secret)
+            except ValueError:
+                raise KeystoreCorruptError(f"{key_file} is damaged") from None
+            if key.public_key().public_bytes_raw() != info["public_key"]:
+                raise KeystoreCorruptError(f"{key_file} does not match {state_file}")
+            now = int(time.time())
+            not_after = min(now + valid_seconds, info["not_after"])
+            certificate = sign_certificate(
+                key,
+                subject_key=public_key,
+                name=name,
+                groups=groups,
+                serial=info["next_serial"],
+                not_before=now - 60,  # tolerate clocks a minute apart
+                not_after=not_after,
+            )
+            state = {
+                "ca": {
+                    "public_key": encode_key(info["public_key"]),
+                    "not_after": info["not_after"],
+                },
+                "next_serial": info["next_serial"] + 1,
+            }
+            write_atomically(state_file, tomli_w.dumps(state).encode())
+        return certificate
+
+    def trust_ca(self, name: str, public_key: bytes) -> None:
+        _check_name(name, "a CA")
+        with self._writing():
+            self._trust_ca_locked(name, public_key)
+
+    def _trust_ca_locked(self, name: str, public_key: bytes) -> None:
+        self.trust().add_ca(name, public_key)  # refuses duplicates
+        cas = self._table("cas.toml", "cas")
+        cas[name] = {"public_key": encode_key(public_key)}
+        self._write_toml("cas.toml", {"cas": cas})
+
+    # -- revocation ---------------------------------------------------------------------
+
+    def revoke_key(self, public_key: bytes) -> None:
+        with self._writing():
+            revoked = self._read_toml("revoked.toml")
+            keys = set(revoked.get("keys", []))
+            keys.add(encode_key(public_key))
+            revoked["keys"] = sorted(keys)
+            self._write_toml("revoked.toml", revoked)
+
+    def revoke_serial(self, ca_key: bytes, serial: int) -> None:
+        with self._writing():
+            revoked = self._read_toml("revoked.toml")
+            serials = [dict(entry) for entry in revoked.get("serials", [])]
+            entry = {"ca": encode_key(ca_key), "serial": serial}
+            if entry not in serials:
+                serials.append(entry)
+            revoked["serials"] = serials
+            self._write_toml("revoked.toml", revoked)
+
+    # -- the trust store ------------------------------------------------------------------
+
+    def trust(self) -> TrustStore:
+        """A TrustStore of this keystore's pinned peers, trusted CAs and revocations."""
+        trust = TrustStore()
+        for name, entry in self._table("peers.toml", "peers").items():
+            key, groups = self._entry(
+                "peers.toml",
+                name,
+                entry,
+                lambda e: (decode_key(e["public_key"]), [str(g) for g in e.get("groups", [])]),
+            )
+            trust.add_peer(name, key, groups)
+        for name, entry in self._table("cas.toml", "cas").items():
+            key = self._entry("cas.toml", name, entry, lambda e: decode_key(e["public_key"]))
+            trust.add_ca(name, key)
+        revoked = self._read_toml("revoked.toml")
+        for text in revoked.get("keys", []):
+            trust.revoke_key(self._entry("revoked.toml", "keys", text, decode_key))
+        for entry in revoked.get("serials", []):
+            ca_key, serial = self._entry(
+                "revoked.toml",
+                "serials",
+                entry,
+                lambda e: (decode_key(e["ca"]), int(e["serial"])),
+            )
+            trust.revoke_serial(ca_key, serial)
+        return trust
+
+
+def armor_certificate(certificate: Certificate) -> bytes:
+    """A certificate as an armoured text file, its name and serial readable."""
+    headers = {"Name": certificate.name, "Serial": str(certificate.serial)}
+    return armor(_CERT_LABEL, certificate.encoded, headers)
+
+
+def _decode_certificate(data: bytes, source: str) -> Certificate:
+    armored = dearmor(data, _CERT_LABEL, source)
+    try:
+        return Certificate.decode(armored.body)
+    except CertificateError as exc:
+        raise KeystoreCorruptError(f"{source} is damaged: {exc}") from None
+
+
+def read_certificate_file(path: Path) -> Certificate:
+    """Load an armoured certificate file (as written by ``ca sign -o``)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
+    return _decode_certificate(data, str(path))
