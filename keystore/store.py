@@ -201,9 +201,7 @@ class Keystore:
     def public_key(self, name: str) -> bytes:
         """An identity's public key, read without its passphrase."""
         path, armored = self._armored_identity(name)
-        return self._entry(
-            str(path), name, armored.headers.get("Public-Key"), decode_key
-        )
+        return self._entry(str(path), name, armored.headers.get("Public-Key"), decode_key)
 
     def is_encrypted(self, name: str) -> bool:
         return is_encrypted(self._armored_identity(name)[1])
@@ -324,6 +322,11 @@ class Keystore:
             write_atomically(state_file, tomli_w.dumps({"ca": state, "next_serial": 1}).encode())
             self._trust_ca_locked(name, public)
         return public
+
+    def ca_is_encrypted(self, name: str) -> bool:
+        key_file, _ = self._ca_files(name)
+        data = self._read(key_file, f"CA signing key named {name!r}")
+        return is_encrypted(dearmor(data, _CA_LABEL, str(key_file)))
 
     def ca_names(self) -> list[str]:
         directory = self.path / "authorities"

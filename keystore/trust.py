@@ -194,6 +194,16 @@ class TrustStore:
                 raise InvalidCertificateError(str(exc)) from None
         return self._check_certificate(public_key, certificate, now)
 
+    def verify_certificate(self, certificate: Certificate, *, now: float | None = None) -> Peer:
+        """Check a certificate on its own merits, whatever pins its key may have.
+
+        Raises the errors of :meth:`verify`, except the missing-certificate one.
+        """
+        key = certificate.subject_key
+        if key in self._revoked_keys:
+            raise RevokedError(f"key {fingerprint(key)} has been revoked")
+        return self._check_certificate(key, certificate, now)
+
     def _check_certificate(self, public_key: bytes, cert: Certificate, now: float | None) -> Peer:
         subject = f"the certificate for {cert.name!r} (serial {cert.serial})"
         if cert.subject_key != public_key:

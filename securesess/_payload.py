@@ -27,6 +27,7 @@ def decode_payload(payload: bytes) -> dict[int, bytes]:
             unknown type below 128.
     """
     fields: dict[int, bytes] = {}
+    seen: set[int] = set()
     pos = 0
     while pos < len(payload):
         if len(payload) - pos < _HEADER.size:
@@ -35,8 +36,9 @@ def decode_payload(payload: bytes) -> dict[int, bytes]:
         pos += _HEADER.size
         if len(payload) - pos < length:
             raise ProtocolViolation(f"handshake payload field {kind} overruns the payload")
-        if kind in fields:
+        if kind in seen:
             raise ProtocolViolation(f"handshake payload field {kind} appears twice")
+        seen.add(kind)
         if kind in _KNOWN:
             fields[kind] = payload[pos : pos + length]
         elif kind < 128:

@@ -279,8 +279,14 @@ class SecureStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError("this SecureStream is broken")
         raise trio.ClosedResourceError("this SecureStream is closed")
 
-    def _broken(self, cause: BaseException) -> trio.BrokenResourceError:
-        """Mark the stream broken; return the error to raise ``from cause``."""
+    def _broken(self, cause: BaseException) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        """Mark the stream broken; return the error to raise ``from cause``.
+
+        A stream closed meanwhile by another task stays closed: that task's
+        aclose() is why this one's I/O failed.
+        """
+        if self._status is _Status.CLOSED:
+            return trio.ClosedResourceError("this SecureStream was closed")
         self._status = _Status.BROKEN
         return trio.BrokenResourceError(str(cause))
 
@@ -493,7 +499,10 @@ class SecureStream(trio.abc.HalfCloseableStream):
         assert self._reader is not None
         record_type, body = await self._first_record(self._reader)
         if record_type == RecordType.CLOSE:
-            aborted = parse_close(body)
+            try:
+                aborted = parse_close(body)
+            except ProtocolViolation as exc:
+                raise HandshakeFailed(f"the server refused with a malformed reason: {exc}") from exc
             raise PeerRejected(aborted.code, aborted.reason)
         if record_type != RecordType.ACCEPT:
             raise HandshakeFailed("the server's first record was not ACCEPT")
@@ -576,6 +585,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_busy:
             self._check_status()
+            if self._end_sent:
+                await trio.lowlevel.checkpoint()
+                raise trio.ClosedResourceError("EOF was already sent on this SecureStream")
             try:
                 await self.transport_stream.wait_send_all_might_not_block()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -620,7 +632,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
         with self._receive_busy:
             if self._status is not _Status.OK:
                 self._check_status()
-            if self._reader is None:
+            if not self._handshake_done.is_set():
                 await self._ensure_handshake()
             pending = self._pending
             if pending is None and not self._end_received:
@@ -638,9 +650,15 @@ class SecureStream(trio.abc.HalfCloseableStream):
             return chunk
 
     async def _next_data(self, limit: int) -> bytearray | None:
-        """Data from the next run of DATA records, or None at the peer's END."""
+        """Data from the next run of DATA records, or None at the peer's END.
+
+        Records are decrypted (and their nonces spent) only after the last
+        point where this call can be cancelled, so a cancelled receive_some
+        loses nothing.
+        """
         reader = self._reader
         assert reader is not None
+        await trio.lowlevel.checkpoint_if_cancelled()
         awaited = False
         while True:
             control = self._control
@@ -673,10 +691,12 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if data:
                 break
         if not awaited:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
-    def _unexpected(self, record_type: int, body: bytearray) -> trio.BrokenResourceError:
+    def _unexpected(
+        self, record_type: int, body: bytearray
+    ) -> trio.BrokenResourceError | trio.ClosedResourceError:
         cause: Exception
         if record_type == RecordType.CLOSE:
             try:
@@ -716,6 +736,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
             return
         graceful = (
             self._status is _Status.OK
+            and self._handshake_done.is_set()
             and self._writer is not None
             and not self._end_sent
             and not self._send_busy.held
@@ -724,7 +745,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
         try:
             if graceful:
                 assert self._writer is not None
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+                ):
                     await self.transport_stream.send_all(self._writer.seal(RecordType.END))
         finally:
             await self.transport_stream.aclose()

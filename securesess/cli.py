@@ -7,6 +7,7 @@ import re
 
 import click
 
+from keystore import cli as keystore_cli
 from securesess import demo as demo_module
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
@@ -29,6 +30,11 @@ def main() -> None:
     """Authenticated, encrypted channels and sessions for Trio services."""
 
 
+main.add_command(keystore_cli.keys)
+main.add_command(keystore_cli.peers)
+main.add_command(keystore_cli.ca)
+
+
 @main.command()
 def demo() -> None:
     """Show two parties completing a Noise handshake and exchanging a message."""
@@ -46,7 +52,8 @@ def demo() -> None:
 @click.option(
     "--repeat",
     type=click.IntRange(min=1),
-    help="Throughput runs per transport; the best one counts.  [default: 3; --quick: 1]",
+    help="Rounds over all transports; each transport's best round counts."
+    "  [default: 3; --quick: 1]",
 )
 @click.option(
     "--seconds",

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from handshake import HandshakeState
 from securesess import (
     HandshakeFailed,
     HandshakeTimeout,
@@ -21,7 +22,8 @@ from securesess import (
     SecureStream,
     TruncatedStream,
 )
-from securesess._records import MAX_BODY
+from securesess._frames import FrameReader, frame
+from securesess._records import MAX_BODY, RecordType, RecordWriter
 from securesess.testing import secure_stream_pair
 from tests.streams import Identities, filtered_pair, frames_of, handshake_both
 
@@ -453,3 +455,102 @@ async def test_reprs_show_no_secrets() -> None:
     text = repr(client) + repr(server)
     assert "peer=server" in text
     assert client.handshake_hash.hex() not in text
+
+
+# -- cancellation and concurrency -------------------------------------------------------
+
+
+async def test_a_cancelled_receive_loses_nothing() -> None:
+    client, server = await secure_stream_pair()
+    payload = b"".join(bytes([i]) * MAX_BODY for i in range(8))
+    await client.send_all(payload)
+    await client.send_eof()
+    received = bytearray(await server.receive_some(MAX_BODY))
+    with trio.move_on_after(0):  # already expired: the next call is cancelled
+        await server.receive_some(MAX_BODY)
+    while chunk := await server.receive_some(MAX_BODY):
+        received += chunk
+    assert received == payload
+
+
+async def test_a_second_reader_waits_for_the_handshake() -> None:
+    ids = Identities()
+    client, server = ids.streams(trio.testing.memory_stream_pair())
+    results: dict[str, object] = {}
+
+    async def handshake() -> None:
+        await client.do_handshake()
+        results["handshake"] = "ok"
+
+    async def read() -> None:
+        results["data"] = bytes(await client.receive_some())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handshake)
+            nursery.start_soon(read)
+            await server.send_all(b"hello")
+    assert results == {"handshake": "ok", "data": b"hello"}
+
+
+async def test_closing_while_another_task_reads_is_closed_not_broken() -> None:
+    client, _server = await secure_stream_pair()
+    outcome: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            await client.receive_some()
+        except trio.ClosedResourceError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        await client.aclose()
+    assert len(outcome) == 1
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_all(b"after close")
+
+
+async def test_waiting_to_send_after_eof_leaves_receiving_alone() -> None:
+    client, server = await secure_stream_pair()
+    await client.send_eof()
+    with pytest.raises(trio.ClosedResourceError, match="EOF was already sent"):
+        await client.wait_send_all_might_not_block()
+    await server.send_all(b"still readable")
+    assert await client.receive_some() == b"still readable"
+
+
+async def test_a_refusal_with_a_malformed_reason_is_a_handshake_failure() -> None:
+    ids = Identities()
+    client_transport, server_transport = trio.testing.memory_stream_pair()
+    client = ids.streams((client_transport, server_transport))[0]
+    # A server that completes the handshake by hand, then refuses with a
+    # CLOSE whose reason is not UTF-8.
+    state = HandshakeState(
+        "Noise_XX_25519_AESGCM_SHA256",
+        initiator=False,
+        prologue=b"securesess/1\nNoise_XX_25519_AESGCM_SHA256",
+        s=ids.server.keypair,
+    )
+
+    async def fake_server() -> None:
+        reader = FrameReader()
+        frames: list[bytes] = []
+        while len(frames) < 2:
+            reader.feed(await server_transport.receive_some())
+            while (item := reader.next_frame()) is not None:
+                frames.append(bytes(item))
+        state.read_message(frames[1])
+        await server_transport.send_all(frame(state.write_message()))
+        while (item := reader.next_frame()) is None:
+            reader.feed(await server_transport.receive_some())
+        state.read_message(bytes(item))
+        writer = RecordWriter(state.into_transport())
+        await server_transport.send_all(writer.seal(RecordType.CLOSE, b"\x00\x01\xff\xfe"))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fake_server)
+            with pytest.raises(HandshakeFailed, match="malformed reason"):
+                await client.do_handshake()

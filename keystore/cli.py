@@ -1,0 +1,551 @@
+"""Key management verbs of the ``securesess`` command: ``keys``, ``peers``, ``ca``.
+
+Every verb takes ``--home`` (else ``$SECURESESS_HOME``, else the per-user
+config directory), prints data as text or, with ``--json``, as JSON, exits 0
+on success and 1 on an error, which it reports in one line on stderr.
+Passphrases come from ``--passphrase-file``, ``$SECURESESS_PASSPHRASE`` or a
+prompt, in that order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from keystore.certificate import Certificate
+from keystore.encoding import decode_key, encode_key, fingerprint
+from keystore.errors import KeystoreError, UntrustedPeerError
+from keystore.store import Keystore, armor_certificate, read_certificate_file
+
+__all__ = ["ca", "keys", "peers"]
+
+ENV_PASSPHRASE: Final = "SECURESESS_PASSPHRASE"
+ENV_NEW_PASSPHRASE: Final = "SECURESESS_NEW_PASSPHRASE"
+_SOON: Final = 30 * 86_400
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"securesess: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"securesess: warning: {message}", err=True)
+
+
+def reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn the library's typed errors into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return command(*args, **kwargs)
+        except (KeystoreError, ValueError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def parse_duration(text: str) -> int:
+    """``90d``, ``12h``, ``2y``... in seconds."""
+    match = re.fullmatch(r"(\d{1,6})([smhdwy])", text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 90d, 12h or 1y")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise click.BadParameter("a duration must be positive")
+    return seconds
+
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SECURESESS_HOME",
+    help="Keystore directory [default: $SECURESESS_HOME, else the per-user config directory].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+passphrase_file_option = click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help=f"Read the passphrase from this file [default: ${ENV_PASSPHRASE}, else a prompt].",
+)
+
+
+def _store(home: Path | None) -> Keystore:
+    return Keystore.open(home)
+
+
+def _print(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def _read_passphrase(
+    passphrase_file: Path | None, *, env: str, prompt: str, confirm: bool = False
+) -> str:
+    if passphrase_file is not None:
+        return passphrase_file.read_text(encoding="utf-8").rstrip("\n")
+    from_env = os.environ.get(env)
+    if from_env is not None:
+        return from_env
+    if not sys.stdin.isatty():
+        fail(f"a passphrase is needed: set ${env}, use --passphrase-file, or run in a terminal")
+    value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+def _new_passphrase(no_passphrase: bool, passphrase_file: Path | None, what: str) -> str | None:
+    if no_passphrase:
+        return None
+    value = _read_passphrase(
+        passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for {what}", confirm=True
+    )
+    if not value:
+        fail("an empty passphrase is not allowed; use --no-passphrase to store the key unencrypted")
+    return value
+
+
+def _expiry_warning(not_after: int, what: str) -> None:
+    left = not_after - time.time()
+    if left < 0:
+        _warn(f"{what} has expired")
+    elif left < _SOON:
+        _warn(f"{what} expires in {int(left // 86_400)} day(s)")
+
+
+def _certificate_text(summary: dict[str, object]) -> str:
+    groups = ", ".join(str(g) for g in summary["groups"]) or "(none)"  # type: ignore[attr-defined]
+    return "\n".join(
+        [
+            f"  name:       {summary['name']}",
+            f"  groups:     {groups}",
+            f"  serial:     {summary['serial']}",
+            f"  key:        {summary['subject_key']}",
+            f"  issuer:     {summary['issuer']}",
+            f"  valid:      {summary['not_before']} to {summary['not_after']}",
+        ]
+    )
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+@click.group()
+def keys() -> None:
+    """Identities: this process's own key pairs."""
+
+
+@keys.command("new")
+@click.argument("name")
+@click.option("--no-passphrase", is_flag=True, help="Store the key unencrypted (for services).")
+@passphrase_file_option
+@home_option
+@json_option
+@reports_errors
+def keys_new(
+    name: str, no_passphrase: bool, passphrase_file: Path | None, home: Path | None, as_json: bool
+) -> None:
+    """Create identity NAME with a new key."""
+    store = _store(home)
+    identity = store.new_identity(
+        name, passphrase=_new_passphrase(no_passphrase, passphrase_file, f"identity {name!r}")
+    )
+    data = {"name": name, "public_key": encode_key(identity.public_key)}
+    data["fingerprint"] = identity.fingerprint
+    _print(as_json, data, f"created {name}: {data['public_key']} ({identity.fingerprint})")
+
+
+@keys.command("list")
+@home_option
+@json_option
+@reports_errors
+def keys_list(home: Path | None, as_json: bool) -> None:
+    """List identities."""
+    store = _store(home)
+    rows = []
+    for name in store.identity_names():
+        certificate = store.certificate(name)
+        rows.append(
+            {
+                "name": name,
+                "fingerprint": fingerprint(store.public_key(name)),
+                "encrypted": store.is_encrypted(name),
+                "certificate": None if certificate is None else certificate.describe(),
+            }
+        )
+    lines = [
+        f"{row['name']:<20} {row['fingerprint']}"
+        + ("" if row["encrypted"] else "  (unencrypted)")
+        + ("  (certified)" if row["certificate"] else "")
+        for row in rows
+    ]
+    _print(as_json, rows, "\n".join(lines) if lines else "no identities")
+
+
+@keys.command("show")
+@click.argument("name")
+@home_option
+@json_option
+@reports_errors
+def keys_show(name: str, home: Path | None, as_json: bool) -> None:
+    """Show identity NAME: public key, fingerprint, certificate."""
+    store = _store(home)
+    public = store.public_key(name)
+    certificate = store.certificate(name)
+    data = {
+        "name": name,
+        "public_key": encode_key(public),
+        "fingerprint": fingerprint(public),
+        "encrypted": store.is_encrypted(name),
+        "certificate": None if certificate is None else certificate.describe(),
+    }
+    text = [
+        f"identity {name}",
+        f"  public key: {data['public_key']}",
+        f"  fingerprint: {data['fingerprint']}",
+        f"  encrypted:  {'yes' if data['encrypted'] else 'no'}",
+    ]
+    if certificate is None:
+        text.append("  certificate: none")
+    else:
+        text += ["certificate", _certificate_text(certificate.describe())]
+        _expiry_warning(certificate.not_after, f"the certificate of {name!r}")
+    _print(as_json, data, "\n".join(text))
+
+
+@keys.command("export")
+@click.argument("name")
+@home_option
+@json_option
+@reports_errors
+def keys_export(name: str, home: Path | None, as_json: bool) -> None:
+    """Print identity NAME's public key (never the private key)."""
+    public = _store(home).public_key(name)
+    data = {"name": name, "public_key": encode_key(public), "fingerprint": fingerprint(public)}
+    _print(as_json, data, encode_key(public))
+
+
+@keys.command("passwd")
+@click.argument("name")
+@click.option("--no-passphrase", is_flag=True, help="Store the key unencrypted from now on.")
+@passphrase_file_option
+@click.option(
+    "--new-passphrase-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help=f"Read the new passphrase from this file [default: ${ENV_NEW_PASSPHRASE}, else a prompt].",
+)
+@home_option
+@reports_errors
+def keys_passwd(
+    name: str,
+    no_passphrase: bool,
+    passphrase_file: Path | None,
+    new_passphrase_file: Path | None,
+    home: Path | None,
+) -> None:
+    """Change the passphrase of identity NAME."""
+    store = _store(home)
+    old = (
+        _read_passphrase(passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for {name!r}")
+        if store.is_encrypted(name)
+        else None
+    )
+    new = None
+    if not no_passphrase:
+        new = _read_passphrase(
+            new_passphrase_file,
+            env=ENV_NEW_PASSPHRASE,
+            prompt=f"New passphrase for {name!r}",
+            confirm=True,
+        )
+        if not new:
+            fail("an empty passphrase is not allowed; use --no-passphrase instead")
+    store.change_passphrase(name, old=old, new=new)
+    click.echo(f"changed the passphrase of {name}")
+
+
+@keys.command("rotate")
+@click.argument("name")
+@passphrase_file_option
+@home_option
+@json_option
+@reports_errors
+def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None, as_json: bool) -> None:
+    """Give identity NAME a new key; the old one is kept as retired."""
+    store = _store(home)
+    passphrase = (
+        _read_passphrase(passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for {name!r}")
+        if store.is_encrypted(name)
+        else None
+    )
+    old = fingerprint(store.public_key(name))
+    identity = store.rotate_identity(name, passphrase=passphrase)
+    data = {
+        "name": name,
+        "retired": old,
+        "public_key": encode_key(identity.public_key),
+        "fingerprint": identity.fingerprint,
+    }
+    _print(
+        as_json,
+        data,
+        f"rotated {name}: new key {data['public_key']} ({identity.fingerprint}); {old} retired. "
+        "Peers that pinned the old key, and its certificate, need the new one.",
+    )
+
+
+@keys.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+@reports_errors
+def keys_delete(name: str, yes: bool, home: Path | None) -> None:
+    """Delete identity NAME and its certificate."""
+    store = _store(home)
+    store.public_key(name)  # fail on an unknown name before asking
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("deleting a key needs --yes when not run in a terminal")
+        click.confirm(f"Delete identity {name!r}? This cannot be undone", abort=True)
+    store.delete_identity(name)
+    click.echo(f"deleted {name}")
+
+
+# -- peers -----------------------------------------------------------------------------
+
+
+@click.group()
+def peers() -> None:
+    """Pinned peers: keys this process trusts by name, like known_hosts."""
+
+
+@peers.command("add")
+@click.argument("name")
+@click.argument("public_key")
+@click.option("--group", "groups", multiple=True, help="A group the peer belongs to (repeatable).")
+@home_option
+@reports_errors
+def peers_add(name: str, public_key: str, groups: tuple[str, ...], home: Path | None) -> None:
+    """Pin PUBLIC_KEY (base64, as 'keys export' prints it) under NAME."""
+    key = decode_key(public_key)
+    _store(home).add_peer(name, key, groups)
+    click.echo(f"pinned {name}: {fingerprint(key)}")
+
+
+@peers.command("list")
+@home_option
+@json_option
+@reports_errors
+def peers_list(home: Path | None, as_json: bool) -> None:
+    """List pinned peers."""
+    rows = [
+        {
+            "name": peer.name,
+            "public_key": encode_key(peer.public_key),
+            "fingerprint": peer.fingerprint,
+            "groups": sorted(peer.groups),
+        }
+        for peer in _store(home).trust()
+    ]
+    lines = [
+        f"{row['name']:<20} {row['fingerprint']}  {', '.join(row['groups'])}".rstrip()  # type: ignore[arg-type]
+        for row in rows
+    ]
+    _print(as_json, rows, "\n".join(lines) if lines else "no pinned peers")
+
+
+@peers.command("remove")
+@click.argument("name")
+@home_option
+@reports_errors
+def peers_remove(name: str, home: Path | None) -> None:
+    """Unpin peer NAME."""
+    _store(home).remove_peer(name)
+    click.echo(f"removed {name}")
+
+
+# -- ca --------------------------------------------------------------------------------
+
+
+@click.group()
+def ca() -> None:
+    """A small certificate authority: issue, inspect, trust and revoke certificates."""
+
+
+@ca.command("init")
+@click.argument("name")
+@click.option("--valid", default="10y", show_default=True, help="How long the CA is valid.")
+@click.option("--no-passphrase", is_flag=True, help="Store the CA key unencrypted.")
+@passphrase_file_option
+@home_option
+@json_option
+@reports_errors
+def ca_init(
+    *,
+    name: str,
+    valid: str,
+    no_passphrase: bool,
+    passphrase_file: Path | None,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Create CA NAME (trusted by this keystore) and print its public key."""
+    public = _store(home).init_ca(
+        name,
+        passphrase=_new_passphrase(no_passphrase, passphrase_file, f"CA {name!r}"),
+        valid_seconds=parse_duration(valid),
+    )
+    data = {"name": name, "public_key": encode_key(public), "fingerprint": fingerprint(public)}
+    _print(
+        as_json,
+        data,
+        f"created CA {name}: {data['public_key']}\n"
+        f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name}",
+    )
+
+
+@ca.command("sign")
+@click.option("--ca", "ca_name", required=True, help="The CA that signs.")
+@click.option("--name", "subject", required=True, help="The name the certificate binds.")
+@click.option("--group", "groups", multiple=True, help="A group (repeatable).")
+@click.option("--valid", default="90d", show_default=True, help="How long it is valid.")
+@click.option("--identity", help="Certify this keystore's identity (and store it with it).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write it here."
+)
+@click.argument("public_key", required=False)
+@passphrase_file_option
+@home_option
+@reports_errors
+def ca_sign(
+    *,
+    ca_name: str,
+    subject: str,
+    groups: tuple[str, ...],
+    valid: str,
+    identity: str | None,
+    output: Path | None,
+    public_key: str | None,
+    passphrase_file: Path | None,
+    home: Path | None,
+) -> None:
+    """Issue a certificate for PUBLIC_KEY, or for --identity NAME."""
+    if (public_key is None) == (identity is None):
+        fail("give either a PUBLIC_KEY or --identity NAME")
+    store = _store(home)
+    key = store.public_key(identity) if identity is not None else decode_key(public_key or "")
+    info = store.ca_info(ca_name)
+    _expiry_warning(info["not_after"], f"CA {ca_name!r}")
+    passphrase = (
+        _read_passphrase(
+            passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for CA {ca_name!r}"
+        )
+        if store.ca_is_encrypted(ca_name)
+        else None
+    )
+    certificate = store.sign(
+        ca_name,
+        passphrase=passphrase,
+        public_key=key,
+        name=subject,
+        groups=groups,
+        valid_seconds=parse_duration(valid),
+    )
+    if identity is not None:
+        store.store_certificate(identity, certificate)
+        click.echo(f"certified identity {identity} as {subject!r} (serial {certificate.serial})")
+    if output is not None:
+        output.write_bytes(armor_certificate(certificate))
+        click.echo(f"wrote {output}")
+    elif identity is None:
+        click.echo(armor_certificate(certificate).decode("ascii"), nl=False)
+
+
+def _load_certificate(path: Path) -> Certificate:
+    return read_certificate_file(path)
+
+
+@ca.command("print")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@reports_errors
+def ca_print(file: Path, as_json: bool) -> None:
+    """Print the contents of certificate FILE."""
+    certificate = _load_certificate(file)
+    _expiry_warning(certificate.not_after, f"certificate {file}")
+    _print(
+        as_json, certificate.describe(), "certificate\n" + _certificate_text(certificate.describe())
+    )
+
+
+@ca.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@home_option
+@json_option
+@reports_errors
+def ca_verify(file: Path, home: Path | None, as_json: bool) -> None:
+    """Check certificate FILE against this keystore's CAs and revocations."""
+    certificate = _load_certificate(file)
+    try:
+        peer = _store(home).trust().verify_certificate(certificate)
+    except UntrustedPeerError as exc:
+        if as_json:
+            click.echo(json.dumps({"valid": False, "reason": str(exc)}, indent=2))
+            sys.exit(1)
+        fail(f"not valid: {exc}")
+    _expiry_warning(certificate.not_after, f"certificate {file}")
+    data = {"valid": True, "name": peer.name, "groups": sorted(peer.groups)}
+    _print(as_json, data, f"valid: {peer.name} ({', '.join(sorted(peer.groups)) or 'no groups'})")
+
+
+@ca.command("trust")
+@click.argument("file_or_key")
+@click.option("--name", help="What to call the CA here [default: derived from its key].")
+@home_option
+@reports_errors
+def ca_trust(file_or_key: str, name: str | None, home: Path | None) -> None:
+    """Trust the CA whose public key is FILE_OR_KEY (base64, or a file holding it)."""
+    path = Path(file_or_key)
+    text = path.read_text(encoding="utf-8").strip() if path.is_file() else file_or_key
+    key = decode_key(text.split()[0] if text else text, "CA public key")
+    ca_name = name or "ca-" + re.sub(r"[^A-Za-z0-9]", "", fingerprint(key)[7:])[:12]
+    _store(home).trust_ca(ca_name, key)
+    click.echo(f"trusting CA {ca_name}: {fingerprint(key)}")
+
+
+@ca.command("revoke")
+@click.argument("what")
+@click.option("--ca", "ca_name", help="The trusted CA whose SERIAL this is.")
+@home_option
+@reports_errors
+def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> None:
+    """Revoke WHAT: a public key (base64), a certificate SERIAL (with --ca), or a CA's name."""
+    store = _store(home)
+    cas = store.trust().cas()
+    if what.isdigit():
+        if ca_name is None:
+            if len(cas) != 1:
+                fail("which CA issued that serial? name it with --ca")
+            ca_name = next(iter(cas))
+        if ca_name not in cas:
+            fail(f"no trusted CA is named {ca_name!r}")
+        store.revoke_serial(cas[ca_name], int(what))
+        click.echo(f"revoked serial {what} of CA {ca_name}")
+    elif what in cas:
+        store.revoke_key(cas[what])
+        click.echo(f"revoked CA {what}: every certificate it issued is now refused")
+    else:
+        key = decode_key(what)
+        store.revoke_key(key)
+        click.echo(f"revoked key {fingerprint(key)}")
