@@ -115,6 +115,10 @@ class Keystore:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         with locked(self.path / ".lock"):
+            # Holding the lock, no other writer is active: a temporary file
+            # left now is from a writer that was killed, and is garbage.
+            for stale in self.path.rglob(".*.tmp"):
+                stale.unlink(missing_ok=True)
             yield
 
     def _identity_file(self, name: str) -> Path:

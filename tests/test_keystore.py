@@ -1,0 +1,256 @@
+"""The keystore on disk: what it stores, how it refuses bad input, and that a
+failed or interrupted operation never loses or corrupts anything."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from keystore import (
+    CertificateError,
+    DuplicateNameError,
+    InsecurePermissionsError,
+    Keystore,
+    KeystoreCorruptError,
+    KeystoreError,
+    RevokedError,
+    UnknownNameError,
+    WrongPassphraseError,
+    default_home,
+    encode_key,
+)
+
+YEAR = 365 * 86_400
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` and its bytes (the lock file aside)."""
+    return {
+        str(file.relative_to(path)): file.read_bytes()
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and file.name != ".lock"
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Keystore:
+    return Keystore.open(tmp_path / "home")
+
+
+def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECURESESS_HOME", str(tmp_path / "from-env"))
+    assert default_home() == tmp_path / "from-env"
+    assert Keystore.open().path == tmp_path / "from-env"
+    monkeypatch.delenv("SECURESESS_HOME")
+    assert default_home().name == "securesess"
+
+
+def test_files_are_private(store: Keystore) -> None:
+    store.new_identity("api", passphrase="correct horse")
+    store.add_peer("db", os.urandom(32))
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o700
+    for file in store.path.rglob("*"):
+        expected = 0o700 if file.is_dir() else 0o600
+        assert stat.S_IMODE(file.stat().st_mode) == expected, file
+
+
+def test_an_encrypted_identity_needs_its_passphrase(store: Keystore) -> None:
+    created = store.new_identity("api", passphrase="correct horse")
+    assert store.is_encrypted("api")
+    loaded = store.identity("api", passphrase="correct horse")
+    assert loaded.public_key == created.public_key
+    assert loaded.private_bytes() == created.private_bytes()
+    before = snapshot(store.path)
+    with pytest.raises(WrongPassphraseError, match="wrong passphrase"):
+        store.identity("api", passphrase="battery staple")
+    with pytest.raises(WrongPassphraseError, match="a passphrase is needed"):
+        store.identity("api")
+    assert snapshot(store.path) == before
+    # The public half is readable without the passphrase.
+    assert store.public_key("api") == created.public_key
+
+
+def test_the_private_key_is_not_in_the_file_in_clear(store: Keystore) -> None:
+    created = store.new_identity("api", passphrase="correct horse")
+    text = (store.path / "identities" / "api.key").read_text()
+    assert encode_key(created.private_bytes()) not in text
+    assert encode_key(created.public_key) in text  # the public half, on purpose
+
+
+def test_an_unencrypted_identity_is_only_made_on_request(store: Keystore) -> None:
+    created = store.new_identity("svc", passphrase=None)
+    assert not store.is_encrypted("svc")
+    assert store.identity("svc").public_key == created.public_key
+
+
+def test_duplicate_unknown_and_malformed_names(store: Keystore) -> None:
+    store.new_identity("api", passphrase=None)
+    before = snapshot(store.path)
+    with pytest.raises(DuplicateNameError, match="exists"):
+        store.new_identity("api", passphrase=None)
+    with pytest.raises(UnknownNameError, match="no identity named 'nope'"):
+        store.identity("nope")
+    with pytest.raises(ValueError, match="not allowed"):
+        store.new_identity("../escape", passphrase=None)
+    assert snapshot(store.path) == before
+
+
+def test_a_key_others_can_read_is_refused(store: Keystore) -> None:
+    store.new_identity("api", passphrase=None)
+    key_file = store.path / "identities" / "api.key"
+    key_file.chmod(0o644)
+    with pytest.raises(InsecurePermissionsError, match=f"chmod 600 {key_file}"):
+        store.identity("api")
+    key_file.chmod(0o600)
+    store.identity("api")
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        (lambda text: text[: len(text) // 2], KeystoreCorruptError, "truncated"),
+        (lambda text: "garbage", KeystoreCorruptError, "not a securesess identity key file"),
+        (
+            lambda text: text.replace("Public-Key: ", "Public-Key: AAAA"),
+            WrongPassphraseError,
+            "or the file was altered",
+        ),
+        (
+            lambda text: text.replace("Salt: ", "Salt: !"),
+            KeystoreCorruptError,
+            "damaged encryption headers",
+        ),
+    ],
+)
+def test_damaged_key_files_are_named_not_loaded(
+    store: Keystore, damage: object, error: type[Exception], message: str
+) -> None:
+    store.new_identity("api", passphrase="correct horse")
+    key_file = store.path / "identities" / "api.key"
+    key_file.write_text(damage(key_file.read_text()))  # type: ignore[operator]
+    with pytest.raises(error, match=message):
+        store.identity("api", passphrase="correct horse")
+
+
+def test_an_altered_unencrypted_key_is_detected(store: Keystore) -> None:
+    store.new_identity("svc", passphrase=None)
+    other = encode_key(os.urandom(32))
+    key_file = store.path / "identities" / "svc.key"
+    lines = key_file.read_text().splitlines()
+    lines = [f"Public-Key: {other}" if line.startswith("Public-Key") else line for line in lines]
+    key_file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(KeystoreCorruptError, match="public key does not match"):
+        store.identity("svc")
+
+
+def test_changing_the_passphrase(store: Keystore) -> None:
+    created = store.new_identity("api", passphrase="old")
+    with pytest.raises(WrongPassphraseError):
+        store.change_passphrase("api", old="wrong", new="new")
+    store.change_passphrase("api", old="old", new="new")
+    assert store.identity("api", passphrase="new").public_key == created.public_key
+    store.change_passphrase("api", old="new", new=None)
+    assert not store.is_encrypted("api")
+
+
+def test_rotation_retires_the_old_key_and_its_certificate(store: Keystore) -> None:
+    old = store.new_identity("api", passphrase=None)
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    certificate = store.sign(
+        "ops", passphrase=None, public_key=old.public_key, name="api", valid_seconds=YEAR
+    )
+    store.store_certificate("api", certificate)
+    new = store.rotate_identity("api", passphrase=None)
+    assert new.public_key != old.public_key
+    assert store.identity("api").certificate is None
+    retired = sorted(p.suffix for p in (store.path / "identities" / "retired").iterdir())
+    assert retired == [".crt", ".key"]
+
+
+def test_delete(store: Keystore) -> None:
+    store.new_identity("api", passphrase=None)
+    store.delete_identity("api")
+    assert store.identity_names() == []
+    with pytest.raises(UnknownNameError):
+        store.delete_identity("api")
+
+
+def test_pinned_peers(store: Keystore) -> None:
+    key = os.urandom(32)
+    store.add_peer("db", key, ["storage", "backend"])
+    peer = store.trust().peer_by_name("db")
+    assert peer is not None
+    assert (peer.public_key, peer.groups) == (key, frozenset({"storage", "backend"}))
+    before = snapshot(store.path)
+    with pytest.raises(DuplicateNameError):
+        store.add_peer("db", os.urandom(32))
+    with pytest.raises(DuplicateNameError, match="already pinned as 'db'"):
+        store.add_peer("db2", key)
+    assert snapshot(store.path) == before
+    store.remove_peer("db")
+    with pytest.raises(UnknownNameError):
+        store.remove_peer("db")
+
+
+def test_a_damaged_toml_file_is_reported_with_its_name(store: Keystore) -> None:
+    (store.path / "peers.toml").write_text("[peers.db\npublic_key = 1")
+    with pytest.raises(KeystoreCorruptError, match=r"peers\.toml is damaged"):
+        store.trust()
+    (store.path / "peers.toml").write_text('[peers.db]\npublic_key = "not base64!"')
+    with pytest.raises(KeystoreCorruptError, match="entry 'db'"):
+        store.trust()
+
+
+def test_the_ca_issues_certificates_this_keystore_trusts(store: Keystore) -> None:
+    api = store.new_identity("api", passphrase=None)
+    store.init_ca("ops", passphrase="ca secret", valid_seconds=YEAR)
+    with pytest.raises(WrongPassphraseError):
+        store.sign("ops", passphrase="nope", public_key=api.public_key, name="api", valid_seconds=1)
+    first = store.sign(
+        "ops",
+        passphrase="ca secret",
+        public_key=api.public_key,
+        name="api",
+        groups=["web"],
+        valid_seconds=90 * 86_400,
+    )
+    second = store.sign(
+        "ops", passphrase="ca secret", public_key=api.public_key, name="api", valid_seconds=60
+    )
+    assert (first.serial, second.serial) == (1, 2)
+    store.store_certificate("api", first)
+    loaded = store.identity("api")
+    assert loaded.certificate == first
+    peer = store.trust().verify_certificate(first)
+    assert (peer.name, peer.groups) == ("api", frozenset({"web"}))
+    store.revoke_serial(store.ca_info("ops")["public_key"], 1)
+    with pytest.raises(RevokedError):
+        store.trust().verify_certificate(first)
+
+
+def test_a_certificate_is_stored_only_with_its_own_key(store: Keystore) -> None:
+    store.new_identity("api", passphrase=None)
+    other = store.new_identity("other", passphrase=None)
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    certificate = store.sign(
+        "ops", passphrase=None, public_key=other.public_key, name="other", valid_seconds=YEAR
+    )
+    with pytest.raises(CertificateError, match="not for identity 'api'"):
+        store.store_certificate("api", certificate)
+
+
+def test_certificates_never_outlive_their_ca(store: Keystore) -> None:
+    key = os.urandom(32)
+    store.init_ca("short", passphrase=None, valid_seconds=3600)
+    certificate = store.sign("short", passphrase=None, public_key=key, name="x", valid_seconds=YEAR)
+    assert certificate.not_after <= store.ca_info("short")["not_after"]
+
+
+def test_a_home_that_is_not_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a directory")
+    with pytest.raises(KeystoreError, match="exists but is not a directory"):
+        Keystore.open(home)
