@@ -30,3 +30,10 @@ def test_pinned_echo() -> None:
     assert "client: talking to db over Noise_XX_25519_AESGCM_SHA256" in lines
     assert "client: got ping" in lines
     assert any(line.startswith("server: api connected (SHA256:") for line in lines)
+
+
+def test_ca_identities() -> None:
+    lines = _run("ca_identities.py")
+    assert "api: connected to db in ['storage']" in lines
+    assert "db: api in ['web'] connected, certified by the CA" in lines
+    assert "api: got hello api" in lines
