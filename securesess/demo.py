@@ -6,17 +6,12 @@ shows what crosses the wire and what each side learns.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from handshake import X25519, DecryptError, HandshakeState
+from keystore import fingerprint
 
 PROTOCOL = "Noise_XX_25519_AESGCM_SHA256"
-
-
-def fingerprint(public_key: bytes) -> str:
-    """A short, human-comparable name for a public key."""
-    return "SHA256:" + hashlib.sha256(public_key).hexdigest()[:16]
 
 
 def _preview(data: bytes, limit: int = 24) -> str:
