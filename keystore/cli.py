@@ -21,7 +21,6 @@ from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from keystore.certificate import Certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
 from keystore.store import Keystore, armor_certificate, read_certificate_file
@@ -472,17 +471,13 @@ def ca_sign(
         click.echo(armor_certificate(certificate).decode("ascii"), nl=False)
 
 
-def _load_certificate(path: Path) -> Certificate:
-    return read_certificate_file(path)
-
-
 @ca.command("print")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @reports_errors
 def ca_print(file: Path, as_json: bool) -> None:
     """Print the contents of certificate FILE."""
-    certificate = _load_certificate(file)
+    certificate = read_certificate_file(file)
     _expiry_warning(certificate.not_after, f"certificate {file}")
     _print(
         as_json, certificate.describe(), "certificate\n" + _certificate_text(certificate.describe())
@@ -496,7 +491,7 @@ def ca_print(file: Path, as_json: bool) -> None:
 @reports_errors
 def ca_verify(file: Path, home: Path | None, as_json: bool) -> None:
     """Check certificate FILE against this keystore's CAs and revocations."""
-    certificate = _load_certificate(file)
+    certificate = read_certificate_file(file)
     try:
         peer = _store(home).trust().verify_certificate(certificate)
     except UntrustedPeerError as exc:

@@ -369,17 +369,18 @@ class SecureStream(trio.abc.HalfCloseableStream):
         try:
             return await self.transport_stream.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if self._status is _Status.CLOSED:
-                raise trio.ClosedResourceError("this SecureStream was closed") from exc
-            raise HandshakeFailed("the connection failed during the handshake") from exc
+            self._handshake_transport_failed(exc)
 
     async def _handshake_send(self, data: bytes | bytearray | memoryview) -> None:
         try:
             await self.transport_stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if self._status is _Status.CLOSED:
-                raise trio.ClosedResourceError("this SecureStream was closed") from exc
-            raise HandshakeFailed("the connection failed during the handshake") from exc
+            self._handshake_transport_failed(exc)
+
+    def _handshake_transport_failed(self, exc: BaseException) -> NoReturn:
+        if self._status is _Status.CLOSED:
+            raise trio.ClosedResourceError("this SecureStream was closed") from exc
+        raise HandshakeFailed("the connection failed during the handshake") from exc
 
     def _expected_key(self) -> bytes | None:
         if isinstance(self._expect, bytes):
