@@ -159,6 +159,10 @@ class TrustStore:
     def is_revoked(self, public_key: bytes) -> bool:
         return public_key in self._revoked_keys
 
+    def revoked_keys(self) -> frozenset[bytes]:
+        """The revoked static and CA keys."""
+        return frozenset(self._revoked_keys)
+
     # -- the question ---------------------------------------------------------------
 
     def verify(

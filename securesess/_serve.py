@@ -15,7 +15,7 @@ from typing import Any, Final, final
 
 import trio
 
-from keystore import Identity, TrustStore
+from keystore import Identity, Peer, TrustStore
 from securesess._frames import frame
 from securesess._protocols import check_psk, server_protocols
 from securesess._records import REKEY_AFTER_RECORDS
@@ -57,6 +57,7 @@ class SecureListener(trio.abc.Listener[SecureStream]):
         psk: bytes | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         rekey_after_records: int = REKEY_AFTER_RECORDS,
+        authorize: Callable[[Peer], str | None] | None = None,
     ) -> None:
         self.transport_listener = transport_listener
         self._options: dict[str, Any] = {
@@ -67,10 +68,21 @@ class SecureListener(trio.abc.Listener[SecureStream]):
             "psk": psk,
             "handshake_timeout": handshake_timeout,
             "rekey_after_records": rekey_after_records,
+            "authorize": authorize,
         }
         # Bad options fail here rather than on the first connection.
         check_psk(psk)
         server_protocols(protocol, with_psk=psk is not None)
+
+    @property
+    def trust(self) -> TrustStore:
+        """Whom new connections accept; set it to apply a new trust store to them."""
+        trust: TrustStore = self._options["trust"]
+        return trust
+
+    @trust.setter
+    def trust(self, trust: TrustStore) -> None:
+        self._options["trust"] = trust
 
     async def accept(self) -> SecureStream:
         transport = await self.transport_listener.accept()
@@ -121,6 +133,7 @@ async def serve_secure(
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     rekey_after_records: int = REKEY_AFTER_RECORDS,
+    authorize: Callable[[Peer], str | None] | None = None,
     max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     backlog: int | None = None,
     handler_nursery: trio.Nursery | None = None,
@@ -132,7 +145,9 @@ async def serve_secure(
     ...)`` returns the listeners (port 0 picks a free port). Each connection
     is handshaken first; ``handler(stream)`` runs only for peers the trust
     store accepts, and the stream is closed (gracefully) when it returns.
-    Refused and failed handshakes are logged on the ``securesess`` logger.
+    ``authorize`` (see :class:`SecureStream`) refuses trusted peers that an
+    access policy does not admit. Refused and failed handshakes are logged
+    on the ``securesess`` logger.
     When ``max_concurrent_handshakes`` are in progress, new clients get a
     "busy" answer at once instead of waiting.
     """
@@ -149,6 +164,7 @@ async def serve_secure(
             psk=psk,
             handshake_timeout=handshake_timeout,
             rekey_after_records=rekey_after_records,
+            authorize=authorize,
         )
         for listener in tcp_listeners
     ]

@@ -40,7 +40,7 @@ import contextlib
 import enum
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, NoReturn, final
 
 import trio
@@ -137,6 +137,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
             protocols are spoken.
         handshake_timeout: seconds the whole handshake may take.
         rekey_after_records: rekey the sending key after this many records.
+        authorize: a last check on a peer the trust store accepted (an access
+            policy, say): it returns None to admit the peer, or the reason to
+            refuse it, which the peer is told (close code ACCESS_DENIED).
 
     Raises:
         handshake.ProtocolNameError: (a ValueError) ``protocol`` is not one
@@ -145,6 +148,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
 
     __slots__ = (
         "_allowed",
+        "_authorize",
         "_control",
         "_end_received",
         "_end_sent",
@@ -183,6 +187,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
         psk: bytes | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         rekey_after_records: int = REKEY_AFTER_RECORDS,
+        authorize: Callable[[Peer], str | None] | None = None,
     ) -> None:
         check_psk(psk)
         if isinstance(expect, bytes | bytearray | memoryview):
@@ -202,6 +207,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
         self._psk = psk
         self._handshake_timeout = handshake_timeout
         self._rekey_after = rekey_after_records
+        self._authorize = authorize
         if server_side:
             self._allowed = server_protocols(protocol, with_psk=psk is not None)
         else:
@@ -406,6 +412,14 @@ class SecureStream(trio.abc.HalfCloseableStream):
         Raises:
             _Refusal: with the close code and reason to give the peer.
         """
+        peer = self._trusted(public_key, certificate)
+        if self._authorize is not None:
+            reason = self._authorize(peer)
+            if reason is not None:
+                raise _Refusal(CloseCode.ACCESS_DENIED, reason)
+        return peer
+
+    def _trusted(self, public_key: bytes, certificate: bytes | None) -> Peer:
         expected = self._expect
         if isinstance(expected, bytes):
             # An explicit key is a pin of its own, trusted or not; only a

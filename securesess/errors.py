@@ -16,15 +16,24 @@ from collections.abc import Sequence
 import trio
 
 __all__ = [
+    "AccessDenied",
+    "AlreadyMember",
     "HandshakeFailed",
     "HandshakeTimeout",
+    "LimitExceeded",
     "NegotiationFailed",
+    "NoSuchSession",
+    "NotMember",
     "PeerAborted",
     "PeerNotTrusted",
     "PeerRejected",
+    "PolicyError",
     "ProtocolViolation",
     "RecordAuthenticationFailed",
+    "SessionClosed",
+    "SessionError",
     "TruncatedStream",
+    "VersionConflict",
 ]
 
 
@@ -96,3 +105,58 @@ class PeerAborted(Exception):
         super().__init__(f"the peer closed the stream: {reason} (code {code})")
         self.code = code
         self.reason = reason
+
+
+# -- access policy and sessions -------------------------------------------------------
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used; the message says which file and rule, and why."""
+
+
+class SessionError(Exception):
+    """The hub refused a session request. The hub logs the same message.
+
+    ``session`` is the session's name.
+    """
+
+    def __init__(self, message: str, *, session: str | None = None) -> None:
+        super().__init__(message)
+        self.session = session
+
+
+class AccessDenied(SessionError):
+    """The policy does not grant the right; the message names the rules involved."""
+
+
+class NoSuchSession(SessionError):
+    """The session does not exist (and ``create`` was not asked, or not allowed)."""
+
+
+class AlreadyMember(SessionError):
+    """This connection is already a member of the session."""
+
+
+class NotMember(SessionError):
+    """This connection is not a member of the session (or the target member is gone)."""
+
+
+class SessionClosed(SessionError):
+    """We are no longer a member: removed by an admin or a policy reload, fell
+    too far behind, or the session was closed. ``reason`` says which."""
+
+    def __init__(self, message: str, *, session: str | None = None, reason: str = "") -> None:
+        super().__init__(message, session=session)
+        self.reason = reason or message
+
+
+class VersionConflict(SessionError):
+    """A compare-and-set found another version; ``version`` is the current one (0: unset)."""
+
+    def __init__(self, message: str, *, session: str | None = None, version: int = 0) -> None:
+        super().__init__(message, session=session)
+        self.version = version
+
+
+class LimitExceeded(SessionError):
+    """A hub limit: too many sessions, members or variables, or data too large."""

@@ -1,0 +1,196 @@
+"""The hub protocol's messages: what a client and a hub say over a SecureStream.
+
+Each message is one MessagePack array whose first element is an op code
+(docs/protocol.md §7). Both ends parse strictly: an array of the wrong
+length, a value of the wrong type, a name that is not a valid session name
+or a message over the size limits is a protocol violation, and the side
+that reads it closes the connection. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+from collections.abc import Iterator
+from typing import Any, Final
+
+import msgpack
+
+from securesess.errors import ProtocolViolation
+
+__all__ = [
+    "MAX_DATA",
+    "MAX_KEY",
+    "MAX_NAME",
+    "VERSION",
+    "ErrorCode",
+    "MessageReader",
+    "Op",
+    "check_session_name",
+    "check_variable_key",
+    "pack",
+]
+
+VERSION: Final = 1
+#: Largest message body or variable value, in bytes.
+MAX_DATA: Final = 1 << 20
+#: Longest session name and variable key, in UTF-8 bytes.
+MAX_NAME: Final = 255
+MAX_KEY: Final = 255
+#: How much a reader asks its stream for at once.
+RECEIVE_SIZE: Final = 64 * 1024
+# The unpacker holds at most one partial message plus one received chunk.
+_BUFFER_LIMIT: Final = MAX_DATA + 4096 + RECEIVE_SIZE
+_MAX_ID: Final = (1 << 63) - 1
+
+
+class Op(enum.IntEnum):
+    # client -> hub
+    HELLO = 1
+    JOIN = 2
+    LEAVE = 3
+    SEND = 4
+    SET = 5
+    REMOVE = 6
+    CLOSE = 7
+    # hub -> client
+    WELCOME = 64
+    OK = 65
+    ERROR = 66
+    MESSAGE = 67
+    JOINED = 68
+    LEFT = 69
+    VARIABLE = 70
+    ENDED = 71
+
+
+class ErrorCode(enum.IntEnum):
+    ACCESS_DENIED = 1
+    NO_SUCH_SESSION = 2
+    ALREADY_MEMBER = 3
+    NOT_MEMBER = 4
+    SESSION_CLOSED = 5
+    VERSION_CONFLICT = 6
+    LIMIT_EXCEEDED = 7
+    NO_SUCH_MEMBER = 8
+
+
+def _check_text(text: str, limit: int, what: str) -> None:
+    encoded = text.encode("utf-8", "surrogatepass")
+    if not encoded or len(encoded) > limit:
+        raise ValueError(f"a {what} is 1 to {limit} bytes of UTF-8, not {len(encoded)}")
+    # Control and unassigned characters would let two names look alike in
+    # logs, or smuggle line breaks into them.
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"} for char in text):
+        raise ValueError(f"a {what} may not contain control or invisible characters: {text!r}")
+
+
+def check_session_name(name: str) -> str:
+    """Return ``name`` if it is a valid session name.
+
+    Raises:
+        ValueError: empty, longer than 255 bytes, or with control characters.
+    """
+    _check_text(name, MAX_NAME, "session name")
+    return name
+
+
+def check_variable_key(key: str) -> str:
+    """Return ``key`` if it is a valid variable key (the rules of session names)."""
+    _check_text(key, MAX_KEY, "variable key")
+    return key
+
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def pack(*fields: Any) -> bytes:
+    """One message: ``pack(Op.SEND, rid, session, None, data)``."""
+    return _packer.pack(fields)  # type: ignore[no-any-return]
+
+
+class MessageReader:
+    """Splits received bytes into messages, enforcing the size limits."""
+
+    __slots__ = ("_unpacker",)
+
+    def __init__(self) -> None:
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=_BUFFER_LIMIT,
+            use_list=True,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_DATA,
+            max_str_len=MAX_DATA,
+            max_array_len=1 << 16,
+            max_map_len=0,  # the protocol has no maps
+            max_ext_len=0,  # nor extension types
+        )
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[list[Any]]:
+        """Add received bytes and yield every complete message.
+
+        Raises:
+            ProtocolViolation: not MessagePack, over a limit, or not an array.
+        """
+        try:
+            self._unpacker.feed(data)
+            for message in self._unpacker:
+                if type(message) is not list or not message or type(message[0]) is not int:
+                    raise ProtocolViolation("a hub protocol message is not an [op, ...] array")
+                yield message
+        except ProtocolViolation:
+            raise
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise ProtocolViolation(f"a hub protocol message is malformed: {exc}") from None
+
+
+# -- field checks ---------------------------------------------------------------------
+
+
+def field_error(message: list[Any], what: str) -> ProtocolViolation:
+    name = Op(message[0]).name if message[0] in Op._value2member_map_ else str(message[0])
+    return ProtocolViolation(f"a {name} message is malformed: {what}")
+
+
+def expect_shape(message: list[Any], *types: tuple[type, ...]) -> None:
+    """Check the arity of ``message`` and the exact type of each field after the op.
+
+    Exact types, because a MessagePack ``true`` decodes to a bool, which
+    Python would otherwise accept wherever an int is expected.
+    """
+    if len(message) != len(types) + 1:
+        raise field_error(message, f"{len(message) - 1} fields instead of {len(types)}")
+    for index, allowed in enumerate(types, 1):
+        if type(message[index]) not in allowed:
+            raise field_error(message, f"field {index} is a {type(message[index]).__name__}")
+
+
+def expect_id(message: list[Any], index: int) -> int:
+    value: int = message[index]
+    if not 0 <= value <= _MAX_ID:
+        raise field_error(message, f"field {index} is out of range")
+    return value
+
+
+def expect_name(message: list[Any], index: int) -> str:
+    try:
+        return check_session_name(message[index])
+    except ValueError as exc:
+        raise field_error(message, str(exc)) from None
+
+
+def expect_key(message: list[Any], index: int) -> str:
+    try:
+        return check_variable_key(message[index])
+    except ValueError as exc:
+        raise field_error(message, str(exc)) from None
+
+
+INT: Final = (int,)
+STR: Final = (str,)
+BYTES: Final = (bytes,)
+BOOL: Final = (bool,)
+LIST: Final = (list,)
+OPTIONAL_INT: Final = (int, type(None))
+OPTIONAL_STR: Final = (str, type(None))

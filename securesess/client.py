@@ -1,0 +1,659 @@
+"""The hub client: ``connect_hub``, and the sessions joined over one connection.
+
+One :class:`HubConnection` carries any number of sessions. A reader task
+parses what the hub sends and routes it: replies to the request waiting for
+them, events to their session's buffer. A writer task sends requests in
+batches, so a cancelled caller never leaves half a request on the wire (a
+cancelled ``send_all`` would break the stream for everyone).
+
+Each session buffers at most ``max_backlog`` bytes of events that the
+application has not yet taken. A session that falls further behind is ended
+locally, exactly as the hub ends a member that falls behind on the network:
+its iterator raises :class:`SessionClosed` after the events it already has,
+and the client leaves the session. The reader itself never blocks, so one
+neglected session cannot stall the others, or the replies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Final, final
+
+import trio
+
+from keystore import Identity, Peer, TrustStore
+from securesess import _hubwire as wire
+from securesess._hubwire import ErrorCode, Op, pack
+from securesess._serve import open_secure_stream
+from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.errors import (
+    AccessDenied,
+    AlreadyMember,
+    LimitExceeded,
+    NoSuchSession,
+    NotMember,
+    ProtocolViolation,
+    SessionClosed,
+    SessionError,
+    VersionConflict,
+)
+from securesess.events import (
+    Event,
+    Member,
+    MemberJoined,
+    MemberLeft,
+    Message,
+    MessageId,
+    Variable,
+    VariableChanged,
+)
+from securesess.policy import Right
+
+__all__ = ["DEFAULT_CLIENT_BACKLOG", "HubConnection", "Session", "connect_hub"]
+
+#: Bytes of events a session may hold unread before it is ended locally.
+DEFAULT_CLIENT_BACKLOG: Final = 16 << 20
+# What one buffered event costs beyond its data (an estimate for the bound).
+_EVENT_OVERHEAD: Final = 128
+# Requests buffered for the writer before callers wait.
+_OUTGOING_LIMIT: Final = 1 << 20
+
+_ERRORS: Final[dict[int, type[SessionError]]] = {
+    ErrorCode.ACCESS_DENIED: AccessDenied,
+    ErrorCode.NO_SUCH_SESSION: NoSuchSession,
+    ErrorCode.ALREADY_MEMBER: AlreadyMember,
+    ErrorCode.NOT_MEMBER: NotMember,
+    ErrorCode.NO_SUCH_MEMBER: NotMember,
+    ErrorCode.SESSION_CLOSED: SessionClosed,
+    ErrorCode.VERSION_CONFLICT: VersionConflict,
+    ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
+}
+
+
+def _member(fields: object) -> Member:
+    if (
+        type(fields) is not list
+        or len(fields) != 4
+        or type(fields[0]) is not int
+        or type(fields[1]) not in (str, type(None))
+        or type(fields[2]) is not bytes
+        or len(fields[2]) != 32
+        or type(fields[3]) is not list
+        or not all(type(group) is str for group in fields[3])
+    ):
+        raise ProtocolViolation("the hub described a member malformedly")
+    return Member(fields[0], fields[1], fields[2], frozenset(fields[3]))
+
+
+def _peer(fields: object) -> Peer:
+    member = _member([0, *fields] if type(fields) is list else fields)
+    return Peer(member.name, member.public_key, member.groups)
+
+
+@final
+class _Reply:
+    __slots__ = ("abandoned", "done", "error", "join", "value")
+
+    def __init__(self, join: str | None = None) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        # For a JOIN: the session name, so an abandoned join can be undone.
+        self.join = join
+
+
+@final
+class Session:
+    """A session joined over a :class:`HubConnection`; see :meth:`HubConnection.join`.
+
+    Iterate it (``async for event in session``) for its events in the hub's
+    order: :class:`Message`, :class:`MemberJoined`, :class:`MemberLeft`,
+    :class:`VariableChanged`. Iteration ends after :meth:`leave`; it raises
+    :class:`SessionClosed` once the hub has ended our membership, and
+    :class:`trio.BrokenResourceError` if the connection is lost.
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_connection",
+        "_ended",
+        "_events",
+        "_members",
+        "_seq",
+        "_variables",
+        "_wake",
+        "me",
+        "name",
+        "rights",
+    )
+
+    def __init__(self, connection: HubConnection, name: str, reply: list[Any]) -> None:
+        if (
+            len(reply) != 5
+            or type(reply[0]) is not int
+            or type(reply[1]) is not int
+            or type(reply[2]) is not list
+            or type(reply[3]) is not list
+            or type(reply[4]) is not list
+        ):
+            raise ProtocolViolation("the hub's answer to JOIN is malformed")
+        self._connection = connection
+        self.name: Final = name
+        self._members = {member.id: member for member in map(_member, reply[2])}
+        me = self._members.get(reply[0])
+        if me is None:
+            raise ProtocolViolation("the hub's answer to JOIN does not list us as a member")
+        self.me: Final = me
+        self._seq: int = reply[1]
+        self._variables: dict[str, Variable] = {}
+        for entry in reply[3]:
+            if (
+                type(entry) is not list
+                or len(entry) != 3
+                or type(entry[0]) is not str
+                or type(entry[1]) is not bytes
+                or type(entry[2]) is not int
+            ):
+                raise ProtocolViolation("the hub's answer to JOIN has a malformed variable")
+            self._variables[entry[0]] = Variable(entry[1], entry[2])
+        try:
+            self.rights: Final = frozenset(Right(right) for right in reply[4])
+        except ValueError:
+            raise ProtocolViolation("the hub's answer to JOIN names an unknown right") from None
+        self._events: deque[Event] = deque()
+        self._backlog = 0
+        self._wake = trio.Event()
+        self._ended: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended is not None else f"{len(self._members)} members"
+        return f"<Session {self.name!r} as {self.me}: {state}>"
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """The session's current process set, as far as this member has heard."""
+        return tuple(self._members.values())
+
+    def member(self, member_id: int) -> Member | None:
+        return self._members.get(member_id)
+
+    # -- talking -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._ended is not None:
+            raise self._ended
+
+    async def send(
+        self, data: bytes | bytearray | memoryview, *, to: Member | int | None = None
+    ) -> MessageId:
+        """Send ``data`` to every other member that may receive, or ``to`` one member.
+
+        Returns the message's id once the hub has given it its place in the
+        session's order.
+
+        Raises:
+            AccessDenied: we may not send here (or the target may not receive).
+            NotMember: we are not a member, or ``to`` is not.
+            LimitExceeded: ``data`` is over 1 MiB.
+        """
+        self._check_open()
+        payload = bytes(data)
+        if len(payload) > wire.MAX_DATA:
+            raise LimitExceeded(
+                f"a message is at most {wire.MAX_DATA} bytes, not {len(payload)}", session=self.name
+            )
+        target = to.id if isinstance(to, Member) else to
+        seq = await self._connection._request(Op.SEND, self.name, target, payload)
+        if type(seq) is not int:
+            raise ProtocolViolation("the hub's answer to SEND is malformed")
+        return MessageId(seq, self.me.id)
+
+    def get(self, key: str) -> Variable | None:
+        """A session variable's latest value and version, or None if it is unset."""
+        return self._variables.get(key)
+
+    @property
+    def variables(self) -> dict[str, Variable]:
+        return dict(self._variables)
+
+    async def set(
+        self, key: str, value: bytes | bytearray | memoryview, *, expect_version: int | None = None
+    ) -> int:
+        """Set a session variable; returns its new version.
+
+        With ``expect_version``, only if the variable is at that version now
+        (0: only if it is unset): a compare-and-set.
+
+        Raises:
+            VersionConflict: the variable is at another version (``.version``).
+            AccessDenied: we may not set variables here.
+        """
+        self._check_open()
+        wire.check_variable_key(key)
+        payload = bytes(value)
+        if len(payload) > wire.MAX_DATA:
+            raise LimitExceeded(
+                f"a value is at most {wire.MAX_DATA} bytes, not {len(payload)}", session=self.name
+            )
+        if expect_version is not None and expect_version < 0:
+            raise ValueError("expect_version is a version number, 0 or more")
+        reply = await self._connection._request(Op.SET, self.name, key, payload, expect_version)
+        if type(reply) is not list or len(reply) != 2 or not all(type(x) is int for x in reply):
+            raise ProtocolViolation("the hub's answer to SET is malformed")
+        self._set_variable(key, payload, reply[0])
+        return int(reply[0])
+
+    def _set_variable(self, key: str, value: bytes, version: int) -> None:
+        # Our own SET's answer can overtake an earlier change queued for us.
+        current = self._variables.get(key)
+        if current is None or current.version < version:
+            self._variables[key] = Variable(value, version)
+
+    async def remove(self, member: Member | int, reason: str = "") -> None:
+        """Remove another member from the session (needs the admin right)."""
+        self._check_open()
+        member_id = member.id if isinstance(member, Member) else member
+        await self._connection._request(Op.REMOVE, self.name, member_id, reason)
+
+    async def close(self, reason: str = "") -> None:
+        """End the session for every member (needs the admin right)."""
+        self._check_open()
+        await self._connection._request(Op.CLOSE, self.name, reason)
+        self._finish(None)
+
+    async def leave(self) -> None:
+        """Leave the session. Idempotent; iteration ends."""
+        if self._ended is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._finish(None)
+        with contextlib.suppress(NotMember):
+            await self._connection._request(Op.LEAVE, self.name)
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.leave()
+
+    # -- events --------------------------------------------------------------------
+
+    def __aiter__(self) -> Session:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except _Left:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Event:
+        """The next event. Raises what iteration raises (``_Left`` aside)."""
+        while not self._events:
+            if self._ended is not None:
+                raise self._ended
+            self._wake = trio.Event()
+            await self._wake.wait()
+        event = self._events.popleft()
+        self._backlog -= _size(event)
+        await trio.lowlevel.checkpoint()
+        return event
+
+    def _push(self, seq: int, event: Event) -> None:
+        if self._ended is not None or seq <= self._seq:
+            return
+        self._seq = seq
+        self._events.append(event)
+        self._backlog += _size(event)
+        self._wake.set()
+        limit = self._connection._max_backlog
+        if self._backlog > limit:
+            self._finish(
+                SessionClosed(
+                    f"left session {self.name!r}: it fell too far behind (over {limit} bytes of "
+                    "events unread)",
+                    session=self.name,
+                    reason="fell behind",
+                )
+            )
+            self._connection._leave_quietly(self.name)
+
+    def _finish(self, error: BaseException | None) -> None:
+        """No more events: we left (``None``), or ``error`` ends the session."""
+        if self._ended is not None:
+            return
+        self._ended = (
+            error if error is not None else _Left(f"left session {self.name!r}", session=self.name)
+        )
+        if error is None:
+            self._events.clear()
+            self._backlog = 0
+        self._connection._forget(self)
+        self._wake.set()
+
+
+class _Left(NotMember):
+    """The session ended because we left it: iteration stops, ``receive`` raises."""
+
+
+def _size(event: Event) -> int:
+    if isinstance(event, Message | VariableChanged):
+        return len(event.data if isinstance(event, Message) else event.value) + _EVENT_OVERHEAD
+    return _EVENT_OVERHEAD
+
+
+@final
+class HubConnection:
+    """A connection to a hub. Get one from :func:`connect_hub` (or :meth:`over`).
+
+    ``peer`` is the hub as the handshake authenticated it; ``me`` is how the
+    hub sees us (our name, key and groups from our certificate or pin).
+    """
+
+    def __init__(self, stream: SecureStream, *, max_backlog: int = DEFAULT_CLIENT_BACKLOG) -> None:
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be at least 1")
+        self.stream: Final = stream
+        self._max_backlog = max_backlog
+        self._reader = wire.MessageReader()
+        self._rids = itertools.count(1)
+        self._replies: dict[int, _Reply] = {}
+        self._sessions: dict[str, Session] = {}
+        self._outgoing: deque[bytes] = deque()
+        self._outgoing_bytes = 0
+        self._wake_writer = trio.Event()
+        self._room = trio.Event()
+        self._failure: BaseException | None = None
+        self._welcome = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.me: Peer | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._failure is not None else f"{len(self._sessions)} sessions"
+        return f"<HubConnection to {self.peer}: {state}>"
+
+    @property
+    def peer(self) -> Peer:
+        return self.stream.peer
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        return dict(self._sessions)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def over(
+        cls, stream: SecureStream, *, max_backlog: int = DEFAULT_CLIENT_BACKLOG
+    ) -> AsyncIterator[HubConnection]:
+        """Speak the hub protocol over ``stream`` (a client-side SecureStream)."""
+        connection = cls(stream, max_backlog=max_backlog)
+        single: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                connection._nursery = nursery
+                nursery.start_soon(connection._read_loop)
+                nursery.start_soon(connection._write_loop)
+                try:
+                    connection._queue(pack(Op.HELLO, wire.VERSION))
+                    await connection._welcome.wait()
+                    connection._raise_failure()
+                    yield connection
+                finally:
+                    connection._fail(trio.ClosedResourceError("the hub connection was closed"))
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Our tasks never raise, so anything here came from the body:
+            # hand it on as it was raised, not wrapped (and, raised outside
+            # this handler, without the group as its context).
+            if len(group.exceptions) != 1:
+                raise
+            single = group.exceptions[0]
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+        if single is not None:
+            raise single
+
+    # -- sessions ------------------------------------------------------------------
+
+    async def join(self, name: str, *, create: bool = False) -> Session:
+        """Join session ``name`` (creating it if ``create`` and it does not exist).
+
+        Raises:
+            AccessDenied: the policy does not let us (the message names the rules).
+            NoSuchSession: it does not exist and ``create`` is false.
+            AlreadyMember: this connection is already a member.
+            LimitExceeded: too many sessions or members.
+        """
+        wire.check_session_name(name)
+        if name in self._sessions:
+            raise AlreadyMember(f"already a member of session {name!r}", session=name)
+        session = await self._request(Op.JOIN, name, create, join=name)
+        assert isinstance(session, Session)
+        return session
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.get(session.name) is session:
+            del self._sessions[session.name]
+
+    def _leave_quietly(self, name: str) -> None:
+        """Leave without waiting for the answer (from the reader, which cannot wait)."""
+        self._queue(pack(Op.LEAVE, next(self._rids), name))
+
+    # -- requests ------------------------------------------------------------------
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _queue(self, data: bytes) -> None:
+        self._outgoing.append(data)
+        self._outgoing_bytes += len(data)
+        self._wake_writer.set()
+
+    async def _request(self, op: Op, *fields: Any, join: str | None = None) -> Any:
+        self._raise_failure()
+        while self._outgoing_bytes > _OUTGOING_LIMIT:
+            self._room = trio.Event()
+            await self._room.wait()
+            self._raise_failure()
+        rid = next(self._rids)
+        reply = self._replies[rid] = _Reply(join)
+        self._queue(pack(op, rid, *fields))
+        try:
+            await reply.done.wait()
+        except BaseException:
+            reply.abandoned = True
+            raise
+        del self._replies[rid]
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                if not self._outgoing:
+                    self._wake_writer = trio.Event()
+                    await self._wake_writer.wait()
+                    continue
+                batch = b"".join(self._outgoing)
+                self._outgoing.clear()
+                self._outgoing_bytes = 0
+                self._room.set()
+                await self.stream.send_all(batch)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(exc)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self.stream.receive_some(wire.RECEIVE_SIZE)
+                if not data:
+                    raise trio.BrokenResourceError("the hub closed the connection")
+                for message in self._reader.feed(data):
+                    self._dispatch(message)
+        except ProtocolViolation as exc:
+            error = trio.BrokenResourceError(f"the hub broke the hub protocol: {exc}")
+            error.__cause__ = exc
+            self._fail(error)
+            if self._nursery is not None:
+                self._nursery.start_soon(self.stream.abort, 4, str(exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(exc)
+
+    def _fail(self, error: BaseException) -> None:
+        """The connection is over: wake everyone waiting on it with ``error``."""
+        if self._failure is not None:
+            return
+        self._failure = error
+        self._welcome.set()
+        self._room.set()
+        for reply in self._replies.values():
+            reply.error = error
+            reply.done.set()
+        for session in list(self._sessions.values()):
+            session._finish(error)
+
+    # -- what the hub says ---------------------------------------------------------
+
+    def _dispatch(self, message: list[Any]) -> None:
+        op = message[0]
+        if op == Op.MESSAGE:
+            wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.BYTES, wire.BOOL)
+            session = self._sessions.get(message[1])
+            if session is not None and message[2] > session._seq:
+                sender = session.member(message[3])
+                if sender is None:
+                    raise wire.field_error(message, "the sender is not a member")
+                session._push(
+                    message[2],
+                    Message(MessageId(message[2], sender.id), sender, message[4], message[5]),
+                )
+        elif op in (Op.OK, Op.ERROR):
+            self._answer(message)
+        elif op == Op.JOINED:
+            wire.expect_shape(message, wire.STR, wire.INT, wire.LIST)
+            session = self._sessions.get(message[1])
+            if session is not None and message[2] > session._seq:
+                member = _member(message[3])
+                session._members[member.id] = member
+                session._push(message[2], MemberJoined(member, message[2]))
+        elif op == Op.LEFT:
+            wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.STR)
+            session = self._sessions.get(message[1])
+            if session is not None and message[2] > session._seq:
+                gone = session._members.pop(message[3], None)
+                if gone is None:
+                    raise wire.field_error(message, "the member is not in the session")
+                session._push(message[2], MemberLeft(gone, message[4], message[2]))
+        elif op == Op.VARIABLE:
+            wire.expect_shape(message, wire.STR, wire.INT, wire.STR, wire.BYTES, wire.INT, wire.INT)
+            session = self._sessions.get(message[1])
+            if session is not None and message[2] > session._seq:
+                key, value, version = message[3], message[4], message[5]
+                session._set_variable(key, value, version)
+                change = VariableChanged(
+                    key, value, version, session.member(message[6]), message[2]
+                )
+                session._push(message[2], change)
+        elif op == Op.ENDED:
+            wire.expect_shape(message, wire.STR, wire.INT, wire.STR)
+            session = self._sessions.get(message[1])
+            if session is not None:
+                session._finish(
+                    SessionClosed(
+                        f"no longer a member of session {message[1]!r}: {message[3]}",
+                        session=message[1],
+                        reason=message[3],
+                    )
+                )
+        elif op == Op.WELCOME and self.me is None:
+            wire.expect_shape(message, wire.INT, wire.LIST)
+            if message[1] != wire.VERSION:
+                raise wire.field_error(message, f"the hub speaks version {message[1]}")
+            self.me = _peer(message[2])
+            self._welcome.set()
+        else:
+            raise wire.field_error(message, "not something a hub sends now")
+
+    def _answer(self, message: list[Any]) -> None:
+        if len(message) < 3 or type(message[1]) is not int:
+            raise wire.field_error(message, "no request id")
+        reply = self._replies.get(message[1])
+        if reply is None:
+            return  # the answer to a LEAVE we did not wait for
+        if message[0] == Op.OK:
+            wire.expect_shape(message, wire.INT, (int, list, type(None)))
+            reply.value = message[2]
+            if reply.join is not None:
+                if type(message[2]) is not list:
+                    raise wire.field_error(message, "the answer to JOIN is not a list")
+                # Register the session now: its events may follow in this very batch.
+                session = reply.value = Session(self, reply.join, message[2])
+                self._sessions[session.name] = session
+                if reply.abandoned:
+                    # The caller gave up on this join, but the hub made us a member.
+                    session._finish(None)
+                    self._leave_quietly(session.name)
+            if reply.abandoned:
+                del self._replies[message[1]]
+                return
+        else:
+            if (
+                len(message) not in (4, 5)
+                or type(message[2]) is not int
+                or type(message[3]) is not str
+            ):
+                raise wire.field_error(message, "malformed error")
+            error_type = _ERRORS.get(message[2], SessionError)
+            text = message[3]
+            if error_type is VersionConflict:
+                version = message[4] if len(message) == 5 and type(message[4]) is int else 0
+                reply.error = VersionConflict(text, version=version)
+            else:
+                reply.error = error_type(text)
+            if reply.abandoned:
+                del self._replies[message[1]]
+                return
+        reply.done.set()
+
+
+@contextlib.asynccontextmanager
+async def connect_hub(
+    host: str,
+    port: int,
+    *,
+    identity: Identity,
+    trust: TrustStore,
+    expect: bytes | str | None = None,
+    protocol: str | None = None,
+    psk: bytes | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+) -> AsyncIterator[HubConnection]:
+    """Connect to a hub: ``async with connect_hub(host, port, identity=..., trust=...) as hub``.
+
+    Raises:
+        OSError: no TCP connection.
+        HandshakeFailed: (a subclass) the hub is not trusted or not ``expect``,
+            or it refused us: :class:`PeerRejected` with ``code`` 3 when its
+            policy does not admit us, or 1 when it does not trust our key.
+    """
+    stream = await open_secure_stream(
+        host,
+        port,
+        identity=identity,
+        trust=trust,
+        expect=expect,
+        protocol=protocol,
+        psk=psk,
+        handshake_timeout=handshake_timeout,
+    )
+    async with HubConnection.over(stream, max_backlog=max_backlog) as connection:
+        yield connection
