@@ -23,9 +23,19 @@ import click
 
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
+from keystore.identity import Identity
 from keystore.store import Keystore, armor_certificate, read_certificate_file
 
-__all__ = ["ca", "keys", "peers"]
+__all__ = [
+    "ca",
+    "fail",
+    "home_option",
+    "keys",
+    "passphrase_file_option",
+    "peers",
+    "reports_errors",
+    "unlock_identity",
+]
 
 ENV_PASSPHRASE: Final = "SECURESESS_PASSPHRASE"
 ENV_NEW_PASSPHRASE: Final = "SECURESESS_NEW_PASSPHRASE"
@@ -102,6 +112,19 @@ def _read_passphrase(
         fail(f"a passphrase is needed: set ${env}, use --passphrase-file, or run in a terminal")
     value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
     return value
+
+
+def _current_passphrase(store: Keystore, name: str, passphrase_file: Path | None) -> str | None:
+    """The passphrase of identity ``name``, asked for only if it is encrypted."""
+    if not store.is_encrypted(name):
+        return None
+    return _read_passphrase(passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for {name!r}")
+
+
+def unlock_identity(home: Path | None, name: str, passphrase_file: Path | None) -> Identity:
+    """Load identity ``name`` from the keystore at ``home`` for a command that uses it."""
+    store = _store(home)
+    return store.identity(name, passphrase=_current_passphrase(store, name, passphrase_file))
 
 
 def _new_passphrase(no_passphrase: bool, passphrase_file: Path | None, what: str) -> str | None:
@@ -255,11 +278,7 @@ def keys_passwd(
 ) -> None:
     """Change the passphrase of identity NAME."""
     store = _store(home)
-    old = (
-        _read_passphrase(passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for {name!r}")
-        if store.is_encrypted(name)
-        else None
-    )
+    old = _current_passphrase(store, name, passphrase_file)
     new = None
     if not no_passphrase:
         new = _read_passphrase(
@@ -283,11 +302,7 @@ def keys_passwd(
 def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None, as_json: bool) -> None:
     """Give identity NAME a new key; the old one is kept as retired."""
     store = _store(home)
-    passphrase = (
-        _read_passphrase(passphrase_file, env=ENV_PASSPHRASE, prompt=f"Passphrase for {name!r}")
-        if store.is_encrypted(name)
-        else None
-    )
+    passphrase = _current_passphrase(store, name, passphrase_file)
     old = fingerprint(store.public_key(name))
     identity = store.rotate_identity(name, passphrase=passphrase)
     data = {

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+import signal
+from functools import partial
+from pathlib import Path
 
 import click
+import trio
 
+from keystore import Keystore, KeystoreError
 from keystore import cli as keystore_cli
 from securesess import demo as demo_module
+from securesess.errors import PolicyError
+from securesess.hub import DEFAULT_MAX_BACKLOG, Hub
+from securesess.policy import Policy
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
 _SCALES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -30,15 +39,36 @@ def main() -> None:
     """Authenticated, encrypted channels and sessions for Trio services."""
 
 
+def _address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    """``HOST:PORT``, with IPv6 hosts in brackets: ``[::1]:7000``."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:7000")
+    return host, int(port)
+
+
 main.add_command(keystore_cli.keys)
 main.add_command(keystore_cli.peers)
 main.add_command(keystore_cli.ca)
 
 
 @main.command()
-def demo() -> None:
-    """Show two parties completing a Noise handshake and exchanging a message."""
-    demo_module.run(click.echo)
+@click.option("--party", type=click.Choice(sorted(demo_module.PARTIES)), hidden=True)
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+@click.option("--port", type=int, hidden=True)
+def demo(party: str | None, home: Path | None, port: int | None) -> None:
+    """Run a hub, two services and an outsider, each a process, and narrate.
+
+    Needs no setup: it makes a throwaway keystore with a CA, and deletes it
+    at the end. (--party is how the demo starts its own processes.)
+    """
+    if party is None:
+        demo_module.run(click.echo)
+        return
+    if home is None or port is None:
+        raise click.UsageError("--party needs --home and --port")
+    trio.run(demo_module.party, party, home, port, click.echo)
 
 
 @main.command()
@@ -122,3 +152,120 @@ def bench(
     )
     results = bench_package.run(settings, progress=lambda step: click.echo(step, err=True))
     click.echo(results.to_json() if as_json else results.table())
+
+
+@main.command()
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    required=True,
+    callback=_address,
+    help="Address to serve on; port 0 picks a free one (printed on stdout).",
+)
+@click.option(
+    "--identity", "identity_name", metavar="NAME", required=True, help="The hub's identity."
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    metavar="FILE",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The access policy (docs/policy.md). SIGHUP reloads it and the trust store.",
+)
+@click.option(
+    "--max-backlog",
+    metavar="SIZE",
+    callback=_byte_size,
+    help=f"Undelivered bytes per member before it is removed.  [default: {DEFAULT_MAX_BACKLOG}]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@keystore_cli.passphrase_file_option
+@keystore_cli.home_option
+def hub(
+    *,
+    listen: tuple[str, int],
+    identity_name: str,
+    policy_path: Path,
+    max_backlog: int | None,
+    log_level: str,
+    passphrase_file: Path | None,
+    home: Path | None,
+) -> None:
+    """Run a session manager: clients join sessions whose data reaches only their members.
+
+    Peers are authenticated with the keystore's trust (pinned peers, CAs,
+    revocations) and admitted by the policy. SIGHUP reloads both: peers
+    that lost access are removed at once. SIGTERM or Ctrl-C stops the hub.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        identity = keystore_cli.unlock_identity(home, identity_name, passphrase_file)
+        trust = Keystore.open(home).trust()
+        policy = Policy.load(policy_path, trust=trust)
+    except (KeystoreError, PolicyError, ValueError) as exc:
+        keystore_cli.fail(str(exc))
+    limits = {} if max_backlog is None else {"max_backlog": max_backlog}
+    server = Hub(identity=identity, trust=trust, policy=policy, **limits)
+    try:
+        trio.run(_run_hub, server, listen, policy_path, home)
+    except OSError as exc:
+        keystore_cli.fail(f"cannot listen on {listen[0]}:{listen[1]}: {exc}")
+
+
+async def _run_hub(
+    server: Hub, listen: tuple[str, int], policy_path: Path, home: Path | None
+) -> None:
+    log = logging.getLogger("securesess.hub")
+    host, port = listen
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(server.serve, port, host=host))
+            who = server.identity.name or "the hub"
+            click.echo(
+                f"listening on {host}:{server.port} as {who} ({server.identity.fingerprint})"
+            )
+            async for signum in signals:
+                if signum != signal.SIGHUP:
+                    log.info("stopping on %s", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+                try:
+                    new_trust = Keystore.open(home).trust()
+                    new_policy = Policy.load(policy_path, trust=new_trust)
+                except (KeystoreError, PolicyError) as exc:
+                    log.error("reload failed, keeping the old policy and trust: %s", exc)
+                    continue
+                server.reload(policy=new_policy, trust=new_trust)
+                log.info("reloaded %s and the trust store", policy_path)
+
+
+@main.group()
+def policy() -> None:
+    """Check access policies."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@keystore_cli.home_option
+def policy_check(file: Path, home: Path | None) -> None:
+    """Parse policy FILE against the keystore's trust; report rules that can never match.
+
+    Exits 1 if the policy is invalid or has such rules.
+    """
+    try:
+        parsed = Policy.load(file, trust=Keystore.open(home).trust())
+    except (KeystoreError, PolicyError) as exc:
+        keystore_cli.fail(str(exc))
+    for problem in parsed.problems:
+        click.echo(f"securesess: problem: {problem}", err=True)
+    click.echo(f"{file}: {len(parsed.rules)} rules, {len(parsed.problems)} problems")
+    if parsed.problems:
+        raise SystemExit(1)

@@ -1,63 +1,225 @@
-"""``securesess demo``: two parties complete a Noise handshake and talk.
+"""``securesess demo``: a hub, two services and an outsider, each its own process.
 
-Everything happens in memory in one process, so the demo needs no setup; it
-shows what crosses the wire and what each side learns.
+The demo builds a throwaway keystore with a CA, starts a hub, then runs an
+"api" and a "db" service that meet in a session, exchange messages and a
+session variable, and an outsider whose valid certificate the hub's policy
+does not admit. Each process narrates what it did and learnt; the
+coordinator prints their lines as they come, prefixed with the speaker.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from typing import Final
 
-from handshake import X25519, DecryptError, HandshakeState
-from keystore import fingerprint
+import trio
 
-PROTOCOL = "Noise_XX_25519_AESGCM_SHA256"
+from keystore import Keystore, Peer, TrustStore
+from securesess.client import Session, connect_hub
+from securesess.errors import PeerRejected
+from securesess.events import Member, MemberJoined, MemberLeft, Message, VariableChanged
+
+SESSION: Final = "orders"
+QUERY: Final = b"SELECT balance FROM accounts WHERE id = 42"
+ANSWER: Final = b"balance: 1024.00"
+POLICY: Final = f"""\
+# Services may meet in the {SESSION!r} session; nobody else may connect.
+[[rule]]
+name = "services"
+groups = ["services"]
+sessions = ["{SESSION}"]
+rights = ["create", "join", "send", "receive", "set"]
+"""
+# Who gets a certificate from the demo CA, with which groups.
+PARTIES: Final = {"hub": (), "api": ("services",), "db": ("services",), "outsider": ("visitors",)}
+_TIMEOUT: Final = 30.0
+_WIDTH: Final = 9
 
 
-def _preview(data: bytes, limit: int = 24) -> str:
-    text = data[:limit].hex()
-    return text + ("..." if len(data) > limit else "")
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "securesess", *args]
+
+
+def describe(peer: Peer | Member, trust: TrustStore | None = None) -> str:
+    """``name (fingerprint)``, and what vouched for it when we know."""
+    text = f"{peer.name} ({peer.fingerprint})"
+    certificate = getattr(peer, "certificate", None)
+    if certificate is not None and trust is not None:
+        ca = next((n for n, key in trust.cas().items() if key == certificate.issuer), "?")
+        text += f" by its certificate #{certificate.serial} from CA {ca!r}"
+    elif isinstance(peer, Peer) and trust is not None:
+        text += " by its pinned key"
+    if peer.groups:
+        text += f", groups {', '.join(sorted(peer.groups))}"
+    return text
+
+
+def setup(home: Path) -> list[str]:
+    """Create the keystore and the policy; return what was made, for the narration."""
+    store = Keystore.open(home)
+    ca_key = store.init_ca("demo-ca", passphrase=None, valid_seconds=3600)
+    lines = [f"created CA 'demo-ca' {Peer('demo-ca', ca_key).fingerprint} in {home}"]
+    for name, groups in PARTIES.items():
+        identity = store.new_identity(name, passphrase=None)
+        certificate = store.sign(
+            "demo-ca",
+            passphrase=None,
+            public_key=identity.public_key,
+            name=name,
+            groups=groups,
+            valid_seconds=3600,
+        )
+        store.store_certificate(name, certificate)
+        groups_text = f" in group {', '.join(groups)}" if groups else ""
+        lines.append(f"issued {name}{groups_text}: key {identity.fingerprint}")
+    (home / "policy.toml").write_text(POLICY, encoding="utf-8")
+    lines.append(f"policy: only group 'services' may connect, and only to session {SESSION!r}")
+    return lines
+
+
+# -- the parties (each runs in its own process) ------------------------------------------
+
+
+async def party(role: str, home: Path, port: int, say: Callable[[str], None]) -> None:
+    store = Keystore.open(home)
+    identity, trust = store.identity(role), store.trust()
+    if role == "outsider":
+        try:
+            async with connect_hub("127.0.0.1", port, identity=identity, trust=trust, expect="hub"):
+                raise RuntimeError("the hub let the outsider in")
+        except PeerRejected as exc:
+            say(f"refused at connect: {exc.reason} (code {exc.code})")
+        return
+    async with connect_hub("127.0.0.1", port, identity=identity, trust=trust, expect="hub") as hub:
+        say(f"authenticated the hub as {describe(hub.peer, trust)}")
+        assert hub.me is not None
+        say(f"the hub authenticated us as {describe(hub.me)}")
+        async with await hub.join(SESSION, create=True) as session:
+            rights = ", ".join(sorted(session.rights))
+            say(f"joined session {SESSION!r} as member #{session.me.id} (rights: {rights})")
+            await (_api if role == "api" else _db)(session, say)
+
+
+async def _api(session: Session, say: Callable[[str], None]) -> None:
+    if len(session.members) < 2:
+        async for event in session:
+            if isinstance(event, MemberJoined):
+                say(f"sees {event.member.name}#{event.member.id} join: {event.member.fingerprint}")
+                break
+    message_id = await session.send(QUERY)
+    say(f"sent message {message_id} to the session: {QUERY.decode()!r}")
+    version = await session.set("currency", b"EUR")
+    say(f"set variable 'currency' = 'EUR' (version {version})")
+    async for event in session:
+        if isinstance(event, Message) and event.direct:
+            say(f"received direct message {event.id} from {event.sender}: {event.data.decode()!r}")
+            break
+    say(f"leaves session {SESSION!r}")
+
+
+async def _db(session: Session, say: Callable[[str], None]) -> None:
+    query: Message | None = None
+    async for event in session:
+        if isinstance(event, Message):
+            query = event
+            say(f"received message {event.id} from {event.sender}: {event.data.decode()!r}")
+        elif isinstance(event, VariableChanged):
+            by = event.by.name if event.by is not None else "?"
+            value = event.value.decode()
+            say(f"sees variable {event.key!r} = {value!r} (version {event.version}, set by {by})")
+            break
+    assert query is not None
+    reply_id = await session.send(ANSWER, to=query.sender)
+    say(f"sent direct message {reply_id} to {query.sender.name} alone: {ANSWER.decode()!r}")
+    async for event in session:
+        if isinstance(event, MemberLeft):
+            say(f"sees {event.member.name}#{event.member.id} leave ({event.reason})")
+            break
+
+
+# -- the coordinator ----------------------------------------------------------------------
+
+
+async def _relay(process: trio.Process, name: str, say: Callable[[str], None]) -> None:
+    """Print ``process``'s stdout lines as they come, prefixed with ``name``."""
+    assert process.stdout is not None
+    buffered = b""
+    async for chunk in process.stdout:
+        buffered += chunk
+        *lines, buffered = buffered.split(b"\n")
+        for line in lines:
+            say(f"{name:<{_WIDTH}}{line.decode('utf-8', 'replace')}")
+
+
+async def _coordinate(home: Path, say: Callable[[str], None]) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    hub_command = _command(
+        "hub", "--listen", "127.0.0.1:0", "--identity", "hub", "--policy",
+        str(home / "policy.toml"), "--home", str(home), "--log-level", "error",
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        hub = await trio.lowlevel.open_process(hub_command, stdout=subprocess.PIPE, env=env)
+        try:
+            assert hub.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await hub.stdout.receive_some(1)
+                if not chunk:
+                    raise RuntimeError("the hub exited before it was listening")
+                line += chunk
+            text = line.decode().strip()
+            say(f"{'hub':<{_WIDTH}}{text} (process {hub.pid})")
+            match = re.match(r"listening on \S+:(\d+) ", text)
+            if match is None:
+                raise RuntimeError(f"the hub said {text!r}, not where it listens")
+            port = match[1]
+            for group in (("api", "db"), ("outsider",)):
+                async with trio.open_nursery() as parties:
+                    for role in group:
+                        parties.start_soon(_run_party, role, home, port, env, say)
+        finally:
+            hub.send_signal(signal.SIGTERM)
+            with trio.move_on_after(5):
+                await hub.wait()
+            if hub.returncode is None:
+                hub.kill()
+            nursery.cancel_scope.cancel()
+
+
+async def _run_party(
+    role: str, home: Path, port: str, env: dict[str, str], say: Callable[[str], None]
+) -> None:
+    command = _command("demo", "--party", role, "--home", str(home), "--port", port)
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, env=env)
+    try:
+        await _relay(process, role, say)
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    if process.returncode != 0:
+        raise RuntimeError(f"the {role} process failed (exit status {process.returncode})")
 
 
 def run(say: Callable[[str], None] = print) -> None:
-    """Run the demo, reporting each step through ``say``."""
-    api_key, db_key = X25519.generate_keypair(), X25519.generate_keypair()
-    say(f"api has static key {fingerprint(api_key.public)}")
-    say(f"db  has static key {fingerprint(db_key.public)}")
-    say(f"protocol: {PROTOCOL}")
+    """Run the whole demo, reporting each step through ``say``."""
+    say("securesess demo: a hub, an api and a db service, and an outsider, each a process")
+    with tempfile.TemporaryDirectory(prefix="securesess-demo-") as directory:
+        home = Path(directory)
+        os.chmod(home, 0o700)
+        for line in setup(home):
+            say(f"{'setup':<{_WIDTH}}{line}")
 
-    api = HandshakeState(PROTOCOL, initiator=True, s=api_key.private_bytes())
-    db = HandshakeState(PROTOCOL, initiator=False, s=db_key.private_bytes())
+        async def main() -> None:
+            with trio.fail_after(_TIMEOUT):
+                await _coordinate(home, say)
 
-    turn = 1
-    while not api.is_finished:
-        sender, receiver, names = (
-            (api, db, ("api", "db")) if api.is_my_turn else (db, api, ("db", "api"))
-        )
-        message = sender.write_message()
-        receiver.read_message(message)
-        say(f"  {turn}. {names[0]} -> {names[1]}: {len(message)} bytes  {_preview(message)}")
-        turn += 1
-
-    for name, state in (("api", api), ("db ", db)):
-        if state.remote_static is None:
-            raise RuntimeError(f"{name} finished XX without learning its peer's key")
-        say(f"{name} authenticated its peer as {fingerprint(state.remote_static)}")
-    if api.handshake_hash != db.handshake_hash:
-        raise RuntimeError("the two sides disagree on the handshake transcript")
-    say(f"shared handshake hash: {_preview(api.handshake_hash, 32)}")
-
-    api_channel, db_channel = api.into_transport(), db.into_transport()
-    request = b"SELECT balance FROM accounts WHERE id = 42"
-    ciphertext = api_channel.encrypt(request)
-    say(f"api sends {len(ciphertext)} encrypted bytes: {_preview(ciphertext)}")
-    say(f"db  decrypts: {db_channel.decrypt(ciphertext).decode()!r}")
-
-    tampered = bytearray(api_channel.encrypt(b"transfer 10 to bob"))
-    tampered[3] ^= 0x01
-    try:
-        db_channel.decrypt(tampered)
-    except DecryptError as exc:
-        say(f"a record with one flipped bit is refused: {type(exc).__name__}: {exc}")
-    else:
-        raise RuntimeError("a tampered record was accepted")
+        trio.run(main)
+    say("done: the keystore and its keys are deleted")
