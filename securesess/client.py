@@ -95,15 +95,17 @@ def _peer(fields: object) -> Peer:
 
 @final
 class _Reply:
-    __slots__ = ("abandoned", "done", "error", "join", "value")
+    __slots__ = ("abandoned", "done", "error", "join", "settles", "value")
 
-    def __init__(self, join: str | None = None) -> None:
+    def __init__(self, join: str | None = None, settles: str | None = None) -> None:
         self.done = trio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.abandoned = False
         # For a JOIN: the session name, so an abandoned join can be undone.
         self.join = join
+        # A session name whose membership this answer settles (see _settling).
+        self.settles = settles
 
 
 @final
@@ -364,6 +366,9 @@ class HubConnection:
         self._rids = itertools.count(1)
         self._replies: dict[int, _Reply] = {}
         self._sessions: dict[str, Session] = {}
+        # Sessions whose membership we are undoing without waiting (an
+        # abandoned join, a session that fell behind): a new join waits for it.
+        self._settling: dict[str, trio.Event] = {}
         self._outgoing: deque[bytes] = deque()
         self._outgoing_bytes = 0
         self._wake_writer = trio.Event()
@@ -431,6 +436,8 @@ class HubConnection:
             LimitExceeded: too many sessions or members.
         """
         wire.check_session_name(name)
+        while name in self._settling:
+            await self._settling[name].wait()
         if name in self._sessions:
             raise AlreadyMember(f"already a member of session {name!r}", session=name)
         session = await self._request(Op.JOIN, name, create, join=name)
@@ -441,9 +448,21 @@ class HubConnection:
         if self._sessions.get(session.name) is session:
             del self._sessions[session.name]
 
+    def _settle(self, name: str) -> None:
+        self._settling.setdefault(name, trio.Event())
+
+    def _settled(self, name: str) -> None:
+        event = self._settling.pop(name, None)
+        if event is not None:
+            event.set()
+
     def _leave_quietly(self, name: str) -> None:
         """Leave without waiting for the answer (from the reader, which cannot wait)."""
-        self._queue(pack(Op.LEAVE, next(self._rids), name))
+        self._settle(name)
+        rid = next(self._rids)
+        self._replies[rid] = _Reply(settles=name)
+        self._replies[rid].abandoned = True
+        self._queue(pack(Op.LEAVE, rid, name))
 
     # -- requests ------------------------------------------------------------------
 
@@ -469,8 +488,10 @@ class HubConnection:
             await reply.done.wait()
         except BaseException:
             reply.abandoned = True
+            if join is not None and not reply.done.is_set():
+                self._settle(join)
+                reply.settles = join
             raise
-        del self._replies[rid]
         if reply.error is not None:
             raise reply.error
         return reply.value
@@ -517,6 +538,9 @@ class HubConnection:
         for reply in self._replies.values():
             reply.error = error
             reply.done.set()
+        for event in self._settling.values():
+            event.set()
+        self._settling.clear()
         for session in list(self._sessions.values()):
             session._finish(error)
 
@@ -585,9 +609,9 @@ class HubConnection:
     def _answer(self, message: list[Any]) -> None:
         if len(message) < 3 or type(message[1]) is not int:
             raise wire.field_error(message, "no request id")
-        reply = self._replies.get(message[1])
+        reply = self._replies.pop(message[1], None)
         if reply is None:
-            return  # the answer to a LEAVE we did not wait for
+            raise wire.field_error(message, "it answers no request of ours")
         if message[0] == Op.OK:
             wire.expect_shape(message, wire.INT, (int, list, type(None)))
             reply.value = message[2]
@@ -598,12 +622,11 @@ class HubConnection:
                 session = reply.value = Session(self, reply.join, message[2])
                 self._sessions[session.name] = session
                 if reply.abandoned:
-                    # The caller gave up on this join, but the hub made us a member.
+                    # The caller gave up on this join, but the hub made us a
+                    # member: undo it; that LEAVE's answer settles the name.
                     session._finish(None)
                     self._leave_quietly(session.name)
-            if reply.abandoned:
-                del self._replies[message[1]]
-                return
+                    reply.settles = None
         else:
             if (
                 len(message) not in (4, 5)
@@ -618,9 +641,8 @@ class HubConnection:
                 reply.error = VersionConflict(text, version=version)
             else:
                 reply.error = error_type(text)
-            if reply.abandoned:
-                del self._replies[message[1]]
-                return
+        if reply.settles is not None:
+            self._settled(reply.settles)
         reply.done.set()
 
 

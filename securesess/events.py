@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from keystore import fingerprint
 
@@ -80,8 +81,7 @@ class MemberLeft:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
+class Variable(NamedTuple):
     """A session variable's value and version (1 for the first value)."""
 
     value: bytes

@@ -79,7 +79,9 @@ class Rule:
             return False
         if self.names is not None and peer.name not in self.names:
             return False
-        return self.groups is None or self.groups <= peer.groups
+        # An empty groups list matches no peer, like empty keys and names lists
+        # (not every peer, as "in all of no groups" would): that takes any_peer.
+        return self.groups is None or (bool(self.groups) and self.groups <= peer.groups)
 
     def covers(self, session: str) -> bool:
         return any(fnmatch.fnmatchcase(session, pattern) for pattern in self.sessions)
@@ -176,7 +178,7 @@ def _problems(rule: Rule, trust: TrustStore | None) -> list[str]:
     where = f"rule {rule.name!r}"
     found = [
         f"{where} matches no peer: its {field} list is empty"
-        for field in ("keys", "names")
+        for field in ("keys", "names", "groups")
         if getattr(rule, field) == frozenset()
     ]
     if not rule.sessions:
@@ -251,7 +253,7 @@ class Policy:
         if unknown:
             raise PolicyError(f"{source}: unknown top-level key {unknown[0]!r} (expected [[rule]])")
         tables = document.get("rule", [])
-        if not isinstance(tables, list):
+        if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
             raise PolicyError(f"{source}: rules are written [[rule]], an array of tables")
         try:
             rules = [_parse_rule(table, index) for index, table in enumerate(tables, 1)]

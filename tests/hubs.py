@@ -1,0 +1,146 @@
+"""A hub on loopback TCP with pinned identities, and clients for it, for the tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from functools import partial
+from typing import Any
+
+import trio
+
+from keystore import Identity, TrustStore
+from securesess import SecureStream, open_secure_stream
+from securesess._hubwire import VERSION, MessageReader, Op, pack
+from securesess.client import HubConnection, connect_hub
+from securesess.hub import Hub, serve_hub
+from securesess.policy import Policy
+
+#: Services meet in "orders"; ops administers everything; auditors only listen;
+#: a feeder may only send; visitors are trusted but no rule is about them.
+POLICY = """
+[[rule]]
+name = "services"
+groups = ["services"]
+sessions = ["orders", "orders/*"]
+rights = ["create", "join", "send", "receive", "set"]
+
+[[rule]]
+name = "ops"
+names = ["ops"]
+sessions = ["*"]
+rights = ["create", "join", "send", "receive", "set", "admin"]
+
+[[rule]]
+name = "auditors"
+groups = ["auditors"]
+sessions = ["orders"]
+rights = ["join", "receive"]
+
+[[rule]]
+name = "feeders"
+groups = ["feeders"]
+sessions = ["orders"]
+rights = ["join", "send"]
+"""
+
+PEERS: dict[str, tuple[str, ...]] = {
+    "api": ("services",),
+    "db": ("services",),
+    "cache": ("services",),
+    "ops": (),
+    "auditor": ("auditors",),
+    "feeder": ("feeders",),
+    "visitor": ("visitors",),
+}
+
+
+class HubWorld:
+    """Identities pinned on both sides, and a hub serving them."""
+
+    def __init__(self, peers: dict[str, tuple[str, ...]] = PEERS) -> None:
+        self.hub_identity = Identity.generate("hub")
+        self.trust = TrustStore()
+        self.client_trust = TrustStore()
+        self.client_trust.add_peer("hub", self.hub_identity.public_key)
+        self.identities: dict[str, Identity] = {}
+        for name, groups in peers.items():
+            self.add(name, groups)
+        self.hub: Hub | None = None
+
+    def add(self, name: str, groups: Iterable[str] = ()) -> Identity:
+        identity = self.identities[name] = Identity.generate(name)
+        self.trust.add_peer(name, identity.public_key, groups)
+        return identity
+
+    def policy(self, text: str = POLICY) -> Policy:
+        return Policy.parse(text, trust=self.trust)
+
+    async def start(self, nursery: trio.Nursery, policy: str = POLICY, **options: Any) -> Hub:
+        self.hub = await nursery.start(
+            partial(
+                serve_hub,
+                0,
+                host="127.0.0.1",
+                identity=self.hub_identity,
+                trust=self.trust,
+                policy=self.policy(policy),
+                **options,
+            )
+        )
+        return self.hub
+
+    @property
+    def port(self) -> int:
+        assert self.hub is not None
+        return self.hub.port
+
+    def connect(
+        self, name: str, **options: Any
+    ) -> contextlib.AbstractAsyncContextManager[HubConnection]:
+        return connect_hub(
+            "127.0.0.1",
+            self.port,
+            identity=self.identities[name],
+            trust=self.client_trust,
+            expect="hub",
+            **options,
+        )
+
+    async def raw(self, name: str) -> SecureStream:
+        """A handshaken stream that has said HELLO, for speaking the protocol by hand."""
+        stream = await open_secure_stream(
+            "127.0.0.1",
+            self.port,
+            identity=self.identities[name],
+            trust=self.client_trust,
+            expect="hub",
+        )
+        await stream.send_all(pack(Op.HELLO, VERSION))
+        return stream
+
+
+class RawClient:
+    """Reads hub messages from a raw stream, one at a time."""
+
+    def __init__(self, stream: SecureStream) -> None:
+        self.stream = stream
+        self._reader = MessageReader()
+        self._pending: list[list[Any]] = []
+
+    async def next(self) -> list[Any] | None:
+        """The next message, or None at the end of the stream."""
+        while not self._pending:
+            data = await self.stream.receive_some()
+            if not data:
+                return None
+            self._pending.extend(self._reader.feed(data))
+        return self._pending.pop(0)
+
+    async def all(self) -> AsyncIterator[list[Any]]:
+        while (message := await self.next()) is not None:
+            yield message
+
+    async def drain(self) -> list[list[Any]]:
+        """Every message until the stream ends (or raises)."""
+        return [message async for message in self.all()]

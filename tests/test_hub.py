@@ -1,0 +1,450 @@
+"""The hub and its client, in one process over real loopback TCP.
+
+The multi-process confinement tests are in test_confinement.py; these cover
+the API, the errors and the hub's limits, quickly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from securesess import PeerAborted, PeerRejected
+from securesess._hubwire import ErrorCode, Op, pack
+from securesess._records import CloseCode
+from securesess.client import Session
+from securesess.errors import (
+    AccessDenied,
+    AlreadyMember,
+    NoSuchSession,
+    NotMember,
+    SessionClosed,
+    VersionConflict,
+)
+from securesess.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
+from tests.hubs import POLICY, HubWorld, RawClient
+
+
+@pytest.fixture
+async def world(nursery: trio.Nursery) -> HubWorld:
+    world = HubWorld()
+    await world.start(nursery)
+    return world
+
+
+async def _messages(session: Session, count: int) -> list[Message]:
+    """The next ``count`` messages, skipping membership and variable events."""
+    found: list[Message] = []
+    with trio.fail_after(10):
+        async for event in session:
+            if isinstance(event, Message):
+                found.append(event)
+                if len(found) == count:
+                    break
+    return found
+
+
+async def _drain(session: Session, into: list[Event] | None = None) -> None:
+    """Take events until the session ends (and raises, unless we left it)."""
+    async for event in session:
+        if into is not None:
+            into.append(event)
+
+
+async def _nothing_more(session: Session, marker: bytes) -> None:
+    """The next message ``session`` gets is ``marker``: nothing else came first."""
+    (message,) = await _messages(session, 1)
+    assert message.data == marker
+
+
+async def test_a_message_reaches_every_other_member_in_one_total_order(world: HubWorld) -> None:
+    async with (
+        world.connect("api") as api,
+        world.connect("db") as db,
+        world.connect("cache") as cache,
+    ):
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        cache_s = await cache.join("orders")
+        assert {m.name for m in cache_s.members} == {"api", "db", "cache"}
+
+        async def burst(session: Session, tag: bytes) -> None:
+            for i in range(50):
+                await session.send(tag + b"%d" % i)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(burst, api_s, b"a")
+            nursery.start_soon(burst, db_s, b"d")
+        seen = await _messages(cache_s, 100)
+        ids = [message.id for message in seen]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 100
+        for tag, sender in ((b"a", "api"), (b"d", "db")):
+            mine = [m.data for m in seen if m.sender.name == sender]
+            assert mine == [tag + b"%d" % i for i in range(50)]  # each sender's order kept
+        # api and cache see db's messages in the same relative order.
+        from_db = await _messages(api_s, 50)
+        assert [m.id for m in from_db] == [m.id for m in seen if m.sender.name == "db"]
+        # Nobody gets its own broadcast back: api's next message is cache's marker.
+        await cache_s.send(b"marker")
+        await _nothing_more(api_s, b"marker")
+
+
+async def test_send_returns_the_id_the_receivers_see(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        sent = await api_s.send(b"hello")
+        (got,) = await _messages(db_s, 1)
+        assert got.id == sent
+        assert sent.sender == api_s.me.id
+        assert got.sender.fingerprint == api.me.fingerprint if api.me else False
+        assert str(sent) == f"{sent.seq}@{api_s.me.id}"
+
+
+async def test_a_direct_message_reaches_its_target_alone(world: HubWorld) -> None:
+    async with (
+        world.connect("api") as api,
+        world.connect("db") as db,
+        world.connect("cache") as cache,
+    ):
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        cache_s = await cache.join("orders")
+        await api_s.send(b"for db only", to=db_s.me)
+        (got,) = await _messages(db_s, 1)
+        assert got.data == b"for db only"
+        assert got.direct
+        await api_s.send(b"everyone")
+        await _nothing_more(cache_s, b"everyone")
+        with pytest.raises(NotMember, match="has no member 999"):
+            await api_s.send(b"x", to=999)
+
+
+async def test_variables_compare_and_set(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        assert api_s.get("leader") is None
+        assert await api_s.set("leader", b"api", expect_version=0) == 1
+        with pytest.raises(VersionConflict, match="at version 1, not 0") as conflict:
+            await db_s.set("leader", b"db", expect_version=0)
+        assert conflict.value.version == 1
+        assert api_s.get("leader") == (b"api", 1)
+        with trio.fail_after(5):
+            async for event in db_s:
+                if isinstance(event, VariableChanged):
+                    break
+        assert isinstance(event, VariableChanged)
+        assert (event.key, event.value, event.version) == ("leader", b"api", 1)
+        assert event.by is not None
+        assert event.by.name == "api"
+        assert db_s.get("leader") == (b"api", 1)
+        assert await db_s.set("leader", b"db", expect_version=1) == 2
+        # A newcomer gets the current values when it joins.
+        async with world.connect("cache") as cache:
+            cache_s = await cache.join("orders")
+            assert cache_s.get("leader") == (b"db", 2)
+
+
+async def test_joining_errors_are_typed_and_precise(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("auditor") as auditor:
+        with pytest.raises(NoSuchSession, match="there is no session 'orders'"):
+            await api.join("orders")
+        with pytest.raises(
+            AccessDenied, match=r"may not create.*\(join, receive\) come from rule 'auditors'"
+        ):
+            await auditor.join("orders", create=True)  # auditors may not create
+        session = await api.join("orders", create=True)
+        with pytest.raises(AlreadyMember):
+            await api.join("orders")
+        with pytest.raises(AccessDenied, match=r"rules about it \('services'\) do not cover"):
+            await api.join("billing", create=True)
+        await session.leave()
+        with pytest.raises(NotMember):
+            await session.send(b"after leaving")
+        with pytest.raises(ValueError, match="control or invisible"):
+            await api.join("bad\nname")
+
+
+async def test_an_outsider_learns_nothing_about_which_sessions_exist(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("auditor") as auditor:
+        await api.join("orders/secret", create=True)
+        errors = []
+        for name in ("orders/secret", "orders/none"):
+            with pytest.raises(AccessDenied) as denied:
+                await auditor.join(name)
+            errors.append(str(denied.value).replace(name, "NAME"))
+        assert errors[0] == errors[1]
+
+
+async def test_rights_limit_what_a_member_does(world: HubWorld) -> None:
+    async with (
+        world.connect("api") as api,
+        world.connect("auditor") as auditor,
+        world.connect("feeder") as feeder,
+    ):
+        api_s = await api.join("orders", create=True)
+        audit_s = await auditor.join("orders")
+        feed_s = await feeder.join("orders")
+        assert audit_s.rights == {"join", "receive"}
+        with pytest.raises(AccessDenied, match=r"may not send in session 'orders'.*'auditors'"):
+            await audit_s.send(b"x")
+        with pytest.raises(AccessDenied, match="may not set"):
+            await audit_s.set("k", b"v")
+        with pytest.raises(AccessDenied, match="may not receive"):
+            await api_s.send(b"x", to=feed_s.me)
+        await feed_s.send(b"from the feeder")
+        (got,) = await _messages(audit_s, 1)
+        assert got.data == b"from the feeder"
+        # The feeder has no receive right: it sees members come and go, never data.
+        await api_s.set("k", b"v")
+        await api_s.send(b"not for feeders")
+        await api_s.leave()
+        with trio.fail_after(5):
+            event = await feed_s.receive()
+            assert isinstance(event, MemberLeft)
+            assert event.member.name == "api"
+        assert feed_s.get("k") is None
+
+
+async def test_leaving_stops_delivery_and_rejoining_is_a_new_member(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        first_id = db_s.me.id
+        await db_s.leave()
+        await db_s.leave()  # idempotent
+        async for _ in db_s:
+            raise AssertionError("a left session yields nothing")
+        await api_s.send(b"while db is away")
+        again = await db.join("orders")
+        assert again.me.id != first_id
+        await api_s.send(b"after db rejoined")
+        await _nothing_more(again, b"after db rejoined")
+        events = [e async for e in _take(api_s, 3)]
+        assert isinstance(events[0], MemberJoined)
+        assert events[0].member.id == first_id
+        assert isinstance(events[1], MemberLeft)
+        assert events[1].reason == "left"
+        assert isinstance(events[2], MemberJoined)
+        assert events[2].member.id == again.me.id
+
+
+async def _take(session: Session, count: int) -> AsyncIterator[Event]:
+    with trio.fail_after(5):
+        for _ in range(count):
+            yield await session.receive()
+
+
+async def test_session_context_leaves_and_a_session_ends_with_its_last_member(
+    world: HubWorld,
+) -> None:
+    assert world.hub is not None
+    async with world.connect("api") as api:
+        async with await api.join("orders", create=True) as session:
+            await session.set("k", b"v")
+            assert world.hub.sessions() == {"orders": [str(session.me).split(" ")[0]]}
+        assert world.hub.sessions() == {}
+        fresh = await api.join("orders", create=True)
+        assert fresh.get("k") is None
+
+
+async def test_an_admin_removes_members_and_closes_sessions(world: HubWorld) -> None:
+    async with world.connect("ops") as ops, world.connect("api") as api, world.connect("db") as db:
+        ops_s = await ops.join("orders", create=True)
+        api_s = await api.join("orders")
+        db_s = await db.join("orders")
+        with pytest.raises(AccessDenied, match="may not admin"):
+            await api_s.remove(db_s.me)
+        await ops_s.remove(api_s.me, "misbehaving")
+        with (
+            trio.fail_after(5),
+            pytest.raises(SessionClosed, match=r"removed by ops#.*misbehaving"),
+        ):
+            await _drain(api_s)
+        with pytest.raises(SessionClosed):
+            await api_s.send(b"x")
+        await ops_s.close("maintenance")
+        with trio.fail_after(5), pytest.raises(SessionClosed, match=r"closed by ops#.*maintenance"):
+            await _drain(db_s)
+        assert world.hub is not None
+        assert world.hub.sessions() == {}
+
+
+async def test_a_peer_no_rule_admits_is_refused_in_the_handshake(world: HubWorld) -> None:
+    with pytest.raises(PeerRejected, match="no rule of the hub's policy admits visitor") as refused:
+        async with world.connect("visitor"):
+            pass
+    assert refused.value.code == CloseCode.ACCESS_DENIED
+
+
+async def test_a_reload_that_removes_a_right_ends_the_membership_at_once(world: HubWorld) -> None:
+    assert world.hub is not None
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        # services lose "set": both memberships end; they may join again.
+        world.hub.reload(policy=world.policy(POLICY.replace('"receive", "set"]', '"receive"]')))
+        with trio.fail_after(5), pytest.raises(SessionClosed, match="no longer grants set"):
+            await db_s.receive()
+        again = await db.join("orders", create=True)
+        assert again.rights == {"create", "join", "send", "receive"}
+        with pytest.raises(SessionClosed):
+            await api_s.send(b"stale membership")
+        # db is no longer admitted at all: disconnected, and gone from the session.
+        world.hub.reload(
+            policy=world.policy(POLICY.replace('groups = ["services"]', 'names = ["api"]'))
+        )
+        with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
+            await again.receive()
+        assert world.hub.sessions() == {}
+
+
+async def test_a_revoked_peer_is_refused_and_a_reload_disconnects_it(world: HubWorld) -> None:
+    assert world.hub is not None
+    async with world.connect("api") as api:
+        session = await api.join("orders", create=True)
+        trust = world.trust
+        trust.revoke_key(world.identities["api"].public_key)
+        world.hub.reload(trust=trust)
+        with trio.fail_after(5), pytest.raises(trio.BrokenResourceError) as broken:
+            await session.receive()
+        assert "revoked" in str(broken.value.__cause__ or broken.value)
+    with pytest.raises(PeerRejected, match="revoked"):
+        async with world.connect("api"):
+            pass
+
+
+async def test_a_member_that_stops_reading_is_removed_and_the_others_go_on(
+    nursery: trio.Nursery,
+) -> None:
+    world = HubWorld()
+    hub = await world.start(nursery, max_backlog=256 * 1024)
+    message = b"x" * 16384
+    count = 600  # ~10 MB: more than the kernel's socket buffers hold
+    stalled = RawClient(await world.raw("cache"))
+    await stalled.stream.send_all(pack(Op.JOIN, 1, "orders", True))
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+
+        async def send_all() -> None:
+            for _ in range(count):
+                await api_s.send(message)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(send_all)
+            got = await _messages(db_s, count)
+        assert len(got) == count
+        assert all(name.startswith(("api#", "db#")) for name in hub.sessions()["orders"])
+    # The stalled member, reading at last, finds its membership ended with a reason.
+    with trio.fail_after(10):
+        async for reply in stalled.all():
+            if reply[0] == Op.ENDED:
+                assert reply[2] == ErrorCode.SESSION_CLOSED
+                assert "fell too far behind" in reply[3]
+                break
+        else:
+            raise AssertionError("the stalled member was never told it was removed")
+    await stalled.stream.aclose()
+
+
+async def test_a_session_the_application_neglects_is_ended_on_the_client(
+    world: HubWorld,
+) -> None:
+    async with world.connect("api") as api, world.connect("db", max_backlog=64 * 1024) as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        for _ in range(20):
+            await api_s.send(b"y" * 8192)
+        received: list[Event] = []
+        with trio.fail_after(5), pytest.raises(SessionClosed, match="fell too far behind"):
+            await _drain(db_s, received)
+        assert 0 < sum(isinstance(event, Message) for event in received) < 20
+        with trio.fail_after(5):
+            async for event in api_s:
+                if isinstance(event, MemberLeft):
+                    break
+        assert isinstance(event, MemberLeft)
+        assert event.member.name == "db"
+        assert event.reason == "left"
+        assert (await db.join("orders")).me.id != db_s.me.id  # may come back at once
+
+
+async def test_a_cancelled_join_does_not_leave_a_membership_behind(world: HubWorld) -> None:
+    assert world.hub is not None
+    async with world.connect("api") as api:
+        with trio.move_on_after(0):
+            await api.join("orders", create=True)
+        with trio.fail_after(5):
+            while world.hub.sessions():
+                await trio.sleep(0.01)
+        session = await api.join("orders", create=True)
+        assert len(session.members) == 1
+
+
+async def test_requests_about_other_sessions_get_errors_and_nothing_else(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        raw = RawClient(await world.raw("cache"))
+        forged = [
+            pack(Op.SEND, 1, "orders", None, b"forged"),
+            pack(Op.SEND, 2, "orders", db_s.me.id, b"forged direct"),
+            pack(Op.SET, 3, "orders", "k", b"forged", None),
+            pack(Op.REMOVE, 4, "orders", db_s.me.id, "forged"),
+            pack(Op.CLOSE, 5, "orders", "forged"),
+            pack(Op.LEAVE, 6, "orders"),
+        ]
+        await raw.stream.send_all(b"".join(forged))
+        welcome = await raw.next()
+        assert welcome is not None
+        assert welcome[0] == Op.WELCOME
+        answers = [await raw.next() for _ in forged]
+        assert [answer[:2] if answer else None for answer in answers] == [
+            [Op.ERROR, rid] for rid in range(1, 7)
+        ]
+        assert {answer[3] for answer in answers if answer} == {"not a member of session 'orders'"}
+        # Forging a sender field is a protocol violation: the hub hangs up.
+        await raw.stream.send_all(pack(Op.SEND, 7, "orders", None, b"x", api_s.me.id))
+        with trio.fail_after(5), pytest.raises(trio.BrokenResourceError) as broken:
+            await raw.drain()
+        assert isinstance(broken.value.__cause__, PeerAborted)
+        assert broken.value.__cause__.code == CloseCode.PROTOCOL_VIOLATION
+        await api_s.send(b"still fine")
+        await _nothing_more(db_s, b"still fine")
+
+
+async def test_garbage_ends_that_connection_only(world: HubWorld) -> None:
+    async with world.connect("api") as api:
+        session = await api.join("orders", create=True)
+        for junk in (b"\xc1", b"\x92\x02", pack("text"), pack(Op.WELCOME, 1, []), b"\xdf" * 9):
+            stream = await world.raw("db")
+            await stream.send_all(junk if junk != b"\x92\x02" else pack(Op.JOIN))
+            with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
+                await RawClient(stream).drain()
+            await stream.aclose()
+        assert (await session.set("k", b"v")) == 1
+
+
+async def test_a_hub_that_goes_away_breaks_its_sessions(nursery: trio.Nursery) -> None:
+    world = HubWorld()
+    scope = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            async with trio.open_nursery() as inner:
+                await world.start(inner)
+                task_status.started()
+
+    await nursery.start(serve)
+    async with world.connect("api") as api:
+        session = await api.join("orders", create=True)
+        scope.cancel()
+        with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
+            await session.receive()
+        with pytest.raises(trio.BrokenResourceError):
+            await api.join("other", create=True)
