@@ -127,17 +127,18 @@ class _Session:
 @final
 class _Connection:
     __slots__ = (
-        "address",
         "close",
+        "closing",
         "memberships",
         "peer",
+        "reader_scope",
         "ready",
         "replies",
         "reply_bytes",
         "room",
-        "scope",
         "stream",
         "wake",
+        "writer_done",
     )
 
     def __init__(self, stream: SecureStream) -> None:
@@ -149,7 +150,10 @@ class _Connection:
         self.ready: deque[_Member] = deque()
         self.wake = trio.Event()
         self.room = trio.Event()
-        self.scope = trio.CancelScope()
+        self.reader_scope = trio.CancelScope()
+        self.writer_done = trio.Event()
+        # The connection is ending: the writer stops after its current send.
+        self.closing = False
         # Why the hub ends this connection, if it does: (close code, reason).
         self.close: tuple[CloseCode, str] | None = None
 
@@ -298,11 +302,17 @@ class Hub:
         self._connections.add(connection)
         log.info("%s connected", connection.peer)
         try:
-            with connection.scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, connection)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, connection)
+                with connection.reader_scope:
                     await self._read_loop(connection)
-                    nursery.cancel_scope.cancel()
+                # Let a send in progress finish: cancelling it would cut a
+                # record in half and leave no way to send the CLOSE record.
+                connection.closing = True
+                connection.wake.set()
+                with trio.move_on_after(_ABORT_TIMEOUT):
+                    await connection.writer_done.wait()
+                nursery.cancel_scope.cancel()
         finally:
             self._connections.discard(connection)
             for member in list(connection.memberships.values()):
@@ -319,7 +329,7 @@ class Hub:
     def _end(self, connection: _Connection, code: CloseCode, reason: str) -> None:
         if connection.close is None:
             connection.close = (code, reason)
-        connection.scope.cancel()
+        connection.reader_scope.cancel()
 
     async def _read_loop(self, connection: _Connection) -> None:
         reader = wire.MessageReader()
@@ -354,16 +364,16 @@ class Hub:
                     self._evict_laggards()
         except ProtocolViolation as exc:
             log.warning("%s broke the hub protocol: %s", connection.peer, exc)
-            self._end(connection, CloseCode.PROTOCOL_VIOLATION, str(exc))
+            connection.close = (CloseCode.PROTOCOL_VIOLATION, str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            connection.scope.cancel()
+            pass
 
     async def _write_loop(self, connection: _Connection) -> None:
         stream = connection.stream
         replies = connection.replies
         ready = connection.ready
         try:
-            while True:
+            while not connection.closing:
                 if not replies and not ready:
                     connection.wake = trio.Event()
                     await connection.wake.wait()
@@ -392,7 +402,9 @@ class Hub:
                         member.scheduled = False
                 await stream.send_all(b"".join(chunks))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            connection.scope.cancel()
+            connection.reader_scope.cancel()
+        finally:
+            connection.writer_done.set()
 
     # -- delivery ----------------------------------------------------------------
 
