@@ -37,3 +37,12 @@ def test_ca_identities() -> None:
     assert "api: connected to db in ['storage']" in lines
     assert "db: api in ['web'] connected, certified by the CA" in lines
     assert "api: got hello api" in lines
+
+
+def test_api_db_session() -> None:
+    lines = _run("api_db_session.py")
+    assert any(line.startswith("api: sent query ") for line in lines)
+    assert "db: api asks 'SELECT balance FROM accounts WHERE id = 42'" in lines
+    assert "db: currency is now 'EUR'" in lines
+    assert "api: db answered 'balance: 1024.00'" in lines
+    assert lines[-1] == "db: api left"
