@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
-from securesess import PeerAborted, PeerRejected
-from securesess._hubwire import ErrorCode, Op, pack
+from securesess import PeerAborted, PeerRejected, SecureStream
+from securesess._hubwire import VERSION, ErrorCode, Op, pack
 from securesess._records import CloseCode
 from securesess.client import Session
 from securesess.errors import (
@@ -24,6 +27,7 @@ from securesess.errors import (
     VersionConflict,
 )
 from securesess.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
+from securesess.hub import Hub
 from tests.hubs import POLICY, HubWorld, RawClient
 
 
@@ -448,3 +452,58 @@ async def test_a_hub_that_goes_away_breaks_its_sessions(nursery: trio.Nursery) -
             await session.receive()
         with pytest.raises(trio.BrokenResourceError):
             await api.join("other", create=True)
+
+
+_fields = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.sampled_from(["orders", "lobby", ""]),
+    lambda children: st.lists(children, max_size=4),
+    max_leaves=8,
+)
+_requests = st.lists(
+    st.tuples(st.sampled_from([*Op, 0, 99, 2**40]), st.lists(_fields, max_size=6)),
+    min_size=1,
+    max_size=8,
+)
+
+
+_WORLD = HubWorld({"api": ("services",), "db": ("services",)})
+
+
+@given(requests=_requests)
+async def test_whatever_a_client_sends_the_hub_answers_or_hangs_up_and_stays_whole(
+    requests: list[tuple[int, list[object]]],
+) -> None:
+    world = _WORLD
+    hub = Hub(identity=world.hub_identity, trust=world.trust, policy=world.policy())
+    client_transport, server_transport = trio.testing.memory_stream_pair()
+    client = SecureStream(
+        client_transport, identity=world.identities["api"], trust=world.client_trust
+    )
+    server = SecureStream(
+        server_transport, identity=world.hub_identity, trust=world.trust, server_side=True
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.handle, server)
+        raw = RawClient(client)
+        payload = pack(Op.HELLO, VERSION) + b"".join(pack(op, *fields) for op, fields in requests)
+        await client.send_all(payload)
+        await client.send_eof()
+        answers: list[list[object]] = []
+        with trio.fail_after(5):
+            try:
+                answers = await raw.drain()
+            except trio.BrokenResourceError as exc:
+                cause = exc.__cause__
+            else:
+                cause = None
+        if cause is not None:  # hung up: only ever for a protocol violation
+            assert isinstance(cause, PeerAborted)
+            assert cause.code == CloseCode.PROTOCOL_VIOLATION
+        assert all(answer[0] in {Op.WELCOME, Op.OK, Op.ERROR, Op.ENDED} for answer in answers)
+    # The connection is gone and so are its memberships: the hub holds nothing.
+    assert hub.sessions() == {}
