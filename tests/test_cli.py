@@ -250,3 +250,51 @@ def test_killing_the_cli_mid_write_leaves_a_loadable_keystore(tmp_path: Path) ->
     # The next write sweeps away temporary files that killed writers left.
     run(home, "peers", "add", "last", base64.b64encode(os.urandom(32)).decode())
     assert list(home.rglob("*.tmp")) == []
+
+
+def test_the_hub_command_refuses_bad_setups_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "keys", "new", "hub", "--no-passphrase")
+    good = tmp_path / "policy.toml"
+    good.write_text('[[rule]]\nany_peer = true\nsessions = ["*"]\nrights = ["join"]\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nany_peer = true\nsessions = ["*"]\nrights = ["fly"]\n')
+    listen = ("--listen", "127.0.0.1:0")
+    line = error_line(run(home, "hub", *listen, "--identity", "nobody", "--policy", str(good),
+                          check=False))  # fmt: skip
+    assert "nobody" in line
+    line = error_line(run(home, "hub", *listen, "--identity", "hub", "--policy", str(bad),
+                          check=False))  # fmt: skip
+    assert "unknown right 'fly'" in line
+    result = run(home, "hub", "--listen", "nowhere", "--identity", "hub", "--policy", str(good),
+                 check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "is not HOST:PORT" in result.stderr
+
+
+async def test_the_hub_command_serves_reloads_and_stops_on_sigterm(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "keys", "new", "hub", "--no-passphrase")
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nnames = ["nobody"]\nsessions = []\nrights = ["join"]\n')
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "securesess", "hub", "--listen", "127.0.0.1:0",
+         "--identity", "hub", "--policy", str(policy), "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    with trio.fail_after(20):
+        first = await process.stdout.receive_some()
+        assert first.startswith(b"listening on 127.0.0.1:")
+        assert Keystore.open(home).identity("hub").fingerprint.encode() in first
+        process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGTERM)
+        assert await process.wait() == 0
+        log = b""
+        while chunk := await process.stderr.receive_some():
+            log += chunk
+    assert b"its sessions list is empty" in log  # problems are logged at start
+    assert b"reloaded" in log
+    assert b"stopping on SIGTERM" in log
