@@ -37,10 +37,15 @@ MAX_DATA: Final = 1 << 20
 #: Longest session name and variable key, in UTF-8 bytes.
 MAX_NAME: Final = 255
 MAX_KEY: Final = 255
+#: Longest reason text (REMOVE, CLOSE), in UTF-8 bytes.
+MAX_REASON: Final = 200
+#: Largest request a client may send: one value plus small fields.
+MAX_REQUEST: Final = MAX_DATA + 4096
+#: Largest message a hub may send: the answer to a JOIN carries every member
+#: and every variable (at most ``max_variable_bytes``, 4 MiB by default).
+MAX_ANSWER: Final = 64 << 20
 #: How much a reader asks its stream for at once.
 RECEIVE_SIZE: Final = 64 * 1024
-# The unpacker holds at most one partial message plus one received chunk.
-_BUFFER_LIMIT: Final = MAX_DATA + 4096 + RECEIVE_SIZE
 _MAX_ID: Final = (1 << 63) - 1
 
 
@@ -101,6 +106,17 @@ def check_variable_key(key: str) -> str:
     return key
 
 
+def check_reason(reason: str) -> str:
+    """Return ``reason`` if it may go into a REMOVE or CLOSE (empty is fine)."""
+    if reason:
+        _check_text(reason, MAX_REASON, "reason")
+    return reason
+
+
+def _no_extensions(code: int, data: bytes) -> object:
+    raise ProtocolViolation("the hub protocol has no MessagePack extension types")
+
+
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
@@ -110,21 +126,33 @@ def pack(*fields: Any) -> bytes:
 
 
 class MessageReader:
-    """Splits received bytes into messages, enforcing the size limits."""
+    """Splits received bytes into messages, enforcing the size limits.
 
-    __slots__ = ("_unpacker",)
+    ``max_message`` bounds one message's encoded size, counted over the bytes
+    fed since the last complete message: the unpacker's own buffer limit
+    would not do, since it keeps the decoded part of an unfinished message
+    outside that buffer. A hub reads requests with ``MAX_REQUEST`` (they have
+    no nested arrays, so arrays are short); a client reads with ``MAX_ANSWER``.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_boundary", "_fed", "_max_message", "_unpacker")
+
+    def __init__(self, max_message: int = MAX_REQUEST) -> None:
+        self._max_message = max_message
+        self._fed = 0
+        # Where the last complete message ended, in bytes fed so far.
+        self._boundary = 0
+        requests_only = max_message <= MAX_REQUEST
         self._unpacker = msgpack.Unpacker(
-            max_buffer_size=_BUFFER_LIMIT,
+            max_buffer_size=max_message + RECEIVE_SIZE,
             use_list=True,
             raw=False,
             strict_map_key=True,
             max_bin_len=MAX_DATA,
             max_str_len=MAX_DATA,
-            max_array_len=1 << 16,
+            max_array_len=8 if requests_only else 1 << 20,
             max_map_len=0,  # the protocol has no maps
-            max_ext_len=0,  # nor extension types
+            ext_hook=_no_extensions,
         )
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[list[Any]]:
@@ -135,10 +163,16 @@ class MessageReader:
         """
         try:
             self._unpacker.feed(data)
+            self._fed += len(data)
             for message in self._unpacker:
+                # tell() is exact only here, between messages: the unpacker
+                # consumes the bytes of a message it has begun.
+                self._boundary = self._unpacker.tell()
                 if type(message) is not list or not message or type(message[0]) is not int:
                     raise ProtocolViolation("a hub protocol message is not an [op, ...] array")
                 yield message
+            if self._fed - self._boundary > self._max_message:
+                raise ProtocolViolation(f"a hub protocol message is over {self._max_message} bytes")
         except ProtocolViolation:
             raise
         except (ValueError, msgpack.UnpackException) as exc:
@@ -176,6 +210,13 @@ def expect_id(message: list[Any], index: int) -> int:
 def expect_name(message: list[Any], index: int) -> str:
     try:
         return check_session_name(message[index])
+    except ValueError as exc:
+        raise field_error(message, str(exc)) from None
+
+
+def expect_reason(message: list[Any], index: int) -> str:
+    try:
+        return check_reason(message[index])
     except ValueError as exc:
         raise field_error(message, str(exc)) from None
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -72,6 +73,8 @@ from securesess.errors import (
 )
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "SecureStream"]
+
+log = logging.getLogger("securesess")
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 # How much to ask the transport for at once: several full records per read.
@@ -414,7 +417,12 @@ class SecureStream(trio.abc.HalfCloseableStream):
         """
         peer = self._trusted(public_key, certificate)
         if self._authorize is not None:
-            reason = self._authorize(peer)
+            try:
+                reason = self._authorize(peer)
+            except Exception:
+                # A broken policy hook must refuse, not take the server down.
+                log.exception("authorize= raised for %s; refusing it", peer)
+                reason = "the server could not decide whether to admit this peer"
             if reason is not None:
                 raise _Refusal(CloseCode.ACCESS_DENIED, reason)
         return peer

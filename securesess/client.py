@@ -258,23 +258,29 @@ class Session:
     async def remove(self, member: Member | int, reason: str = "") -> None:
         """Remove another member from the session (needs the admin right)."""
         self._check_open()
+        wire.check_reason(reason)
         member_id = member.id if isinstance(member, Member) else member
         await self._connection._request(Op.REMOVE, self.name, member_id, reason)
 
     async def close(self, reason: str = "") -> None:
         """End the session for every member (needs the admin right)."""
         self._check_open()
+        wire.check_reason(reason)
         await self._connection._request(Op.CLOSE, self.name, reason)
         self._finish(None)
 
     async def leave(self) -> None:
-        """Leave the session. Idempotent; iteration ends."""
+        """Leave the session. Idempotent; iteration ends.
+
+        The hub is told at once, even if this call is cancelled while it
+        waits for the answer (a new join of the session waits for that answer).
+        """
         if self._ended is not None:
             await trio.lowlevel.checkpoint()
             return
         self._finish(None)
         with contextlib.suppress(NotMember):
-            await self._connection._request(Op.LEAVE, self.name)
+            await self._connection._request(Op.LEAVE, self.name, settles=self.name)
 
     async def __aenter__(self) -> Session:
         return self
@@ -299,7 +305,6 @@ class Session:
         while not self._events:
             if self._ended is not None:
                 raise self._ended
-            self._wake = trio.Event()
             await self._wake.wait()
         event = self._events.popleft()
         self._backlog -= _size(event)
@@ -312,7 +317,7 @@ class Session:
         self._seq = seq
         self._events.append(event)
         self._backlog += _size(event)
-        self._wake.set()
+        self._notify()
         limit = self._connection._max_backlog
         if self._backlog > limit:
             self._finish(
@@ -336,7 +341,13 @@ class Session:
             self._events.clear()
             self._backlog = 0
         self._connection._forget(self)
+        self._notify()
+
+    def _notify(self) -> None:
+        # Whoever signals replaces the event, so that every waiter (there may
+        # be several receivers) wakes, and none waits on a stale event.
         self._wake.set()
+        self._wake = trio.Event()
 
 
 class _Left(NotMember):
@@ -362,7 +373,7 @@ class HubConnection:
             raise ValueError("max_backlog must be at least 1")
         self.stream: Final = stream
         self._max_backlog = max_backlog
-        self._reader = wire.MessageReader()
+        self._reader = wire.MessageReader(wire.MAX_ANSWER)
         self._rids = itertools.count(1)
         self._replies: dict[int, _Reply] = {}
         self._sessions: dict[str, Session] = {}
@@ -372,7 +383,7 @@ class HubConnection:
         self._outgoing: deque[bytes] = deque()
         self._outgoing_bytes = 0
         self._wake_writer = trio.Event()
-        self._room = trio.Event()
+        self._room = trio.Event()  # set (and replaced) when the writer drains
         self._failure: BaseException | None = None
         self._welcome = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -475,14 +486,23 @@ class HubConnection:
         self._outgoing_bytes += len(data)
         self._wake_writer.set()
 
-    async def _request(self, op: Op, *fields: Any, join: str | None = None) -> Any:
+    async def _request(
+        self, op: Op, *fields: Any, join: str | None = None, settles: str | None = None
+    ) -> Any:
+        """Send a request and wait for its answer.
+
+        ``settles``: the request undoes a membership; it is queued without
+        waiting for room, and a new join of that session waits for its answer
+        even if this call is cancelled.
+        """
         self._raise_failure()
-        while self._outgoing_bytes > _OUTGOING_LIMIT:
-            self._room = trio.Event()
+        while settles is None and self._outgoing_bytes > _OUTGOING_LIMIT:
             await self._room.wait()
             self._raise_failure()
         rid = next(self._rids)
-        reply = self._replies[rid] = _Reply(join)
+        reply = self._replies[rid] = _Reply(join, settles)
+        if settles is not None:
+            self._settle(settles)
         self._queue(pack(op, rid, *fields))
         try:
             await reply.done.wait()
@@ -507,6 +527,7 @@ class HubConnection:
                 self._outgoing.clear()
                 self._outgoing_bytes = 0
                 self._room.set()
+                self._room = trio.Event()
                 await self.stream.send_all(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail(exc)
@@ -609,7 +630,7 @@ class HubConnection:
     def _answer(self, message: list[Any]) -> None:
         if len(message) < 3 or type(message[1]) is not int:
             raise wire.field_error(message, "no request id")
-        reply = self._replies.pop(message[1], None)
+        reply = self._replies.get(message[1])
         if reply is None:
             raise wire.field_error(message, "it answers no request of ours")
         if message[0] == Op.OK:
@@ -619,7 +640,8 @@ class HubConnection:
                 if type(message[2]) is not list:
                     raise wire.field_error(message, "the answer to JOIN is not a list")
                 # Register the session now: its events may follow in this very batch.
-                session = reply.value = Session(self, reply.join, message[2])
+                session = Session(self, reply.join, message[2])
+                reply.value = session
                 self._sessions[session.name] = session
                 if reply.abandoned:
                     # The caller gave up on this join, but the hub made us a
@@ -641,6 +663,8 @@ class HubConnection:
                 reply.error = VersionConflict(text, version=version)
             else:
                 reply.error = error_type(text)
+        # Only now, valid: a malformed answer leaves the request to _fail.
+        del self._replies[message[1]]
         if reply.settles is not None:
             self._settled(reply.settles)
         reply.done.set()

@@ -57,14 +57,25 @@ DEFAULT_MAX_SESSIONS: Final = 10_000
 DEFAULT_MAX_MEMBERSHIPS: Final = 1_000
 DEFAULT_MAX_MEMBERS: Final = 10_000
 DEFAULT_MAX_VARIABLES: Final = 1_000
+DEFAULT_MAX_VARIABLE_BYTES: Final = 4 << 20
 # Replies a client has not read before the hub stops reading its requests.
 _REPLY_LIMIT: Final = 1 << 20
 # What the writer takes from one membership's queue per turn, and per send.
 _QUANTUM: Final = 64 * 1024
 _BATCH: Final = 1 << 20
 _ABORT_TIMEOUT: Final = 1.0
+# How long a client that closed its side gets to read what is still due to it.
+_DRAIN_TIMEOUT: Final = 10.0
+_REQUESTS_PER_TURN: Final = 64
 _LIMITS: Final = frozenset(
-    {"max_backlog", "max_sessions", "max_memberships", "max_members", "max_variables"}
+    {
+        "max_backlog",
+        "max_sessions",
+        "max_memberships",
+        "max_members",
+        "max_variables",
+        "max_variable_bytes",
+    }
 )
 
 
@@ -115,12 +126,15 @@ class _Member:
 
 @final
 class _Session:
-    __slots__ = ("members", "name", "seq", "variables")
+    __slots__ = ("member_ids", "members", "name", "seq", "variable_bytes", "variables")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[int, _Member] = {}
+        # Member ids count per session, so they say nothing about other sessions.
+        self.member_ids = itertools.count(1)
         self.variables: dict[str, tuple[bytes, int]] = {}
+        self.variable_bytes = 0
         self.seq = 0
 
 
@@ -129,6 +143,7 @@ class _Connection:
     __slots__ = (
         "close",
         "closing",
+        "draining",
         "memberships",
         "peer",
         "reader_scope",
@@ -152,8 +167,10 @@ class _Connection:
         self.room = trio.Event()
         self.reader_scope = trio.CancelScope()
         self.writer_done = trio.Event()
-        # The connection is ending: the writer stops after its current send.
+        # The connection is ending: the writer stops after its current send,
+        # or, draining, once it has sent everything queued.
         self.closing = False
+        self.draining = False
         # Why the hub ends this connection, if it does: (close code, reason).
         self.close: tuple[CloseCode, str] | None = None
 
@@ -176,6 +193,7 @@ class Hub:
         max_memberships: sessions one connection may be a member of.
         max_members: members per session.
         max_variables: variables per session.
+        max_variable_bytes: bytes of keys and values per session.
     """
 
     def __init__(
@@ -189,6 +207,7 @@ class Hub:
         max_memberships: int = DEFAULT_MAX_MEMBERSHIPS,
         max_members: int = DEFAULT_MAX_MEMBERS,
         max_variables: int = DEFAULT_MAX_VARIABLES,
+        max_variable_bytes: int = DEFAULT_MAX_VARIABLE_BYTES,
     ) -> None:
         for name, value in (
             ("max_backlog", max_backlog),
@@ -196,6 +215,7 @@ class Hub:
             ("max_memberships", max_memberships),
             ("max_members", max_members),
             ("max_variables", max_variables),
+            ("max_variable_bytes", max_variable_bytes),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -207,9 +227,9 @@ class Hub:
         self._max_memberships = max_memberships
         self._max_members = max_members
         self._max_variables = max_variables
+        self._max_variable_bytes = max_variable_bytes
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
-        self._member_ids = itertools.count(1)
         self._lagging: list[_Member] = []
         self._listeners: list[SecureListener] = []
         self._handlers: Final[dict[int, Callable[[_Connection, list[Any]], None]]] = {
@@ -294,9 +314,21 @@ class Hub:
         servers may call it with any handshaken server-side SecureStream.
         """
         await stream.do_handshake()
-        refusal = self._policy.refusal(stream.peer)
-        if refusal is not None:  # a stream that did not come through serve()
-            await stream.abort(CloseCode.ACCESS_DENIED, refusal)
+        # Check again against the current trust and policy: a reload may have
+        # happened while this handshake ran against the previous ones (and a
+        # stream may not have come through serve() at all). No await between
+        # this check and joining self._connections, which reload() walks.
+        peer = stream.peer
+        try:
+            self._trust.verify(peer.public_key, peer.certificate)
+        except UntrustedPeerError as exc:
+            refusal: str | None = f"not trusted: {exc}"
+            code = CloseCode.NOT_TRUSTED
+        else:
+            refusal, code = self._policy.refusal(peer), CloseCode.ACCESS_DENIED
+        if refusal is not None:
+            log.info("refused %s: %s", peer, refusal)
+            await stream.abort(code, refusal)
             return
         connection = _Connection(stream)
         self._connections.add(connection)
@@ -308,9 +340,13 @@ class Hub:
                     await self._read_loop(connection)
                 # Let a send in progress finish: cancelling it would cut a
                 # record in half and leave no way to send the CLOSE record.
-                connection.closing = True
+                # After a clean end of input, first send every answer due.
+                if connection.close is None:
+                    connection.draining = True
+                else:
+                    connection.closing = True
                 connection.wake.set()
-                with trio.move_on_after(_ABORT_TIMEOUT):
+                with trio.move_on_after(_DRAIN_TIMEOUT if connection.draining else _ABORT_TIMEOUT):
                     await connection.writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -337,14 +373,18 @@ class Hub:
         stream = connection.stream
         try:
             while True:
-                if connection.reply_bytes > _REPLY_LIMIT:
-                    # The client is not reading its replies: stop reading it.
-                    connection.room = trio.Event()
-                    await connection.room.wait()
                 data = await stream.receive_some(wire.RECEIVE_SIZE)
                 if not data:
                     return
-                for message in reader.feed(data):
+                for handled, message in enumerate(reader.feed(data), 1):
+                    if connection.reply_bytes > _REPLY_LIMIT:
+                        # The client is not reading its answers: stop reading it.
+                        connection.room = trio.Event()
+                        await connection.room.wait()
+                    elif handled % _REQUESTS_PER_TURN == 0:
+                        # A chunk can hold thousands of requests: let the
+                        # other connections have a turn between them.
+                        await trio.lowlevel.checkpoint()
                     if not greeted:
                         self._hello(connection, message)
                         greeted = True
@@ -375,6 +415,8 @@ class Hub:
         try:
             while not connection.closing:
                 if not replies and not ready:
+                    if connection.draining:
+                        return
                     connection.wake = trio.Event()
                     await connection.wake.wait()
                     continue
@@ -441,8 +483,19 @@ class Hub:
                     notify=ErrorCode.SESSION_CLOSED,
                 )
 
-    def _drop(self, member: _Member, reason: str, *, notify: ErrorCode | None = None) -> None:
-        """End a membership now: nothing queued or sent later reaches it."""
+    def _drop(
+        self,
+        member: _Member,
+        reason: str,
+        *,
+        notify: ErrorCode | None = None,
+        announce: bool = True,
+    ) -> None:
+        """End a membership now: nothing queued or sent later reaches it.
+
+        ``notify`` tells the member (ENDED with that code); ``announce`` tells
+        the others (LEFT), which a session being closed can skip.
+        """
         session = member.session
         member.active = False
         member.queue.clear()
@@ -456,8 +509,9 @@ class Hub:
             del self._sessions[session.name]
             log.info("session %r ended: its last member left", session.name)
             return
-        session.seq += 1
-        self._announce(session, pack(Op.LEFT, session.name, session.seq, member.id, reason))
+        if announce:
+            session.seq += 1
+            self._announce(session, pack(Op.LEFT, session.name, session.seq, member.id, reason))
 
     # -- requests ----------------------------------------------------------------
 
@@ -518,7 +572,7 @@ class Hub:
         if session is None:
             session = self._sessions[name] = _Session(name)
             log.info("%s created session %r", peer, name)
-        member = _Member(next(self._member_ids), connection, session, grant)
+        member = _Member(next(session.member_ids), connection, session, grant)
         session.seq += 1
         self._announce(session, pack(Op.JOINED, name, session.seq, member.fields))
         session.members[member.id] = member
@@ -612,8 +666,19 @@ class Hub:
                 ErrorCode.LIMIT_EXCEEDED,
                 f"session {session.name!r} already has {self._max_variables} variables",
             )
+        # Bounded in bytes too: every JOIN answer carries all the variables.
+        size = session.variable_bytes + len(key) + len(value)
+        if current is not None:
+            size -= len(key) + len(current[0])
+        if size > self._max_variable_bytes:
+            raise _Refused(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"session {session.name!r} would hold more than "
+                f"{self._max_variable_bytes} bytes of variables",
+            )
         version += 1
         session.variables[key] = (value, version)
+        session.variable_bytes = size
         session.seq += 1
         self._broadcast(
             session,
@@ -633,11 +698,8 @@ class Hub:
                 ErrorCode.NO_SUCH_MEMBER,
                 f"session {member.session.name!r} has no member {message[3]}",
             )
-        self._drop(
-            target,
-            f"removed by {member}: {message[4][:200]}",
-            notify=ErrorCode.SESSION_CLOSED,
-        )
+        reason = wire.expect_reason(message, 4)
+        self._drop(target, f"removed by {member}: {reason}", notify=ErrorCode.SESSION_CLOSED)
         connection.reply(pack(Op.OK, rid, None))
 
     def _close(self, connection: _Connection, message: list[Any]) -> None:
@@ -645,11 +707,12 @@ class Hub:
         rid = wire.expect_id(message, 1)
         member = self._membership(connection, wire.expect_name(message, 2))
         self._require(member, Right.ADMIN)
-        reason = f"session closed by {member}: {message[3][:200]}"
+        reason = f"session closed by {member}: {wire.expect_reason(message, 3)}"
+        # Nobody stays to be told who left: skip the LEFT events.
         for other in list(member.session.members.values()):
             if other is not member:
-                self._drop(other, reason, notify=ErrorCode.SESSION_CLOSED)
-        self._drop(member, "closed the session")
+                self._drop(other, reason, notify=ErrorCode.SESSION_CLOSED, announce=False)
+        self._drop(member, "closed the session", announce=False)
         connection.reply(pack(Op.OK, rid, None))
 
     # -- reloading ---------------------------------------------------------------

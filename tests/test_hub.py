@@ -6,6 +6,7 @@ the API, the errors and the hub's limits, quickly.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,10 +15,11 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keystore import TrustStore
 from securesess import PeerAborted, PeerRejected, SecureStream
-from securesess._hubwire import VERSION, ErrorCode, Op, pack
+from securesess._hubwire import MAX_DATA, VERSION, ErrorCode, Op, pack
 from securesess._records import CloseCode
-from securesess.client import Session
+from securesess.client import HubConnection, Session
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -507,3 +509,192 @@ async def test_whatever_a_client_sends_the_hub_answers_or_hangs_up_and_stays_who
         assert all(answer[0] in {Op.WELCOME, Op.OK, Op.ERROR, Op.ENDED} for answer in answers)
     # The connection is gone and so are its memberships: the hub holds nothing.
     assert hub.sessions() == {}
+
+
+# -- regressions found in review ------------------------------------------------------
+
+
+async def test_concurrent_senders_all_finish_when_the_outgoing_buffer_was_full(
+    world: HubWorld,
+) -> None:
+    async with world.connect("api") as api:
+        session = await api.join("orders", create=True)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.send, b"x" * MAX_DATA)  # fills the buffer alone
+                for i in range(4):
+                    nursery.start_soon(session.send, b"%d" % i)
+
+
+async def test_every_concurrent_receiver_wakes(world: HubWorld) -> None:
+    async with world.connect("api") as api, world.connect("db") as db:
+        api_s = await api.join("orders", create=True)
+        db_s = await db.join("orders")
+        outcomes: list[object] = []
+
+        async def receive() -> None:
+            try:
+                outcomes.append(await db_s.receive())
+            except NotMember as exc:
+                outcomes.append(exc)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                await api_s.send(b"one")
+                while not outcomes:
+                    await trio.sleep(0.01)
+                await db_s.leave()
+        assert isinstance(outcomes[0], Message)
+        assert isinstance(outcomes[1], NotMember)
+
+
+async def test_a_cancelled_leave_still_leaves(world: HubWorld) -> None:
+    assert world.hub is not None
+    async with world.connect("api") as api:
+        session = await api.join("orders", create=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.send, b"x" * MAX_DATA)  # fills the buffer
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0):
+                await session.leave()
+        with trio.fail_after(5):
+            while world.hub.sessions():
+                await trio.sleep(0.01)
+        with pytest.raises(NoSuchSession):
+            await api.join("orders")
+
+
+async def test_a_malformed_answer_fails_the_request_instead_of_hanging() -> None:
+    world = _WORLD
+    client_transport, server_transport = trio.testing.memory_stream_pair()
+    client = SecureStream(
+        client_transport, identity=world.identities["api"], trust=world.client_trust
+    )
+    server = SecureStream(
+        server_transport, identity=world.hub_identity, trust=world.trust, server_side=True
+    )
+
+    async def broken_hub() -> None:
+        raw = RawClient(server)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await answer_badly(raw)
+
+    async def answer_badly(raw: RawClient) -> None:
+        async for request in raw.all():
+            if request[0] == Op.HELLO:
+                await server.send_all(pack(Op.WELCOME, VERSION, ["hub", bytes(32), []]))
+            else:
+                await server.send_all(pack(Op.OK, request[1], "not a JOIN answer"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broken_hub)
+        async with HubConnection.over(client) as hub:
+            with trio.fail_after(5), pytest.raises(trio.BrokenResourceError, match="hub protocol"):
+                await hub.join("orders")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_half_closes_still_gets_every_answer(world: HubWorld) -> None:
+    for _ in range(10):
+        raw = RawClient(await world.raw("api"))
+        requests = pack(Op.JOIN, 1, "orders", True) + pack(Op.SEND, 2, "orders", None, b"x")
+        await raw.stream.send_all(requests)
+        await raw.stream.send_eof()
+        with trio.fail_after(5):
+            answers = await raw.drain()
+        assert [answer[0] for answer in answers] == [Op.WELCOME, Op.OK, Op.OK]
+        await raw.stream.aclose()
+
+
+async def test_one_endless_message_is_refused_before_it_fills_memory(
+    world: HubWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = RawClient(await world.raw("api"))
+
+    async def flood() -> None:
+        # An array header announcing 8 elements, then 1 MiB values: 8 MiB in all.
+        await raw.stream.send_all(b"\x98")
+        for _ in range(8):
+            await raw.stream.send_all(pack(b"\0" * (MAX_DATA - 16)))
+        await raw.drain()
+
+    # The hub hangs up (a CLOSE, or a reset if our data is still unread).
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+        await flood()
+    assert "a hub protocol message is over" in caplog.text
+
+
+async def test_a_client_that_does_not_read_its_answers_stops_being_read(
+    world: HubWorld,
+) -> None:
+    assert world.hub is not None
+    async with world.connect("api") as api:
+        session = await api.join("orders", create=True)
+        await session.set("big", b"v" * 500_000)
+        raw = RawClient(await world.raw("db"))
+        pairs = pack(Op.JOIN, 1, "orders", False) + pack(Op.LEAVE, 2, "orders")
+        with trio.move_on_after(2):
+            for _ in range(200):  # each JOIN answer carries the 500 kB variable
+                await raw.stream.send_all(pairs)
+        queued = max(c.reply_bytes for c in world.hub._connections)
+        assert queued < 4 << 20  # the 1 MiB limit, plus the answer that crossed it
+        await raw.stream.aclose()
+
+
+async def test_a_handshake_under_way_during_a_reload_meets_the_new_trust(
+    world: HubWorld,
+) -> None:
+    assert world.hub is not None
+    release = trio.Event()
+    held: list[bytes] = []
+
+    class HoldThirdMessage(trio.abc.Stream):
+        """A TCP stream that holds the client's last handshake message until told."""
+
+        def __init__(self, inner: trio.abc.Stream) -> None:
+            self.inner = inner
+            self.sends = 0
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            self.sends += 1
+            if self.sends == 2:
+                held.append(bytes(data))
+                await release.wait()
+            await self.inner.send_all(data)
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await self.inner.wait_send_all_might_not_block()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            return await self.inner.receive_some(max_bytes)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    tcp = await trio.open_tcp_stream("127.0.0.1", world.port)
+    stream = SecureStream(
+        HoldThirdMessage(tcp),
+        identity=world.identities["api"],
+        trust=world.client_trust,
+        expect="hub",
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream.do_handshake)
+        with trio.fail_after(5):
+            while not held:
+                await trio.sleep(0.01)
+        # A new trust store, as the CLI's reload builds: the handshake under
+        # way still holds the old one.
+        trust = TrustStore()
+        for peer in world.trust:
+            trust.add_peer(peer.name or "", peer.public_key, peer.groups)
+        trust.revoke_key(world.identities["api"].public_key)
+        world.hub.reload(trust=trust)
+        release.set()
+    with trio.fail_after(5), pytest.raises(trio.BrokenResourceError, match="revoked"):
+        await stream.receive_some()
+    assert world.hub.sessions() == {}
+    await stream.aclose()
