@@ -736,9 +736,14 @@ class Hub:
         for connection in list(self._connections):
             peer = connection.peer
             try:
-                self._trust.verify(peer.public_key, peer.certificate)
+                now = self._trust.verify(peer.public_key, peer.certificate)
             except UntrustedPeerError as exc:
                 self._disconnect(connection, f"no longer trusted: {exc}")
+                continue
+            if (now.name, now.groups) != (peer.name, peer.groups):
+                # Re-pinned under another name or groups: the members of its
+                # sessions know it as it was, so it must come back as it is.
+                self._disconnect(connection, "its name or groups changed; reconnect")
                 continue
             refusal = self._policy.refusal(peer)
             if refusal is not None:
@@ -746,7 +751,8 @@ class Hub:
                 continue
             for member in list(connection.memberships.values()):
                 grant = self._policy.grant(peer, member.session.name)
-                lost = member.grant.rights - grant.rights
+                # Create only matters to join: a member does not lose it.
+                lost = member.grant.rights - grant.rights - {Right.CREATE}
                 if lost:
                     self._drop(
                         member,

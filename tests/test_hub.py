@@ -698,3 +698,19 @@ async def test_a_handshake_under_way_during_a_reload_meets_the_new_trust(
         await stream.receive_some()
     assert world.hub.sessions() == {}
     await stream.aclose()
+
+
+async def test_a_reload_that_changes_a_peers_groups_makes_it_reconnect(world: HubWorld) -> None:
+    assert world.hub is not None
+    async with world.connect("db") as db:
+        session = await db.join("orders", create=True)
+        trust = TrustStore()
+        for peer in world.trust:
+            groups = {"auditors"} if peer.name == "db" else peer.groups
+            trust.add_peer(peer.name or "", peer.public_key, groups)
+        world.hub.reload(trust=trust)
+        with trio.fail_after(5), pytest.raises(trio.BrokenResourceError, match="groups changed"):
+            await session.receive()
+    async with world.connect("db") as db:
+        assert db.me is not None
+        assert db.me.groups == {"auditors"}
