@@ -145,6 +145,9 @@ class MessageReader:
         requests_only = max_message <= MAX_REQUEST
         self._unpacker = msgpack.Unpacker(
             max_buffer_size=max_message + RECEIVE_SIZE,
+            # The default (1 MiB) would stay resident per connection once
+            # that much had passed through.
+            read_size=RECEIVE_SIZE,
             use_list=True,
             raw=False,
             strict_map_key=True,

@@ -106,8 +106,27 @@ def demo(party: str | None, home: Path | None, port: int | None) -> None:
     "--idle",
     "idle_connections",
     type=click.IntRange(min=1),
-    help="Idle connections to open when measuring memory per connection."
-    "  [default: 200; --quick: 20]",
+    help="Idle connections to open when measuring memory per connection, and idle members"
+    " when measuring the hub's memory per member.  [default: 200; --quick: 20]",
+)
+@click.option(
+    "--hub/--no-hub",
+    default=True,
+    help="Also measure the hub: messages per second through one session, fan-out latency,"
+    " memory per idle member.  [default: --hub]",
+)
+@click.option(
+    "--hub-messages",
+    type=click.IntRange(min=1),
+    help="Messages to deliver per hub throughput configuration (16 KiB messages: an eighth)."
+    "  [default: 100000; --quick: 5000]",
+)
+@click.option(
+    "--fanouts",
+    "hub_fanouts",
+    type=click.IntRange(min=1),
+    help="Timed broadcasts to 100 hub members for fan-out latency, after a tenth as many"
+    " untimed.  [default: 200; --quick: 20]",
 )
 @click.option(
     "--quick",
@@ -124,6 +143,9 @@ def bench(
     handshakes: int | None,
     round_trips: int | None,
     idle_connections: int | None,
+    hub: bool,
+    hub_messages: int | None,
+    hub_fanouts: int | None,
     quick: bool,
     as_json: bool,
 ) -> None:
@@ -133,7 +155,10 @@ def bench(
     per second (connect, mutual authentication, close), the round-trip time
     of a 64-byte request, and memory per idle connection. Prints a table
     with SecureStream's ratios to raw TCP and to TLS, and the project's
-    targets. Progress goes to stderr. Takes a couple of minutes.
+    targets. Then (unless --no-hub) the hub, in its own process: messages
+    per second delivered through one session of 2, 10 and 100 members
+    (64-byte and 16 KiB messages), fan-out latency to 100 members, and
+    memory per idle member. Progress goes to stderr. Takes a couple of minutes.
     """
     # Imported here so that other commands do not pay for loading the
     # benchmark (certificate building, workloads, reporting) at start-up.
@@ -149,6 +174,9 @@ def bench(
         handshakes=handshakes or base.handshakes,
         round_trips=round_trips or base.round_trips,
         idle_connections=idle_connections or base.idle_connections,
+        hub=hub,
+        hub_messages=hub_messages or base.hub_messages,
+        hub_fanouts=hub_fanouts or base.hub_fanouts,
     )
     results = bench_package.run(settings, progress=lambda step: click.echo(step, err=True))
     click.echo(results.to_json() if as_json else results.table())

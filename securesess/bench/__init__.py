@@ -1,8 +1,10 @@
-"""``securesess bench``: SecureStream against raw TCP and TLS 1.3, on loopback.
+"""``securesess bench``: SecureStream against raw TCP and TLS 1.3, and the hub, on loopback.
 
 One run measures, for each transport, bulk throughput (across two
 processes), handshakes per second, the round-trip time of a small request,
-and memory per idle connection; see :mod:`securesess.bench.workloads`.
+and memory per idle connection; see :mod:`securesess.bench.workloads`. Then,
+unless ``Settings.hub`` is false, messages per second through the hub,
+fan-out latency and memory per idle member; see :mod:`securesess.bench.hub`.
 :mod:`securesess.bench.report` prints the results beside the project's
 targets. The ``securesess`` command imports this package only when asked to
 benchmark, since it pulls in ``ssl``, ``subprocess`` and certificate code.
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from securesess.bench import workloads
+from securesess.bench import hub, workloads
 from securesess.bench.report import HANDSHAKES, IDLE, RTT_MEDIAN, RTT_P99, THROUGHPUT, Results
 from securesess.bench.transports import LABELS, TRANSPORTS, load_transport, write_credentials
 from securesess.bench.workloads import FULL, QUICK, BenchError, Settings
@@ -50,7 +52,8 @@ async def _measure(
     for name in TRANSPORTS:
         progress(f"{LABELS[name]}: idle memory")
         values[IDLE.key][name] = await workloads.idle_memory(name, credentials, settings)
-    return Results(settings, values)
+    hub_results = await hub.measure(credentials, settings, progress) if settings.hub else None
+    return Results(settings, values, hub_results)
 
 
 def _keep_best(
@@ -64,7 +67,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> Results:
     """Run every workload on every transport, reporting each step to ``progress``.
 
     Raises:
-        BenchError: a workload misbehaved (lost bytes, a worker that died).
+        BenchError: a workload misbehaved (lost bytes or messages, a worker that died).
         trio.TooSlowError: a workload overran its deadline.
         subprocess.CalledProcessError: a worker process failed.
         ExceptionGroup: of the above, when they arise inside a nursery.
@@ -73,4 +76,6 @@ def run(settings: Settings, progress: Callable[[str], None]) -> Results:
     with tempfile.TemporaryDirectory(prefix="securesess-bench-") as directory:
         credentials = Path(directory)
         write_credentials(credentials)
+        if settings.hub:
+            hub.write_credentials(credentials, settings)
         return trio.run(_measure, settings, credentials, progress)

@@ -11,10 +11,11 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
+from securesess.bench.hub import FANOUT_RECEIVERS, SENDER_TASKS, SIZES, HubResults
 from securesess.bench.transports import LABELS, NOISE, TRANSPORTS
 from securesess.bench.workloads import Settings
 
-__all__ = ["METRICS", "TARGETS", "Metric", "Results", "Target"]
+__all__ = ["HUB_TARGETS", "METRICS", "TARGETS", "HubTarget", "Metric", "Results", "Target"]
 
 _BASELINES: Final = ("tcp", "tls")
 _SHORT: Final = {"tcp": "TCP", "tls": "TLS", "noise-aesgcm": "AESGCM", "noise-chachapoly": "ChaCha"}
@@ -64,6 +65,32 @@ TARGETS: Final = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class HubTarget:
+    """A goal for the hub, on an absolute figure (the hub has no baseline to divide by)."""
+
+    text: str
+    bound: float
+    at_least: bool
+
+    def met(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+
+#: Judged on the p99, not the median: "delivered to all within 50 ms" should
+#: hold for (nearly) every broadcast, not for a typical one.
+HUB_FANOUT: Final = HubTarget(
+    f"64-byte broadcast delivered to all {FANOUT_RECEIVERS} members within 50 ms (p99)",
+    50.0,
+    at_least=False,
+)
+#: Judged on the configuration with the highest rate (it says which).
+HUB_RATE: Final = HubTarget(
+    ">= 50,000 delivered messages/s through the hub (best configuration)", 50_000, at_least=True
+)
+HUB_TARGETS: Final = (HUB_FANOUT, HUB_RATE)
+
+
 def _size(count: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= scale:
@@ -77,10 +104,12 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Results:
-    """Measured values: ``values[metric key][transport name]``."""
+    """Measured values: ``values[metric key][transport name]``, and the hub's
+    results unless the run skipped the hub."""
 
     settings: Settings
     values: dict[str, dict[str, float]]
+    hub: HubResults | None = None
 
     def beyond_tcp(self) -> dict[str, float]:
         """Idle memory per connection beyond raw TCP's, per transport, in KiB."""
@@ -109,6 +138,7 @@ class Results:
                     for name in NOISE
                     for baseline in _BASELINES
                 },
+                "hub": None if self.hub is None else _hub_json(self.hub),
                 "targets": [
                     {
                         "target": target.text,
@@ -118,10 +148,34 @@ class Results:
                     }
                     for target in TARGETS
                     for name in NOISE
+                ]
+                + [
+                    {
+                        "target": target.text,
+                        "transport": "hub",
+                        "value": value,
+                        "met": target.met(value),
+                        "configuration": configuration,
+                    }
+                    for target, value, configuration in self._hub_targets()
                 ],
             },
             indent=2,
         )
+
+    def _hub_targets(self) -> list[tuple[HubTarget, float, str]]:
+        """Each hub target's value, and what it was measured on."""
+        if self.hub is None:
+            return []
+        best = self.hub.best()
+        return [
+            (
+                HUB_FANOUT,
+                self.hub.fanout_p99_ms,
+                f"{FANOUT_RECEIVERS} members, p99 of {len(self.hub.fanout_ms)} broadcasts",
+            ),
+            (HUB_RATE, best.rate, f"{best.members} members x {_size(best.size)}"),
+        ]
 
     def table(self) -> str:
         settings = self.settings
@@ -187,4 +241,77 @@ class Results:
                     f"{LABELS[name]} {shown} {'met' if target.met(value) else 'MISSED'}"
                 )
             lines.append(f"target: {target.text}: {', '.join(verdicts)}")
+        if self.hub is not None:
+            lines += ["", *_hub_table(self.hub, settings)]
+            for hub_target, value, configuration in self._hub_targets():
+                shown = f"{value:.1f} ms" if hub_target is HUB_FANOUT else f"{value:,.0f}/s"
+                verdict = "met" if hub_target.met(value) else "MISSED"
+                lines.append(f"target: {hub_target.text}: {shown} ({configuration}) {verdict}")
         return "\n".join(lines)
+
+
+def _hub_json(results: HubResults) -> dict[str, object]:
+    return {
+        "sender_tasks": SENDER_TASKS,
+        "throughput": [
+            {
+                "members": row.members,
+                "message_bytes": row.size,
+                "delivered": row.delivered,
+                "seconds": row.seconds,
+                "delivered_per_s": row.rate,
+                "mb_s": row.mb_s,
+                "hub_cpu": row.hub_cpu,
+                "clients_cpu": row.client_cpu,
+            }
+            for row in results.throughput
+        ],
+        "fanout": {
+            "members": FANOUT_RECEIVERS,
+            "samples": len(results.fanout_ms),
+            "median_ms": results.fanout_median_ms,
+            "p99_ms": results.fanout_p99_ms,
+            "hub_cpu_ms": results.fanout_hub_cpu_ms,
+            "clients_cpu_ms": results.fanout_client_cpu_ms,
+        },
+        "idle_kib_per_member": results.idle_kib_per_member,
+    }
+
+
+def _hub_table(results: HubResults, settings: Settings) -> list[str]:
+    header = ("members", "message", "delivered msgs/s", "MB/s", "hub CPU", "clients CPU")
+    rows = [
+        (
+            str(row.members),
+            _size(row.size),
+            f"{row.rate:,.0f}",
+            _number(row.mb_s),
+            f"{row.hub_cpu:.0%}",
+            f"{row.client_cpu:.0%}",
+        )
+        for row in results.throughput
+    ]
+    widths = [
+        max(len(text), *(len(row[column]) for row in rows)) for column, text in enumerate(header)
+    ]
+    return [
+        f"Hub: one session, {settings.hub_messages:,} deliveries per configuration "
+        f"({_size(max(SIZES))}: an eighth); the first member broadcasts from "
+        f"{SENDER_TASKS} tasks, the others receive.",
+        "  ".join(f"{text:>{width}}" for text, width in zip(header, widths, strict=True)),
+        *(
+            "  ".join(f"{cell:>{width}}" for cell, width in zip(row, widths, strict=True))
+            for row in rows
+        ),
+        f"fan-out of a 64-byte broadcast to {FANOUT_RECEIVERS} members: median "
+        f"{results.fanout_median_ms:.1f} ms, p99 {results.fanout_p99_ms:.1f} ms "
+        f"({len(results.fanout_ms)} broadcasts); CPU per broadcast: hub "
+        f"{results.fanout_hub_cpu_ms:.1f} ms, clients {results.fanout_client_cpu_ms:.1f} ms",
+        f"idle memory in the hub: {results.idle_kib_per_member:.1f} KiB per connected member "
+        f"({settings.idle_connections} members in one session)",
+        "",
+        "Hub in a worker process, every member's client in this one. CPU: each process's CPU",
+        "seconds per second of the run (100% = one core busy); the side near 100% set the pace.",
+        "Fan-out: send to the last member's receive. Idle memory: RSS growth of the hub alone.",
+        "",
+    ]

@@ -1,13 +1,15 @@
 """The benchmark's worker process: ``python -m securesess.bench.worker``.
 
-It reads one JSON job from stdin and writes its reports to stdout, one JSON
-object per line:
+It reads one JSON job, a line, from stdin and writes its reports to stdout,
+one JSON object per line:
 
 * ``{"job": "receive", "transport", "credentials", "runs", "timeout"}``: the
   receiving end of the throughput test (:func:`workloads.receive_bulk`).
 * ``{"job": "idle", "transport", "credentials", "connections", "timeout"}``:
   memory per idle connection (:func:`workloads.idle_kib_per_connection`),
   reported as ``{"kib": ...}``.
+* ``{"job": "hub", "credentials", "timeout"}``: a hub, until stdin ends; the
+  lines after the job are commands (:func:`securesess.bench.hub.serve`).
 
 The parent kills a worker that outlives its deadline; the worker's own
 ``timeout`` makes it give up too, should the parent be gone.
@@ -16,13 +18,14 @@ The parent kills a worker that outlives its deadline; the worker's own
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from securesess.bench import workloads
+from securesess.bench import hub, workloads
 from securesess.bench.transports import load_transport
 
 
@@ -30,20 +33,29 @@ def _report(report: dict[str, Any]) -> None:
     print(json.dumps(report), flush=True)
 
 
-async def _run(job: dict[str, Any]) -> None:
-    transport = load_transport(job["transport"], Path(job["credentials"]))
-    with trio.fail_after(job["timeout"]):
-        if job["job"] == "receive":
-            await workloads.receive_bulk(transport, job["runs"], _report)
-        elif job["job"] == "idle":
-            kib = await workloads.idle_kib_per_connection(transport, job["connections"])
-            _report({"kib": kib})
-        else:
-            raise ValueError(f"unknown job {job['job']!r}")
+async def _run() -> None:
+    # Read stdin through Trio, not sys.stdin, whose buffer could swallow the
+    # hub job's commands that follow the job line.
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        lines = workloads.JsonLines(stdin)
+        job = await lines.next()
+        with trio.fail_after(job["timeout"]):
+            if job["job"] == "hub":
+                await hub.serve(Path(job["credentials"]), lines, _report)
+                return
+            transport = load_transport(job["transport"], Path(job["credentials"]))
+            if job["job"] == "receive":
+                await workloads.receive_bulk(transport, job["runs"], _report)
+            elif job["job"] == "idle":
+                kib = await workloads.idle_kib_per_connection(transport, job["connections"])
+                _report({"kib": kib})
+            else:
+                raise ValueError(f"unknown job {job['job']!r}")
 
 
 def main() -> None:
-    trio.run(_run, json.load(sys.stdin))
+    trio.run(_run)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,19 @@ from securesess.bench.transports import Handler, Transport, load_transport
 
 __all__ = [
     "FULL",
+    "IDLE_WARM_UP",
     "QUICK",
+    "SLACK",
+    "WORKER",
     "BenchError",
+    "JsonLines",
     "Settings",
     "handshake_rate",
     "idle_kib_per_connection",
     "idle_memory",
     "receive_bulk",
     "round_trip_times",
+    "rss_bytes",
     "throughput",
 ]
 
@@ -53,14 +58,14 @@ _GO: Final = b"\x01"
 # Idle connections opened before the baseline RSS reading, so one-time costs
 # (lazy imports, caches, the first arena of each object size) are not counted
 # as per-connection memory.
-_IDLE_WARM_UP: Final = 8
+IDLE_WARM_UP: Final = 8
 # Deadline arithmetic: the slowest believable rates, plus slack for start-up.
-_SLACK: Final = 30.0
+SLACK: Final = 30.0
 _MIN_BYTES_PER_SECOND: Final = 20e6
 _MAX_HANDSHAKE_SECONDS: Final = 0.05
 _MAX_ROUND_TRIP_SECONDS: Final = 0.01
 _MAX_IDLE_CONNECT_SECONDS: Final = 0.05
-_WORKER: Final = (sys.executable, "-m", "securesess.bench.worker")
+WORKER: Final = (sys.executable, "-m", "securesess.bench.worker")
 
 
 class BenchError(Exception):
@@ -81,8 +86,14 @@ class Settings:
     handshakes: int | None
     #: Timed round trips per transport (a tenth as many run first, untimed).
     round_trips: int
-    #: Idle connections opened to measure memory per connection.
+    #: Idle connections opened to measure memory per connection (and idle hub members).
     idle_connections: int
+    #: Whether to measure the hub too (:mod:`securesess.bench.hub`).
+    hub: bool
+    #: Deliveries per hub throughput configuration of 64-byte messages (16 KiB: an eighth).
+    hub_messages: int
+    #: Timed fan-out latency samples (a tenth as many run first, untimed).
+    hub_fanouts: int
 
 
 FULL: Final = Settings(
@@ -92,6 +103,9 @@ FULL: Final = Settings(
     handshakes=None,
     round_trips=10_000,
     idle_connections=200,
+    hub=True,
+    hub_messages=100_000,
+    hub_fanouts=200,
 )
 QUICK: Final = Settings(
     total_bytes=32 << 20,
@@ -100,6 +114,9 @@ QUICK: Final = Settings(
     handshakes=None,
     round_trips=200,
     idle_connections=20,
+    hub=True,
+    hub_messages=5_000,
+    hub_fanouts=20,
 )
 
 
@@ -142,18 +159,27 @@ async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
     return bytes(data)
 
 
-class _JsonLines:
-    """Reads the worker's reports: one JSON object per line."""
+class JsonLines:
+    """Reads one JSON object per line: the worker's reports, or the worker's job."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._buffer = bytearray()
 
     async def next(self) -> dict[str, Any]:
+        report = await self.next_or_none()
+        if report is None:
+            raise BenchError("the worker process exited without reporting")
+        return report
+
+    async def next_or_none(self) -> dict[str, Any] | None:
+        """The next object, or None if the stream ends (cleanly) before it."""
         while (end := self._buffer.find(b"\n")) < 0:
             data = await self._stream.receive_some()
             if not data:
-                raise BenchError("the worker process exited without reporting")
+                if self._buffer:
+                    raise BenchError("the stream ended in the middle of a line")
+                return None
             self._buffer += data
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
@@ -205,7 +231,7 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
     """The best rate, in MB/s, of ``settings.repeat`` bulk transfers to a worker process."""
     transport = load_transport(name, credentials)
     runs, total = settings.repeat, settings.total_bytes
-    timeout = _SLACK + runs * total / _MIN_BYTES_PER_SECOND
+    timeout = SLACK + runs * total / _MIN_BYTES_PER_SECOND
     job = {
         "job": "receive",
         "transport": name,
@@ -219,7 +245,7 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
             worker: trio.Process = await nursery.start(
                 partial(
                     trio.run_process,
-                    _WORKER,
+                    WORKER,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )
@@ -227,8 +253,8 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
             assert worker.stdin is not None
             assert worker.stdout is not None
             async with worker.stdin:
-                await worker.stdin.send_all(json.dumps(job).encode())
-            reports = _JsonLines(worker.stdout)
+                await worker.stdin.send_all(json.dumps(job).encode() + b"\n")
+            reports = JsonLines(worker.stdout)
             port = (await reports.next())["port"]
             for _ in range(runs):
                 async with await transport.connect(port) as stream:
@@ -248,7 +274,7 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
 async def handshake_rate(transport: Transport, settings: Settings) -> float:
     """Sequential connect + handshake + authorization + close, per second."""
     count, seconds = settings.handshakes, settings.handshake_seconds
-    timeout = _SLACK + (seconds if count is None else count * _MAX_HANDSHAKE_SECONDS)
+    timeout = SLACK + (seconds if count is None else count * _MAX_HANDSHAKE_SECONDS)
     accepted_send, accepted = trio.open_memory_channel[None](1)
 
     async def handler(stream: trio.abc.Stream) -> None:
@@ -280,7 +306,7 @@ async def round_trip_times(transport: Transport, settings: Settings) -> tuple[fl
     """The median and 99th percentile, in microseconds, of a 64-byte request and response."""
     timed = settings.round_trips
     warm_up = max(timed // 10, 10)
-    timeout = _SLACK + (warm_up + timed) * _MAX_ROUND_TRIP_SECONDS
+    timeout = SLACK + (warm_up + timed) * _MAX_ROUND_TRIP_SECONDS
 
     async def echo(stream: trio.abc.Stream) -> None:
         while request := await _receive_exactly(stream, _MESSAGE):
@@ -305,7 +331,7 @@ async def round_trip_times(transport: Transport, settings: Settings) -> tuple[fl
 # -- 4. memory per idle connection -------------------------------------------------------------
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     # statm's second field is the resident set, in pages.
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -327,14 +353,14 @@ async def idle_kib_per_connection(transport: Transport, connections: int) -> flo
     clients: list[trio.abc.Stream] = []
     async with _serving(transport, hold) as port:
         try:
-            for _ in range(_IDLE_WARM_UP):
+            for _ in range(IDLE_WARM_UP):
                 clients.append(await _connect_accepted(transport, port, accepted))
             gc.collect()
-            before = _rss_bytes()
+            before = rss_bytes()
             for _ in range(connections):
                 clients.append(await _connect_accepted(transport, port, accepted))
             gc.collect()
-            after = _rss_bytes()
+            after = rss_bytes()
         finally:
             for client in clients:
                 await trio.aclose_forcefully(client)
@@ -344,7 +370,7 @@ async def idle_kib_per_connection(transport: Transport, connections: int) -> flo
 async def idle_memory(name: str, credentials: Path, settings: Settings) -> float:
     """:func:`idle_kib_per_connection` measured in a fresh worker process."""
     connections = settings.idle_connections
-    timeout = _SLACK + (_IDLE_WARM_UP + connections) * _MAX_IDLE_CONNECT_SECONDS
+    timeout = SLACK + (IDLE_WARM_UP + connections) * _MAX_IDLE_CONNECT_SECONDS
     job = {
         "job": "idle",
         "transport": name,
@@ -354,7 +380,7 @@ async def idle_memory(name: str, credentials: Path, settings: Settings) -> float
     }
     with trio.fail_after(timeout):
         result = await trio.run_process(
-            _WORKER, stdin=json.dumps(job).encode(), capture_stdout=True
+            WORKER, stdin=json.dumps(job).encode() + b"\n", capture_stdout=True
         )
     kib: float = json.loads(result.stdout)["kib"]
     return kib
