@@ -29,16 +29,9 @@ rights = ["create", "join", "send", "receive", "set"]
 def issue_identities(store: Keystore) -> None:
     store.init_ca("ops", passphrase=None, valid_seconds=3600)
     for name, groups in (("hub", []), ("api", ["services"]), ("db", ["services"])):
-        identity = store.new_identity(name, passphrase=None)
-        certificate = store.sign(
-            "ops",
-            passphrase=None,
-            public_key=identity.public_key,
-            name=name,
-            groups=groups,
-            valid_seconds=3600,
+        store.issue_identity(
+            name, ca="ops", ca_passphrase=None, passphrase=None, groups=groups, valid_seconds=3600
         )
-        store.store_certificate(name, certificate)
 
 
 async def api(store: Keystore, port: int, db_joined: trio.Event) -> None:

@@ -188,6 +188,32 @@ class Keystore:
             self._save_identity(path, identity, _passphrase(passphrase))
         return identity
 
+    def issue_identity(
+        self,
+        name: str,
+        *,
+        ca: str,
+        ca_passphrase: Passphrase,
+        passphrase: Passphrase,
+        groups: Iterable[str] = (),
+        valid_seconds: int,
+    ) -> Identity:
+        """Create identity ``name`` with a certificate from CA ``ca`` for the same name.
+
+        What ``keys new`` then ``ca sign --identity`` do, in one call.
+        """
+        identity = self.new_identity(name, passphrase=passphrase)
+        certificate = self.sign(
+            ca,
+            passphrase=ca_passphrase,
+            public_key=identity.public_key,
+            name=name,
+            groups=groups,
+            valid_seconds=valid_seconds,
+        )
+        self.store_certificate(name, certificate)
+        return identity.with_certificate(certificate)
+
     def _save_identity(self, path: Path, identity: Identity, passphrase: bytes | None) -> None:
         headers = {"Name": identity.name or "", "Public-Key": encode_key(identity.public_key)}
         sealed = seal_secret(_IDENTITY_LABEL, identity.private_bytes(), headers, passphrase)

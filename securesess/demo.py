@@ -67,16 +67,14 @@ def setup(home: Path) -> list[str]:
     ca_key = store.init_ca("demo-ca", passphrase=None, valid_seconds=3600)
     lines = [f"created CA 'demo-ca' {Peer('demo-ca', ca_key).fingerprint} in {home}"]
     for name, groups in PARTIES.items():
-        identity = store.new_identity(name, passphrase=None)
-        certificate = store.sign(
-            "demo-ca",
+        identity = store.issue_identity(
+            name,
+            ca="demo-ca",
+            ca_passphrase=None,
             passphrase=None,
-            public_key=identity.public_key,
-            name=name,
             groups=groups,
             valid_seconds=3600,
         )
-        store.store_certificate(name, certificate)
         groups_text = f" in group {', '.join(groups)}" if groups else ""
         lines.append(f"issued {name}{groups_text}: key {identity.fingerprint}")
     (home / "policy.toml").write_text(POLICY, encoding="utf-8")

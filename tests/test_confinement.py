@@ -64,16 +64,9 @@ def _make_keystore(home: Path) -> Keystore:
     store = Keystore.open(home)
     store.init_ca("ca", passphrase=None, valid_seconds=3600)
     for name, groups in IDENTITIES.items():
-        identity = store.new_identity(name, passphrase=None)
-        certificate = store.sign(
-            "ca",
-            passphrase=None,
-            public_key=identity.public_key,
-            name=name,
-            groups=groups,
-            valid_seconds=3600,
+        store.issue_identity(
+            name, ca="ca", ca_passphrase=None, passphrase=None, groups=groups, valid_seconds=3600
         )
-        store.store_certificate(name, certificate)
     store.revoke_key(store.public_key("revoked"))
     # A certificate that expired an hour ago, from a second CA the hub trusts.
     old_ca = Ed25519PrivateKey.generate()

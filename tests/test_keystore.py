@@ -254,3 +254,17 @@ def test_a_home_that_is_not_a_directory_is_a_clear_error(tmp_path: Path) -> None
     home.write_text("not a directory")
     with pytest.raises(KeystoreError, match="exists but is not a directory"):
         Keystore.open(home)
+
+
+def test_issue_identity_creates_key_and_certificate_in_one_call(tmp_path: Path) -> None:
+    store = Keystore.open(tmp_path / "ks")
+    store.init_ca("ops", passphrase=None, valid_seconds=3600)
+    issued = store.issue_identity(
+        "api", ca="ops", ca_passphrase=None, passphrase="pw", groups=["web"], valid_seconds=600
+    )
+    loaded = store.identity("api", passphrase="pw")
+    assert loaded.public_key == issued.public_key
+    assert loaded.certificate == issued.certificate
+    assert loaded.certificate is not None
+    assert (loaded.certificate.name, loaded.certificate.groups) == ("api", ("web",))
+    assert store.trust().verify(loaded.public_key, loaded.certificate).groups == {"web"}
