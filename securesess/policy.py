@@ -134,13 +134,16 @@ def _parse_rule(table: Mapping[str, Any], index: int) -> Rule:
             f"{where} does not say whom it is for: give keys, names or groups, "
             "or any_peer = true for every authenticated peer"
         )
-    if "sessions" not in table:
+    # A rule with neither sessions nor rights only admits: its peers may
+    # connect (to a hub, or through a tunnel) but hold no rights in sessions.
+    # One without the other is a mistake worth an error.
+    if "rights" in table and "sessions" not in table:
         raise PolicyError(f'{where}: sessions is missing (use ["*"] for every session)')
-    sessions = tuple(_strings(table["sessions"], f"{where}: sessions"))
-    if "rights" not in table:
+    if "sessions" in table and "rights" not in table:
         raise PolicyError(f"{where}: rights is missing")
+    sessions = tuple(_strings(table.get("sessions", []), f"{where}: sessions"))
     rights: set[Right] = set()
-    for right in _strings(table["rights"], f"{where}: rights"):
+    for right in _strings(table.get("rights", []), f"{where}: rights"):
         try:
             rights.add(Right(right))
         except ValueError:
@@ -181,14 +184,16 @@ def _problems(rule: Rule, trust: TrustStore | None) -> list[str]:
         for field in ("keys", "names", "groups")
         if getattr(rule, field) == frozenset()
     ]
-    if not rule.sessions:
+    # No sessions and no rights together make an admission rule; one of the
+    # two alone grants nothing, which is worth a warning.
+    if not rule.sessions and rule.rights:
         found.append(f"{where} grants nothing: its sessions list is empty")
     found.extend(
         f"{where}: session pattern {pattern!r} matches no valid session name"
         for pattern in rule.sessions
         if not _pattern_can_match(pattern)
     )
-    if not rule.rights:
+    if not rule.rights and rule.sessions:
         found.append(f"{where} grants nothing: its rights list is empty")
     if trust is None or found:
         return found
@@ -280,11 +285,11 @@ class Policy:
         """Whether ``peer`` may connect at all: some rule is about it."""
         return any(rule.matches(peer) for rule in self.rules)
 
-    def refusal(self, peer: Peer) -> str | None:
-        """Why ``peer`` may not connect, or None if it may (for ``authorize=``)."""
+    def refusal(self, peer: Peer, *, service: str = "hub") -> str | None:
+        """Why ``peer`` may not connect to ``service``, or None if it may (for ``authorize=``)."""
         if self.admits(peer):
             return None
-        return f"no rule of the hub's policy admits {peer}"
+        return f"no rule of the {service}'s policy admits {peer}"
 
     def grant(self, peer: Peer, session: str) -> Grant:
         """The rights ``peer`` has in ``session``."""

@@ -459,6 +459,19 @@ def test_rules_that_can_never_grant_anything_are_problems(
     assert Right.JOIN in parsed.grant(peer("api"), "orders")
 
 
+def test_a_rule_without_sessions_and_rights_admits_and_grants_nothing() -> None:
+    parsed = policy(rule(sessions=None, rights=None, names=["api"]))
+    assert parsed.problems == ()
+    assert parsed.admits(peer("api"))
+    assert parsed.refusal(peer("api")) is None
+    assert parsed.grant(peer("api"), "orders").rights == frozenset()
+    db = peer("db")
+    assert not parsed.admits(db)
+    assert parsed.refusal(db, service="tunnel") == f"no rule of the tunnel's policy admits {db}"
+    # Empty lists for both say the same thing, and are no problem either.
+    assert policy(rule(sessions=[], rights=[])).problems == ()
+
+
 def test_a_rule_can_have_several_problems() -> None:
     parsed = policy(rule(names=[], rights=[], sessions=["a\x00", "b\x7f"]))
     assert parsed.problems == (
