@@ -56,6 +56,10 @@ class CloseCode(enum.IntEnum):
     ACCESS_DENIED = 3
     PROTOCOL_VIOLATION = 4
     SHUTTING_DOWN = 5
+    #: The service behind the responder cannot be reached, or it is at its limit.
+    UNAVAILABLE = 6
+    #: The connection the sender relays (a tunnel's plain leg) ended abnormally.
+    RELAY_FAILED = 7
 
 
 #: Most plaintext sealed into one output buffer: bounds a send's memory to ~1 MiB.

@@ -92,16 +92,22 @@ class SecureListener(trio.abc.Listener[SecureStream]):
         await self.transport_listener.aclose()
 
 
-def _peer_address(stream: SecureStream) -> str:
-    transport = stream.transport_stream
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """``host:port`` of the far end of a socket stream (or of a SecureStream over one)."""
+    transport = stream.transport_stream if isinstance(stream, SecureStream) else stream
     if isinstance(transport, trio.SocketStream):
         try:
             address = transport.socket.getpeername()
         except OSError:
             return "an unknown address"
-        return (
-            str(address[0]) + ":" + str(address[1]) if isinstance(address, tuple) else str(address)
-        )
+        if isinstance(address, tuple):
+            return format_address(str(address[0]), address[1])
+        return str(address) or "a local socket"
     return "a non-socket transport"
 
 
@@ -119,6 +125,50 @@ async def _refuse_busy(stream: SecureStream) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     await trio.aclose_forcefully(transport)
+
+
+def _log_failure(stream: SecureStream, failure: HandshakeFailed | None) -> None:
+    if failure is None:
+        log.warning("busy: refused a connection from %s", peer_address(stream))
+    else:
+        log.info("handshake with %s failed: %s", peer_address(stream), failure)
+
+
+def handshake_first(
+    handler: Callable[[SecureStream], Awaitable[object]],
+    *,
+    max_concurrent_handshakes: int,
+    on_failure: Callable[[SecureStream, HandshakeFailed | None], object] = _log_failure,
+) -> Callable[[SecureStream], Awaitable[None]]:
+    """A connection handler for ``trio.serve_listeners`` that handshakes first.
+
+    ``handler`` runs only once the handshake succeeded. When
+    ``max_concurrent_handshakes`` are in progress a new client is told "busy"
+    at once. ``on_failure(stream, error)`` hears of each failed handshake
+    (``error`` is None for a busy refusal) before the stream is closed.
+    """
+    if max_concurrent_handshakes < 1:
+        raise ValueError("max_concurrent_handshakes must be at least 1")
+    in_progress = 0
+
+    async def handshake_then_handle(stream: SecureStream) -> None:
+        nonlocal in_progress
+        if in_progress >= max_concurrent_handshakes:
+            on_failure(stream, None)
+            await _refuse_busy(stream)
+            return
+        in_progress += 1
+        try:
+            await stream.do_handshake()
+        except HandshakeFailed as exc:
+            on_failure(stream, exc)
+            await trio.aclose_forcefully(stream)
+            return
+        finally:
+            in_progress -= 1
+        await handler(stream)
+
+    return handshake_then_handle
 
 
 async def serve_secure(
@@ -151,8 +201,15 @@ async def serve_secure(
     When ``max_concurrent_handshakes`` are in progress, new clients get a
     "busy" answer at once instead of waiting.
     """
-    if max_concurrent_handshakes < 1:
-        raise ValueError("max_concurrent_handshakes must be at least 1")
+
+    async def handle_then_close(stream: SecureStream) -> None:
+        await handler(stream)
+        with trio.move_on_after(handshake_timeout):
+            await stream.aclose()
+
+    serve_one = handshake_first(
+        handle_then_close, max_concurrent_handshakes=max_concurrent_handshakes
+    )
     tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     listeners = [
         SecureListener(
@@ -168,29 +225,8 @@ async def serve_secure(
         )
         for listener in tcp_listeners
     ]
-    in_progress = 0
-
-    async def handshake_then_handle(stream: SecureStream) -> None:
-        nonlocal in_progress
-        if in_progress >= max_concurrent_handshakes:
-            log.warning("busy: refused a connection from %s", _peer_address(stream))
-            await _refuse_busy(stream)
-            return
-        in_progress += 1
-        try:
-            await stream.do_handshake()
-        except HandshakeFailed as exc:
-            log.info("handshake with %s failed: %s", _peer_address(stream), exc)
-            await trio.aclose_forcefully(stream)
-            return
-        finally:
-            in_progress -= 1
-        await handler(stream)
-        with trio.move_on_after(handshake_timeout):
-            await stream.aclose()
-
     await trio.serve_listeners(
-        handshake_then_handle, listeners, handler_nursery=handler_nursery, task_status=task_status
+        serve_one, listeners, handler_nursery=handler_nursery, task_status=task_status
     )
 
 

@@ -15,9 +15,17 @@ import trio
 from keystore import Keystore, KeystoreError
 from keystore import cli as keystore_cli
 from securesess import demo as demo_module
+from securesess._serve import format_address
+from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.errors import PolicyError
 from securesess.hub import DEFAULT_MAX_BACKLOG, Hub
 from securesess.policy import Policy
+from securesess.tunnel import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    TunnelClient,
+    TunnelServer,
+)
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
 _SCALES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -46,6 +54,12 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:7000")
     return host, int(port)
+
+
+def _optional_address(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    return None if value is None else _address(ctx, param, value)
 
 
 main.add_command(keystore_cli.keys)
@@ -273,6 +287,218 @@ async def _run_hub(
                     continue
                 server.reload(policy=new_policy, trust=new_trust)
                 log.info("reloaded %s and the trust store", policy_path)
+
+
+@main.command()
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    required=True,
+    callback=_address,
+    help="Where to accept connections: plain ones at the client end, secure ones with"
+    " --server. Port 0 picks a free one (printed on stdout).",
+)
+@click.option(
+    "--connect",
+    metavar="HOST:PORT",
+    callback=_optional_address,
+    help="Client end: the server end to carry each connection to.",
+)
+@click.option("--server", is_flag=True, help="Be the server end: authenticate, then --forward.")
+@click.option(
+    "--forward",
+    metavar="HOST:PORT",
+    callback=_optional_address,
+    help="Server end: the service to connect each admitted peer to.",
+)
+@click.option(
+    "--identity", "identity_name", metavar="NAME", required=True, help="This end's identity."
+)
+@click.option(
+    "--expect",
+    metavar="PEER",
+    help="Client end: insist that the server end is this pinned or certified name.",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Server end: admit only peers a rule of this policy is about (docs/policy.md);"
+    " without it, every peer the keystore trusts is admitted.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Connections carried at once; more are refused.",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HANDSHAKE_TIMEOUT,
+    show_default=True,
+    help="Seconds a handshake may take.",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_CONNECT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the TCP connection to the far side.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM or Ctrl-C, seconds open connections get to finish before they are cut.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@keystore_cli.passphrase_file_option
+@keystore_cli.home_option
+def tunnel(
+    *,
+    listen: tuple[str, int],
+    connect: tuple[str, int] | None,
+    server: bool,
+    forward: tuple[str, int] | None,
+    identity_name: str,
+    expect: str | None,
+    policy_path: Path | None,
+    max_connections: int,
+    handshake_timeout: float,
+    connect_timeout: float,
+    drain_timeout: float,
+    log_level: str,
+    passphrase_file: Path | None,
+    home: Path | None,
+) -> None:
+    """Carry plain TCP connections over authenticated, encrypted streams (like spiped).
+
+    \b
+    Client end, next to an application that cannot be changed:
+      securesess tunnel --listen 127.0.0.1:6380 --connect db.internal:7380 \\
+                        --identity api --expect db
+    Server end, next to the service:
+      securesess tunnel --server --listen 0.0.0.0:7380 --forward 127.0.0.1:6379 \\
+                        --identity db --policy tunnel.toml
+
+    The server end connects to the service only for a peer that completed
+    the handshake and that the keystore's trust (and --policy) admits. Each
+    connection ends with one log line on stderr: peer, bytes, duration,
+    outcome. SIGHUP reloads the trust store and the policy, cutting
+    connections of peers no longer admitted; SIGTERM or Ctrl-C stops
+    accepting and lets open connections finish (--drain-timeout); a second
+    one cuts them at once.
+    """
+    if server:
+        if forward is None:
+            raise click.UsageError("--server needs --forward HOST:PORT")
+        if connect is not None or expect is not None:
+            raise click.UsageError("--connect and --expect are for the client end, not --server")
+    else:
+        if connect is None:
+            raise click.UsageError("give --connect HOST:PORT, or --server with --forward")
+        if forward is not None or policy_path is not None:
+            raise click.UsageError("--forward and --policy are for the server end (--server)")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        identity = keystore_cli.unlock_identity(home, identity_name, passphrase_file)
+        trust = Keystore.open(home).trust()
+        policy = None if policy_path is None else Policy.load(policy_path, trust=trust)
+    except (KeystoreError, PolicyError, ValueError) as exc:
+        keystore_cli.fail(str(exc))
+    end: TunnelServer | TunnelClient
+    if forward is not None:
+        end = TunnelServer(
+            forward,
+            identity=identity,
+            trust=trust,
+            policy=policy,
+            max_connections=max_connections,
+            handshake_timeout=handshake_timeout,
+            connect_timeout=connect_timeout,
+        )
+    else:
+        assert connect is not None
+        end = TunnelClient(
+            connect,
+            identity=identity,
+            trust=trust,
+            expect=expect,
+            max_connections=max_connections,
+            handshake_timeout=handshake_timeout,
+            connect_timeout=connect_timeout,
+        )
+    try:
+        trio.run(_run_tunnel, end, listen, policy_path, home, drain_timeout)
+    except OSError as exc:
+        keystore_cli.fail(f"cannot listen on {listen[0]}:{listen[1]}: {exc}")
+
+
+async def _run_tunnel(
+    end: TunnelServer | TunnelClient,
+    listen: tuple[str, int],
+    policy_path: Path | None,
+    home: Path | None,
+    drain_timeout: float,
+) -> None:
+    log = logging.getLogger("securesess.tunnel")
+    host, port = listen
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serve(task_status: trio.TaskStatus[object]) -> None:
+                await end.serve(port, host=host, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop waiting for signals
+
+            await nursery.start(serve)
+            who = end.identity.name or "this end"
+            if isinstance(end, TunnelServer):
+                carrying = f"forwarding to {format_address(*end.forward)}"
+            else:
+                carrying = f"tunnelling to {format_address(*end.connect)}"
+            click.echo(
+                f"listening on {format_address(host, end.port)} as {who}"
+                f" ({end.identity.fingerprint}), {carrying}"
+            )
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _reload_tunnel(end, policy_path, home, log)
+                elif not end.draining:
+                    log.info("%s: draining", signal.Signals(signum).name)
+                    nursery.start_soon(end.drain, drain_timeout)
+                else:
+                    log.info("%s again: cutting every connection", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+
+
+def _reload_tunnel(
+    end: TunnelServer | TunnelClient,
+    policy_path: Path | None,
+    home: Path | None,
+    log: logging.Logger,
+) -> None:
+    try:
+        trust = Keystore.open(home).trust()
+        policy = None if policy_path is None else Policy.load(policy_path, trust=trust)
+    except (KeystoreError, PolicyError) as exc:
+        log.error("reload failed, keeping the old trust and policy: %s", exc)
+        return
+    if isinstance(end, TunnelServer):
+        end.reload(policy=policy, trust=trust)
+    else:
+        end.reload(trust=trust)
+    log.info("reloaded the trust store%s", "" if policy_path is None else f" and {policy_path}")
 
 
 @main.group()

@@ -45,7 +45,7 @@ from securesess._records import CloseCode
 from securesess._serve import SecureListener, serve_secure
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import ProtocolViolation
-from securesess.policy import Grant, Policy, Right
+from securesess.policy import Grant, Policy, Right, readmission
 
 __all__ = ["DEFAULT_MAX_BACKLOG", "Hub", "serve_hub"]
 
@@ -735,17 +735,7 @@ class Hub:
                 log.warning("policy %s: %s", policy.source, problem)
         for connection in list(self._connections):
             peer = connection.peer
-            try:
-                now = self._trust.verify(peer.public_key, peer.certificate)
-            except UntrustedPeerError as exc:
-                self._disconnect(connection, f"no longer trusted: {exc}")
-                continue
-            if (now.name, now.groups) != (peer.name, peer.groups):
-                # Re-pinned under another name or groups: the members of its
-                # sessions know it as it was, so it must come back as it is.
-                self._disconnect(connection, "its name or groups changed; reconnect")
-                continue
-            refusal = self._policy.refusal(peer)
+            refusal = readmission(peer, self._trust, self._policy)
             if refusal is not None:
                 self._disconnect(connection, refusal)
                 continue

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, final
 
-from keystore import Peer, TrustStore, decode_key, fingerprint
+from keystore import Peer, TrustStore, UntrustedPeerError, decode_key, fingerprint
 from securesess._hubwire import check_session_name
 from securesess.errors import PolicyError
 
-__all__ = ["Grant", "Policy", "Right", "Rule"]
+__all__ = ["Grant", "Policy", "Right", "Rule", "readmission"]
 
 
 class Right(enum.StrEnum):
@@ -310,3 +310,21 @@ class Policy:
             rules = ", ".join(repr(name) for name in about)
             return f"{base}: the rules about it ({rules}) do not cover that session"
         return f"{base}: no rule of the policy is about it"
+
+
+def readmission(
+    peer: Peer, trust: TrustStore, policy: Policy | None, *, service: str = "hub"
+) -> str | None:
+    """Why ``peer``, admitted earlier, must go now that ``trust`` or ``policy`` changed.
+
+    None if it may stay. A peer re-pinned under another name or other groups
+    must reconnect, since what others know of it (and the rules that matched
+    it) came from what it was.
+    """
+    try:
+        now = trust.verify(peer.public_key, peer.certificate)
+    except UntrustedPeerError as exc:
+        return f"no longer trusted: {exc}"
+    if (now.name, now.groups) != (peer.name, peer.groups):
+        return "its name or groups changed; reconnect"
+    return None if policy is None else policy.refusal(peer, service=service)
