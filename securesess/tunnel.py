@@ -274,15 +274,14 @@ class _TunnelEnd:
         self._accepting = trio.CancelScope()
         self._everything = trio.CancelScope()
         self._draining = False
-        self._listeners: list[trio.SocketListener] = []
+        self._port: int | None = None
 
     @property
     def port(self) -> int:
         """The port of the first listener (useful after ``port=0``)."""
-        if not self._listeners:
+        if self._port is None:
             raise RuntimeError("this tunnel end is not serving")
-        port: int = self._listeners[0].socket.getsockname()[1]
-        return port
+        return self._port
 
     @property
     def draining(self) -> bool:
@@ -306,12 +305,13 @@ class _TunnelEnd:
 
         Cancelling cuts every connection at once; :meth:`drain` lets them end.
         """
-        self._listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+        self._port = listeners[0].socket.getsockname()[1]
         with self._everything:
             async with trio.open_nursery() as connections:
                 with self._accepting:
                     async with trio.open_nursery() as accepting:
-                        await accepting.start(self._serve_listeners, self._listeners, connections)
+                        await accepting.start(self._serve_listeners, listeners, connections)
                         task_status.started(self)
 
     async def _serve_listeners(
