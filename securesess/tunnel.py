@@ -51,7 +51,9 @@ from typing import Final, final
 
 import trio
 
+from handshake import NoiseProtocol
 from keystore import Identity, Peer, TrustStore
+from securesess._protocols import server_protocols
 from securesess._records import REKEY_AFTER_RECORDS, CloseCode
 from securesess._serve import (
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
@@ -447,6 +449,24 @@ class _TunnelEnd:
         connection.report()
 
 
+def _client_finishes(protocol: str | Sequence[str] | None, *, with_psk: bool) -> tuple[str, ...]:
+    """The protocols among ``protocol`` whose last handshake message the client sends.
+
+    Only that message proves the client is live: in IK the server's part
+    ends with its own reply, so a replayed first message would pass for the
+    client and make the server end dial the backend for nobody.
+    """
+    allowed = server_protocols(protocol, with_psk=with_psk)
+    live = tuple(name for name in allowed if len(NoiseProtocol.parse(name).pattern.messages) % 2)
+    if protocol is not None and live != allowed:
+        refused = ", ".join(name for name in allowed if name not in live)
+        raise ValueError(
+            f"a tunnel's server end needs a handshake the client finishes, such as XX: "
+            f"not {refused}, where a replayed first message would pass for the client"
+        )
+    return live
+
+
 @final
 class TunnelServer(_TunnelEnd):
     """The server end: authenticates each peer, then connects it to ``forward``.
@@ -478,6 +498,7 @@ class TunnelServer(_TunnelEnd):
         self.forward: Final = forward
         self.identity: Final = identity
         self._policy = policy
+        protocol = _client_finishes(protocol, with_psk=psk is not None)
         self._secure_listeners: list[SecureListener] = []
         self._make_listener = partial(
             SecureListener,

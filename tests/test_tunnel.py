@@ -10,7 +10,7 @@ import trio
 
 from keystore import Identity
 from securesess import open_secure_stream
-from securesess.errors import PeerRejected
+from securesess.errors import NegotiationFailed, PeerRejected
 from securesess.tunnel import TunnelClient, TunnelServer
 from tests.tunnels import (
     Backend,
@@ -465,3 +465,22 @@ async def test_bad_settings_are_refused_up_front() -> None:
         )
     with pytest.raises(RuntimeError, match="not serving"):
         _ = TunnelClient(("127.0.0.1", 1), identity=identity, trust=world.client_trust).port
+
+
+async def test_the_server_end_only_speaks_handshakes_the_client_finishes() -> None:
+    """In IK the server's part ends with its own reply: a replayed first message
+    would pass for the client, so the server end would dial the backend for nobody."""
+    world, backend = TunnelWorld(), Backend()
+    ik = "Noise_IK_25519_AESGCM_SHA256"
+    with pytest.raises(ValueError, match=r"not Noise_IK_.*a replayed first message"):
+        TunnelServer(("127.0.0.1", 1), identity=world.db, trust=world.server_trust, protocol=ik)
+    async with trio.open_nursery() as nursery:
+        await backend.start(nursery)
+        server = await world.start_server(nursery, backend.port)
+        with pytest.raises(NegotiationFailed):
+            await open_secure_stream(
+                "127.0.0.1", server.port, identity=world.api, trust=world.client_trust,
+                expect=world.db.public_key, protocol=ik,
+            )  # fmt: skip
+        nursery.cancel_scope.cancel()
+    assert backend.accepted == 0
