@@ -11,7 +11,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 def _run(name: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, EXAMPLES / name], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, EXAMPLES / name], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stderr == ""
     return result.stdout.splitlines()
@@ -46,3 +46,25 @@ def test_api_db_session() -> None:
     assert "db: currency is now 'EUR'" in lines
     assert "api: db answered 'balance: 1024.00'" in lines
     assert lines[-1] == "db: api left"
+
+
+def test_http_h11() -> None:
+    lines = _run("http_h11.py")
+    assert "client: GET / -> 200 hello from db" in lines
+    assert "client: POST /echo -> 200 ping over HTTP" in lines
+    assert "client: GET /missing -> 404 no such page" in lines
+    # Keep-alive: all three requests arrive on the one connection.
+    assert "server: api sent GET /missing (request 3 on this connection)" in lines
+
+
+def test_tunnel() -> None:
+    lines = _run("tunnel.py")
+    assert any(line.startswith("server end: listening on 127.0.0.1:") for line in lines)
+    assert "app: fetched 'hello through the tunnel\\n'" in lines
+    assert "stranger: refused (ConnectionResetError)" in lines
+    log = [line for line in lines if line.startswith("server end log:")]
+    assert len(log) == 2
+    assert " peer=app " in log[0]
+    assert log[0].endswith("outcome=closed")
+    assert "outcome=refused" in log[1]
+    assert "is not pinned" in log[1]
