@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket as stdlib_socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
-from keystore import Identity, TrustStore
+from keystore import Identity, Peer, TrustStore
 from securesess._records import REKEY_AFTER_RECORDS
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 
@@ -25,11 +25,13 @@ def wrap_socket(
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     rekey_after_records: int = REKEY_AFTER_RECORDS,
+    authorize: Callable[[Peer], str | None] | None = None,
 ) -> SecureStream:
     """A SecureStream over a connected stdlib stream socket (TCP or Unix).
 
     The SecureStream takes ownership: the socket is switched to non-blocking
     mode and closed with the stream. The handshake runs on first use.
+    Options are those of :class:`SecureStream`.
 
     Raises:
         ValueError: ``sock`` is not a stream socket.
@@ -47,4 +49,5 @@ def wrap_socket(
         psk=psk,
         handshake_timeout=handshake_timeout,
         rekey_after_records=rekey_after_records,
+        authorize=authorize,
     )

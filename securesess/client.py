@@ -513,6 +513,9 @@ class HubConnection:
                 reply.settles = join
             raise
         if reply.error is not None:
+            if isinstance(reply.error, SessionError):
+                # Every session request names its session first.
+                reply.error.session = fields[0]
             raise reply.error
         return reply.value
 

@@ -138,6 +138,7 @@ async def test_variables_compare_and_set(world: HubWorld) -> None:
         with pytest.raises(VersionConflict, match="at version 1, not 0") as conflict:
             await db_s.set("leader", b"db", expect_version=0)
         assert conflict.value.version == 1
+        assert conflict.value.session == "orders"
         assert api_s.get("leader") == (b"api", 1)
         with trio.fail_after(5):
             async for event in db_s:
@@ -166,8 +167,11 @@ async def test_joining_errors_are_typed_and_precise(world: HubWorld) -> None:
         session = await api.join("orders", create=True)
         with pytest.raises(AlreadyMember):
             await api.join("orders")
-        with pytest.raises(AccessDenied, match=r"rules about it \('services'\) do not cover"):
+        with pytest.raises(
+            AccessDenied, match=r"rules about it \('services'\) do not cover"
+        ) as denied:
             await api.join("billing", create=True)
+        assert denied.value.session == "billing"
         await session.leave()
         with pytest.raises(NotMember):
             await session.send(b"after leaving")

@@ -15,6 +15,7 @@ import trio
 
 from keystore import TrustStore
 from securesess import (
+    HandshakeFailed,
     NegotiationFailed,
     PeerRejected,
     SecureListener,
@@ -173,6 +174,32 @@ async def test_wrap_socket_on_connected_tcp_sockets() -> None:
         assert await client.receive_some() == b"existing socket, now encrypted"
         await client.aclose()
         await server.aclose()
+
+
+async def test_wrap_socket_takes_an_access_check() -> None:
+    ids = Identities()
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = wrap_socket(left, identity=ids.client, trust=ids.client_trust)
+    server = wrap_socket(
+        right,
+        identity=ids.server,
+        trust=ids.server_trust,
+        server_side=True,
+        authorize=lambda peer: f"{peer.name} is off duty",
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(_refused, server.do_handshake))
+            with pytest.raises(PeerRejected, match="is off duty") as refused:
+                await client.do_handshake()
+    assert refused.value.code == 3
+    await client.aclose()
+    await server.aclose()
+
+
+async def _refused(handshake: Callable[[], Awaitable[None]]) -> None:
+    with pytest.raises(HandshakeFailed, match="off duty"):
+        await handshake()
 
 
 async def test_wrap_socket_refuses_datagram_sockets() -> None:
