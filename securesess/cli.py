@@ -113,8 +113,8 @@ def demo(party: str | None, home: Path | None, port: int | None) -> None:
 @click.option(
     "--round-trips",
     type=click.IntRange(min=1),
-    help="Timed 64-byte round trips per transport, after a tenth as many untimed."
-    "  [default: 10000; --quick: 200]",
+    help="Timed 64-byte round trips per transport, and per path of the tunnel test, after a"
+    " tenth as many untimed.  [default: 10000; --quick: 200]",
 )
 @click.option(
     "--idle",
@@ -122,6 +122,19 @@ def demo(party: str | None, home: Path | None, port: int | None) -> None:
     type=click.IntRange(min=1),
     help="Idle connections to open when measuring memory per connection, and idle members"
     " when measuring the hub's memory per member.  [default: 200; --quick: 20]",
+)
+@click.option(
+    "--tunnel/--no-tunnel",
+    default=True,
+    help="Also measure a tunnel: throughput and round trips to a plain TCP service through"
+    " a tunnel's client and server ends, against a direct connection.  [default: --tunnel]",
+)
+@click.option(
+    "--tunnel-bytes",
+    metavar="SIZE",
+    callback=_byte_size,
+    help="Bytes per tunnel throughput run, direct and through the tunnel, e.g. 256M."
+    "  [default: 256M; --quick: 8M]",
 )
 @click.option(
     "--hub/--no-hub",
@@ -157,6 +170,8 @@ def bench(
     handshakes: int | None,
     round_trips: int | None,
     idle_connections: int | None,
+    tunnel: bool,
+    tunnel_bytes: int | None,
     hub: bool,
     hub_messages: int | None,
     hub_fanouts: int | None,
@@ -169,10 +184,13 @@ def bench(
     per second (connect, mutual authentication, close), the round-trip time
     of a 64-byte request, and memory per idle connection. Prints a table
     with SecureStream's ratios to raw TCP and to TLS, and the project's
-    targets. Then (unless --no-hub) the hub, in its own process: messages
+    targets. Then (unless --no-tunnel) a tunnel: throughput and round trips
+    from this process to a plain TCP backend, directly and through a
+    tunnel's client end and server end, each of the three in its own
+    process. Then (unless --no-hub) the hub, in its own process: messages
     per second delivered through one session of 2, 10 and 100 members
     (64-byte and 16 KiB messages), fan-out latency to 100 members, and
-    memory per idle member. Progress goes to stderr. Takes a couple of minutes.
+    memory per idle member. Progress goes to stderr. Takes a few minutes.
     """
     # Imported here so that other commands do not pay for loading the
     # benchmark (certificate building, workloads, reporting) at start-up.
@@ -188,6 +206,8 @@ def bench(
         handshakes=handshakes or base.handshakes,
         round_trips=round_trips or base.round_trips,
         idle_connections=idle_connections or base.idle_connections,
+        tunnel=tunnel,
+        tunnel_bytes=tunnel_bytes or base.tunnel_bytes,
         hub=hub,
         hub_messages=hub_messages or base.hub_messages,
         hub_fanouts=hub_fanouts or base.hub_fanouts,

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from securesess import bench
 from securesess.bench.hub import FANOUT_RECEIVERS, MEMBERS, SIZES, HubResults, Throughput
 from securesess.bench.report import METRICS, Results
+from securesess.bench.tunnel import PATHS, PROCESSES, PathResults, TunnelResults
 from securesess.cli import main
 
 TRANSPORTS = {"tcp", "tls", "noise-aesgcm", "noise-chachapoly"}
@@ -86,9 +87,59 @@ def test_quick_bench_reports_the_hub(quick_report: dict[str, Any]) -> None:
         assert target["configuration"]
 
 
-def _results(settings: bench.Settings, hub: HubResults | None) -> Results:
+def test_quick_bench_reports_the_tunnel(quick_report: dict[str, Any]) -> None:
+    tunnel = quick_report["tunnel"]
+    assert tunnel["protocol"] == "Noise_XX_25519_AESGCM_SHA256"
+    for path in PATHS:
+        results = tunnel[path]
+        for key in ("throughput_mb_s", "rtt_median_us", "rtt_p99_us"):
+            assert isinstance(results[key], float), (path, key)
+            assert results[key] > 0, (path, key, results[key])
+        assert results["rtt_median_us"] <= results["rtt_p99_us"], path
+        for key in ("throughput_cpu", "rtt_cpu"):
+            # Every process on the path, and only those, in the report's order.
+            assert list(results[key]) == list(PROCESSES[path]), (path, key)
+            for process, share in results[key].items():
+                assert 0 < share < 1.5, (path, key, process, share)
+    for key, ratio in tunnel["ratios"].items():
+        assert ratio == pytest.approx(tunnel["tunnel"][key] / tunnel["direct"][key]), key
+    assert set(tunnel["added_us"]) == {"rtt_median_us", "rtt_p99_us"}
+    for key, added in tunnel["added_us"].items():
+        assert added == pytest.approx(tunnel["tunnel"][key] - tunnel["direct"][key]), key
+
+
+def _results(
+    settings: bench.Settings, hub: HubResults | None, tunnel: TunnelResults | None = None
+) -> Results:
     values = {metric.key: dict.fromkeys(TRANSPORTS, 1.0) for metric in METRICS}
-    return Results(settings, values, hub)
+    return Results(settings, values, hub, tunnel)
+
+
+def test_the_table_shows_the_tunnel_rows() -> None:
+    direct = PathResults(
+        throughput_mb_s=2000.0,
+        rtt_median_us=100.0,
+        rtt_p99_us=250.0,
+        throughput_cpu={"application": 0.9, "backend": 0.8},
+        rtt_cpu={"application": 0.5, "backend": 0.5},
+    )
+    tunnel = PathResults(
+        throughput_mb_s=500.0,
+        rtt_median_us=400.0,
+        rtt_p99_us=200.0,
+        throughput_cpu=dict.fromkeys(PROCESSES["tunnel"], 0.45),
+        rtt_cpu=dict.fromkeys(PROCESSES["tunnel"], 0.3),
+    )
+    lines = _results(bench.QUICK, None, TunnelResults(direct, tunnel)).table().splitlines()
+    assert any(line.startswith("Tunnel: ") for line in lines)
+    rows = {line.split("  ")[0].strip(): line.split() for line in lines if "  " in line}
+    assert rows["throughput (MB/s)"][-4:] == ["2000", "500", "0.25x", "-"]
+    assert rows["RTT median (us)"][-4:] == ["100", "400", "4.00x", "+300"]
+    # Noise can make the tunnel's p99 the lower one; the sign says so.
+    assert rows["RTT p99 (us)"][-4:] == ["250", "200", "0.80x", "-50.0"]
+    assert rows["CPU"] == ["CPU", "application", "client", "end", "server", "end", "backend"]
+    assert rows["throughput, direct"][-4:] == ["90%", "-", "-", "80%"]
+    assert rows["round trips, tunnel"][-4:] == ["30%", "30%", "30%", "30%"]
 
 
 def test_the_table_shows_the_hub_rows_and_its_targets() -> None:
@@ -114,7 +165,7 @@ def test_the_table_shows_the_hub_rows_and_its_targets() -> None:
     assert "198,000/s (100 members x 64 bytes) met" in table
 
 
-def test_no_hub_skips_the_hub_and_the_hub_options_reach_the_settings(
+def test_no_hub_and_no_tunnel_skip_them_and_their_options_reach_the_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[bench.Settings] = []
@@ -125,13 +176,17 @@ def test_no_hub_skips_the_hub_and_the_hub_options_reach_the_settings(
 
     monkeypatch.setattr(bench, "run", run)
     arguments = ["bench", "--quick", "--hub-messages", "123", "--fanouts", "7", "--no-hub"]
+    arguments += ["--tunnel-bytes", "3M", "--no-tunnel"]
     result = CliRunner().invoke(main, [*arguments, "--json"])
     assert result.exit_code == 0, result.output
     (settings,) = seen
     assert (settings.hub, settings.hub_messages, settings.hub_fanouts) == (False, 123, 7)
+    assert (settings.tunnel, settings.tunnel_bytes) == (False, 3 << 20)
     report = json.loads(result.stdout)
     assert report["hub"] is None
+    assert report["tunnel"] is None
     assert all(target["transport"] != "hub" for target in report["targets"])
     table = CliRunner().invoke(main, arguments)
     assert table.exit_code == 0, table.output
     assert "Hub" not in table.stdout
+    assert "Tunnel" not in table.stdout

@@ -3,7 +3,9 @@
 One run measures, for each transport, bulk throughput (across two
 processes), handshakes per second, the round-trip time of a small request,
 and memory per idle connection; see :mod:`securesess.bench.workloads`. Then,
-unless ``Settings.hub`` is false, messages per second through the hub,
+unless ``Settings.tunnel`` is false, throughput and round trips to a plain
+TCP service directly and through a tunnel; see :mod:`securesess.bench.tunnel`.
+Then, unless ``Settings.hub`` is false, messages per second through the hub,
 fan-out latency and memory per idle member; see :mod:`securesess.bench.hub`.
 :mod:`securesess.bench.report` prints the results beside the project's
 targets. The ``securesess`` command imports this package only when asked to
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from securesess.bench import hub, workloads
+from securesess.bench import hub, tunnel, workloads
 from securesess.bench.report import HANDSHAKES, IDLE, RTT_MEDIAN, RTT_P99, THROUGHPUT, Results
 from securesess.bench.transports import LABELS, TRANSPORTS, load_transport, write_credentials
 from securesess.bench.workloads import FULL, QUICK, BenchError, Settings
@@ -52,8 +54,9 @@ async def _measure(
     for name in TRANSPORTS:
         progress(f"{LABELS[name]}: idle memory")
         values[IDLE.key][name] = await workloads.idle_memory(name, credentials, settings)
+    tunnel_results = await tunnel.measure(settings, progress) if settings.tunnel else None
     hub_results = await hub.measure(credentials, settings, progress) if settings.hub else None
-    return Results(settings, values, hub_results)
+    return Results(settings, values, hub_results, tunnel_results)
 
 
 def _keep_best(

@@ -65,12 +65,9 @@ Only the hub's side counts; the clients are elsewhere, as they would be.
 from __future__ import annotations
 
 import contextlib
-import gc
-import json
 import math
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -79,18 +76,18 @@ from pathlib import Path
 from typing import Any, Final
 
 import trio
-import trio.testing
 
 from keystore import Identity, TrustStore
 from securesess.bench.transports import HOST
 from securesess.bench.workloads import (
     IDLE_WARM_UP,
     SLACK,
-    WORKER,
     BenchError,
     JsonLines,
     Settings,
-    rss_bytes,
+    WorkerProcess,
+    answer_commands,
+    worker_process,
 )
 from securesess.client import HubConnection, Session, connect_hub
 from securesess.events import MemberJoined, Message
@@ -232,10 +229,8 @@ async def serve(
 ) -> None:
     """Worker side: run a hub until stdin ends, answering the parent's commands.
 
-    Reports ``{"port": ...}`` once listening. Then each command line is
-    answered with one report: ``{"cpu": true}`` with ``{"cpu": seconds}``
-    (this process's CPU time), ``{"rss": true}`` with ``{"rss": bytes}``
-    once every task is blocked (queues drained) and after a collection.
+    Reports ``{"port": ...}`` once listening, then answers each command
+    line with one report (:func:`workloads.answer_commands`).
     """
     trust = TrustStore()
     for member in _member_identities(credentials):
@@ -254,56 +249,17 @@ async def serve(
             )
         )
         report({"port": hub.port})
-        while (command := await commands.next_or_none()) is not None:
-            if command.get("cpu"):
-                report({"cpu": time.process_time()})
-            elif command.get("rss"):
-                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-                gc.collect()
-                report({"rss": rss_bytes()})
-            else:
-                raise BenchError(f"unknown hub command {command!r}")
+        await answer_commands(commands, report)
         nursery.cancel_scope.cancel()
 
 
-@dataclass(slots=True)
-class _HubProcess:
-    port: int
-    _commands: trio.abc.SendStream
-    _reports: JsonLines
-
-    async def _ask(self, what: str) -> float:
-        await self._commands.send_all(json.dumps({what: True}).encode() + b"\n")
-        value: float = (await self._reports.next())[what]
-        return value
-
-    async def cpu(self) -> float:
-        return await self._ask("cpu")
-
-    async def rss(self) -> int:
-        return int(await self._ask("rss"))
-
-
-@contextlib.asynccontextmanager
-async def _hub_process(credentials: Path) -> AsyncIterator[_HubProcess]:
+def _hub_process(credentials: Path) -> contextlib.AbstractAsyncContextManager[WorkerProcess]:
     """A hub in a worker process, for the duration of the block.
 
     The caller's deadline bounds it; the worker gets a generous one of its
     own in case this process is gone.
     """
-    job = {"job": "hub", "credentials": str(credentials), "timeout": 3600}
-    async with trio.open_nursery() as nursery:
-        worker: trio.Process = await nursery.start(
-            partial(trio.run_process, WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        )
-        assert worker.stdin is not None
-        assert worker.stdout is not None
-        async with worker.stdin:
-            await worker.stdin.send_all(json.dumps(job).encode() + b"\n")
-            reports = JsonLines(worker.stdout)
-            port = (await reports.next())["port"]
-            yield _HubProcess(port, worker.stdin, reports)
-        # stdin closed: the worker stops its hub and exits; run_process checks it.
+    return worker_process({"job": "hub", "credentials": str(credentials), "timeout": 3600})
 
 
 # -- the members' side (here) ------------------------------------------------------------
@@ -421,7 +377,7 @@ async def _broadcast(sender: Session, receivers: Sequence[Session], count: int, 
 
 
 async def _throughput(
-    hub: _HubProcess, sessions: Sequence[Session], size: int, broadcasts: int
+    hub: WorkerProcess, sessions: Sequence[Session], size: int, broadcasts: int
 ) -> Throughput:
     members = len(sessions)
     sender, *receivers = sessions
@@ -442,7 +398,7 @@ async def _throughput(
 
 
 async def _fanout(
-    hub: _HubProcess, sessions: Sequence[Session], samples: int
+    hub: WorkerProcess, sessions: Sequence[Session], samples: int
 ) -> tuple[list[float], float, float]:
     """Milliseconds from send until the last receiver has the message, per sample;
     and the CPU milliseconds per sample of the hub and of this process."""

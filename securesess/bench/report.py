@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from dataclasses import dataclass
 from typing import Final
 
 from securesess.bench.hub import FANOUT_RECEIVERS, SENDER_TASKS, SIZES, HubResults
 from securesess.bench.transports import LABELS, NOISE, TRANSPORTS
+from securesess.bench.tunnel import PATHS, PROCESSES, PROTOCOL, TunnelResults
 from securesess.bench.workloads import Settings
 
 __all__ = ["HUB_TARGETS", "METRICS", "TARGETS", "HubTarget", "Metric", "Results", "Target"]
@@ -105,11 +107,12 @@ def _number(value: float) -> str:
 @dataclass(frozen=True, slots=True)
 class Results:
     """Measured values: ``values[metric key][transport name]``, and the hub's
-    results unless the run skipped the hub."""
+    and the tunnel's results unless the run skipped them."""
 
     settings: Settings
     values: dict[str, dict[str, float]]
     hub: HubResults | None = None
+    tunnel: TunnelResults | None = None
 
     def beyond_tcp(self) -> dict[str, float]:
         """Idle memory per connection beyond raw TCP's, per transport, in KiB."""
@@ -138,6 +141,7 @@ class Results:
                     for name in NOISE
                     for baseline in _BASELINES
                 },
+                "tunnel": None if self.tunnel is None else _tunnel_json(self.tunnel),
                 "hub": None if self.hub is None else _hub_json(self.hub),
                 "targets": [
                     {
@@ -241,6 +245,8 @@ class Results:
                     f"{LABELS[name]} {shown} {'met' if target.met(value) else 'MISSED'}"
                 )
             lines.append(f"target: {target.text}: {', '.join(verdicts)}")
+        if self.tunnel is not None:
+            lines += ["", *_tunnel_table(self.tunnel, settings)]
         if self.hub is not None:
             lines += ["", *_hub_table(self.hub, settings)]
             for hub_target, value, configuration in self._hub_targets():
@@ -314,4 +320,92 @@ def _hub_table(results: HubResults, settings: Settings) -> list[str]:
         "seconds per second of the run (100% = one core busy); the side near 100% set the pace.",
         "Fan-out: send to the last member's receive. Idle memory: RSS growth of the hub alone.",
         "",
+    ]
+
+
+# The tunnel's rows: a label, then (attribute of PathResults, is it a latency).
+_TUNNEL_ROWS: Final = (
+    ("throughput (MB/s)", "throughput_mb_s", False),
+    ("RTT median (us)", "rtt_median_us", True),
+    ("RTT p99 (us)", "rtt_p99_us", True),
+)
+# Processes on any path, in the order of the CPU columns.
+_TUNNEL_PROCESSES: Final = PROCESSES["tunnel"]
+
+
+def _tunnel_json(results: TunnelResults) -> dict[str, object]:
+    def value(path: str, key: str) -> float:
+        number: float = getattr(results.path(path), key)
+        return number
+
+    return {
+        "protocol": PROTOCOL,
+        **{
+            path: {
+                **{key: value(path, key) for _, key, _ in _TUNNEL_ROWS},
+                "throughput_cpu": dict(results.path(path).throughput_cpu),
+                "rtt_cpu": dict(results.path(path).rtt_cpu),
+            }
+            for path in PATHS
+        },
+        "ratios": {key: value("tunnel", key) / value("direct", key) for _, key, _ in _TUNNEL_ROWS},
+        "added_us": {
+            key: value("tunnel", key) - value("direct", key)
+            for _, key, latency in _TUNNEL_ROWS
+            if latency
+        },
+    }
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _number(abs(value))
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """The first column left-aligned, the others right-aligned, two spaces apart."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(
+            f"{cell:<{width}}" if column == 0 else f"{cell:>{width}}"
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _tunnel_table(results: TunnelResults, settings: Settings) -> list[str]:
+    direct, tunnel = results.direct, results.tunnel
+    figures: list[tuple[str, ...]] = [("", "direct", "tunnel", "tunnel/direct", "added")]
+    for label, key, latency in _TUNNEL_ROWS:
+        before, after = getattr(direct, key), getattr(tunnel, key)
+        added = _signed(after - before) if latency else "-"
+        figures.append((label, _number(before), _number(after), f"{after / before:.2f}x", added))
+    cpu: list[tuple[str, ...]] = [("CPU", *_TUNNEL_PROCESSES)]
+    for workload, attribute in (("throughput", "throughput_cpu"), ("round trips", "rtt_cpu")):
+        for path in PATHS:
+            shares: dict[str, float] = getattr(results.path(path), attribute)
+            cpu.append(
+                (
+                    f"{workload}, {path}",
+                    *(
+                        f"{shares[name]:.0%}" if name in shares else "-"
+                        for name in _TUNNEL_PROCESSES
+                    ),
+                )
+            )
+    return [
+        *textwrap.wrap(
+            "Tunnel: the application (this process) and a plain TCP backend, connected "
+            "directly or through the tunnel's client end and server end "
+            f"({PROTOCOL} between them); best of {settings.repeat} interleaved round(s) of "
+            f"{_size(settings.tunnel_bytes)}, {settings.round_trips} round trips of 64 bytes.",
+            width=90,
+        ),
+        *_aligned(figures),
+        "",
+        *_aligned(cpu),
+        "",
+        "Backend, client end and server end: a worker process each, sharing the machine's cores.",
+        "Throughput: from the backend's go signal until it confirms every byte. CPU: each",
+        "process's CPU seconds per second of the best run (100% = one core busy).",
     ]

@@ -10,6 +10,13 @@ one JSON object per line:
   reported as ``{"kib": ...}``.
 * ``{"job": "hub", "credentials", "timeout"}``: a hub, until stdin ends; the
   lines after the job are commands (:func:`securesess.bench.hub.serve`).
+* ``{"job": "tunnel-backend", "timeout"}``: the tunnel benchmark's backend,
+  until stdin ends, also taking commands
+  (:func:`securesess.bench.tunnel.serve_backend`).
+* ``{"job": "tunnel-server" or "tunnel-client", "timeout", "port", "name",
+  "key", "peer", "peer_key"}``: a tunnel end, likewise
+  (:func:`securesess.bench.tunnel.serve_end`). Its private key comes here,
+  on stdin, rather than on the command line, where any user could read it.
 
 The parent kills a worker that outlives its deadline; the worker's own
 ``timeout`` makes it give up too, should the parent be gone.
@@ -25,7 +32,7 @@ from typing import Any
 
 import trio
 
-from securesess.bench import hub, workloads
+from securesess.bench import hub, tunnel, workloads
 from securesess.bench.transports import load_transport
 
 
@@ -35,7 +42,7 @@ def _report(report: dict[str, Any]) -> None:
 
 async def _run() -> None:
     # Read stdin through Trio, not sys.stdin, whose buffer could swallow the
-    # hub job's commands that follow the job line.
+    # commands that follow the job line (hub and tunnel jobs).
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stdin:
         lines = workloads.JsonLines(stdin)
@@ -43,6 +50,12 @@ async def _run() -> None:
         with trio.fail_after(job["timeout"]):
             if job["job"] == "hub":
                 await hub.serve(Path(job["credentials"]), lines, _report)
+                return
+            if job["job"] == "tunnel-backend":
+                await tunnel.serve_backend(lines, _report)
+                return
+            if job["job"] in ("tunnel-server", "tunnel-client"):
+                await tunnel.serve_end(job, lines, _report)
                 return
             transport = load_transport(job["transport"], Path(job["credentials"]))
             if job["job"] == "receive":

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import trio
+import trio.testing
 
 from securesess.bench.transports import Handler, Transport, load_transport
 
@@ -39,13 +40,19 @@ __all__ = [
     "BenchError",
     "JsonLines",
     "Settings",
+    "WorkerProcess",
+    "answer_commands",
     "handshake_rate",
     "idle_kib_per_connection",
     "idle_memory",
+    "p99",
     "receive_bulk",
+    "receive_exactly",
     "round_trip_times",
     "rss_bytes",
+    "send_bulk",
     "throughput",
+    "worker_process",
 ]
 
 # Bytes per send_all, and the most a receive_some asks for.
@@ -94,6 +101,10 @@ class Settings:
     hub_messages: int
     #: Timed fan-out latency samples (a tenth as many run first, untimed).
     hub_fanouts: int
+    #: Whether to measure the tunnel against a direct connection (:mod:`securesess.bench.tunnel`).
+    tunnel: bool
+    #: Bytes per tunnel throughput run, direct and through the tunnel alike.
+    tunnel_bytes: int
 
 
 FULL: Final = Settings(
@@ -106,6 +117,8 @@ FULL: Final = Settings(
     hub=True,
     hub_messages=100_000,
     hub_fanouts=200,
+    tunnel=True,
+    tunnel_bytes=256 << 20,
 )
 QUICK: Final = Settings(
     total_bytes=32 << 20,
@@ -117,6 +130,8 @@ QUICK: Final = Settings(
     hub=True,
     hub_messages=5_000,
     hub_fanouts=20,
+    tunnel=True,
+    tunnel_bytes=8 << 20,
 )
 
 
@@ -146,7 +161,7 @@ async def _connect_accepted(
     return stream
 
 
-async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
+async def receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
     """``size`` bytes, or b"" if the stream ends cleanly before the first."""
     data = bytearray()
     while len(data) < size:
@@ -187,6 +202,79 @@ class JsonLines:
         return report
 
 
+@dataclass(slots=True)
+class WorkerProcess:
+    """A worker serving something on ``port``, answering the parent's questions.
+
+    Each question is a command line on the worker's stdin, answered by one
+    report (:func:`answer_commands`).
+    """
+
+    port: int
+    _commands: trio.abc.SendStream
+    _reports: JsonLines
+
+    async def _ask(self, what: str) -> float:
+        await self._commands.send_all(json.dumps({what: True}).encode() + b"\n")
+        value: float = (await self._reports.next())[what]
+        return value
+
+    async def cpu(self) -> float:
+        """The worker's CPU time so far, in seconds."""
+        return await self._ask("cpu")
+
+    async def rss(self) -> int:
+        """The worker's resident set, in bytes, once it is idle."""
+        return int(await self._ask("rss"))
+
+
+@contextlib.asynccontextmanager
+async def worker_process(job: dict[str, Any]) -> AsyncIterator[WorkerProcess]:
+    """A worker running ``job``, for the duration of the block.
+
+    The job goes to the worker's stdin, never to its command line, where
+    other users could read any key it holds; the worker first reports
+    ``{"port": ...}``. Closing stdin at the end of the block asks the worker
+    to stop, and ``run_process`` checks that it exits cleanly. The caller's
+    deadline bounds all of it.
+    """
+    async with trio.open_nursery() as nursery:
+        worker: trio.Process = await nursery.start(
+            partial(trio.run_process, WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        )
+        assert worker.stdin is not None
+        assert worker.stdout is not None
+        async with worker.stdin:
+            await worker.stdin.send_all(json.dumps(job).encode() + b"\n")
+            reports = JsonLines(worker.stdout)
+            port = (await reports.next())["port"]
+            yield WorkerProcess(port, worker.stdin, reports)
+
+
+async def answer_commands(commands: JsonLines, report: Callable[[dict[str, Any]], None]) -> None:
+    """Worker side of :class:`WorkerProcess`: answer each command until stdin ends.
+
+    ``{"cpu": true}`` is answered with ``{"cpu": seconds}`` (this process's
+    CPU time), ``{"rss": true}`` with ``{"rss": bytes}`` once every task is
+    blocked (queues drained) and after a collection.
+    """
+    while (command := await commands.next_or_none()) is not None:
+        if command.get("cpu"):
+            report({"cpu": time.process_time()})
+        elif command.get("rss"):
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            gc.collect()
+            report({"rss": rss_bytes()})
+        else:
+            raise BenchError(f"unknown worker command {command!r}")
+
+
+def p99(samples: list[float]) -> float:
+    """The 99th percentile of ``samples``, as every round-trip figure reports it."""
+    # quantiles() needs two samples; with one, that sample is every percentile.
+    return statistics.quantiles(samples, n=100)[98] if len(samples) > 1 else samples[0]
+
+
 # -- 1. bulk throughput ----------------------------------------------------------------
 
 
@@ -217,7 +305,7 @@ async def receive_bulk(
         report({"port": port})
 
 
-async def _send_bulk(stream: trio.abc.Stream, total: int) -> None:
+async def send_bulk(stream: trio.abc.Stream, total: int) -> None:
     # Random rather than zero bytes, in case anything on the path compresses.
     chunk = os.urandom(_CHUNK)
     full, rest = divmod(total, _CHUNK)
@@ -260,7 +348,7 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
                 async with await transport.connect(port) as stream:
                     if await stream.receive_some(1) != _GO:
                         raise BenchError("the receiver did not send its go signal")
-                    await _send_bulk(stream, total)
+                    await send_bulk(stream, total)
                 result = await reports.next()
                 if result["bytes"] != total:
                     raise BenchError(f"sent {total} bytes but {result['bytes']} arrived")
@@ -309,7 +397,7 @@ async def round_trip_times(transport: Transport, settings: Settings) -> tuple[fl
     timeout = SLACK + (warm_up + timed) * _MAX_ROUND_TRIP_SECONDS
 
     async def echo(stream: trio.abc.Stream) -> None:
-        while request := await _receive_exactly(stream, _MESSAGE):
+        while request := await receive_exactly(stream, _MESSAGE):
             await stream.send_all(request)
 
     request = os.urandom(_MESSAGE)
@@ -319,13 +407,11 @@ async def round_trip_times(transport: Transport, settings: Settings) -> tuple[fl
             for index in range(warm_up + timed):
                 start = time.perf_counter_ns()
                 await stream.send_all(request)
-                if await _receive_exactly(stream, _MESSAGE) != request:
+                if await receive_exactly(stream, _MESSAGE) != request:
                     raise BenchError("the echo server answered with different bytes")
                 if index >= warm_up:
                     samples.append((time.perf_counter_ns() - start) / 1000)
-    # quantiles() needs two samples; with one, that sample is every percentile.
-    p99 = statistics.quantiles(samples, n=100)[98] if len(samples) > 1 else samples[0]
-    return statistics.median(samples), p99
+    return statistics.median(samples), p99(samples)
 
 
 # -- 4. memory per idle connection -------------------------------------------------------------
