@@ -142,6 +142,16 @@ def test_the_table_shows_the_tunnel_rows() -> None:
     assert rows["round trips, tunnel"][-4:] == ["30%", "30%", "30%", "30%"]
 
 
+def test_a_baseline_that_measured_zero_gives_no_ratio_rather_than_a_crash() -> None:
+    results = _results(bench.QUICK, None)
+    idle = next(metric for metric in METRICS if metric.key == "idle_kib_per_conn")
+    results.values[idle.key]["tcp"] = 0.0
+    assert results.ratio(idle, "noise-aesgcm", "tcp") is None
+    row = next(line for line in results.table().splitlines() if line.startswith(idle.label))
+    assert "-" in row.split()
+    assert json.loads(results.to_json())["ratios"]["noise-aesgcm/tcp"][idle.key] is None
+
+
 def test_the_table_shows_the_hub_rows_and_its_targets() -> None:
     rows = tuple(
         Throughput(members, size, 1000 * (members - 1), 0.5, 0.9, 0.8)

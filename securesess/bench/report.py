@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import textwrap
 from dataclasses import dataclass
 from typing import Final
@@ -119,13 +120,17 @@ class Results:
         idle = self.values[IDLE.key]
         return {name: idle[name] - idle["tcp"] for name in TRANSPORTS if name != "tcp"}
 
-    def ratio(self, metric: Metric, name: str, baseline: str) -> float:
-        return self.values[metric.key][name] / self.values[metric.key][baseline]
+    def ratio(self, metric: Metric, name: str, baseline: str) -> float | None:
+        """``name``'s value over ``baseline``'s; None when the baseline measured 0
+        (idle memory can, when the allocator had room to spare)."""
+        base = self.values[metric.key][baseline]
+        return self.values[metric.key][name] / base if base else None
 
     def _target_value(self, target: Target, name: str) -> float:
         if target.baseline is None:
             return self.beyond_tcp()[name]
-        return self.ratio(target.metric, name, target.baseline)
+        ratio = self.ratio(target.metric, name, target.baseline)
+        return math.nan if ratio is None else ratio  # NaN meets no target
 
     def to_json(self) -> str:
         return json.dumps(
@@ -202,7 +207,7 @@ class Results:
         for metric in METRICS:
             values = [_number(self.values[metric.key][name]) for name in TRANSPORTS]
             ratios = [
-                f"{self.ratio(metric, name, baseline):.2f}x" for name, baseline in ratio_columns
+                _times(self.ratio(metric, name, baseline)) for name, baseline in ratio_columns
             ]
             rows.append((metric.label, values + ratios))
         beyond = {"tcp": 0.0, **self.beyond_tcp()}
@@ -409,3 +414,7 @@ def _tunnel_table(results: TunnelResults, settings: Settings) -> list[str]:
         "Throughput: from the backend's go signal until it confirms every byte. CPU: each",
         "process's CPU seconds per second of the best run (100% = one core busy).",
     ]
+
+
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
