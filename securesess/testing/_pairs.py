@@ -1,4 +1,4 @@
-"""Helpers for testing code that uses securesess, in the style of trio.testing."""
+"""Connected, authenticated SecureStream pairs in memory."""
 
 from __future__ import annotations
 
