@@ -734,19 +734,38 @@ class SecureStream(trio.abc.HalfCloseableStream):
 
     # -- closing --------------------------------------------------------------------
 
-    async def abort(self, code: int, reason: str) -> None:
+    async def abort(self, code: int, reason: str, *, linger: float = 0) -> None:
         """Tell the peer why we give up (a CLOSE record), then close.
 
         The peer's next receive fails with ``BrokenResourceError`` caused by
         :class:`PeerAborted` carrying ``code`` and ``reason``.
+
+        ``linger`` > 0: after the CLOSE, half-close the transport and read
+        and discard what the peer still sends, for up to that many seconds,
+        before closing. Over TCP, closing with unread data sends a reset,
+        which can overtake the CLOSE record; lingering lets the peer read
+        the reason. It reads the transport directly: no other task may be
+        receiving on this stream.
         """
+        sent = False
         if self._status is _Status.OK and self._writer is not None and not self._send_busy.held:
             with trio.move_on_after(1):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self._transport_send(
                         self._writer.seal(RecordType.CLOSE, close_body(code, reason))
                     )
+                    sent = True
         self._end_sent = True  # no END after a CLOSE
+        if sent and linger > 0:
+            transport = self.transport_stream
+            with (
+                trio.move_on_after(linger),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                if isinstance(transport, trio.abc.HalfCloseableStream):
+                    await transport.send_eof()
+                while await transport.receive_some(_RECEIVE_SIZE):
+                    pass
         await self.aclose()
 
     async def aclose(self) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
+import resource
 import signal
 from functools import partial
 from pathlib import Path
@@ -276,23 +278,27 @@ def hub(
         keystore_cli.fail(str(exc))
     limits = {} if max_backlog is None else {"max_backlog": max_backlog}
     server = Hub(identity=identity, trust=trust, policy=policy, **limits)
-    try:
-        trio.run(_run_hub, server, listen, policy_path, home)
-    except OSError as exc:
-        keystore_cli.fail(f"cannot listen on {listen[0]}:{listen[1]}: {exc}")
+    failure = trio.run(_run_hub, server, listen, policy_path, home)
+    if failure is not None:
+        keystore_cli.fail(f"cannot listen on {format_address(*listen)}: {failure}")
 
 
 async def _run_hub(
     server: Hub, listen: tuple[str, int], policy_path: Path, home: Path | None
-) -> None:
+) -> OSError | None:
+    """Serve until stopped; the error if it cannot listen."""
     log = logging.getLogger("securesess.hub")
     host, port = listen
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(server.serve, port, host=host))
+            try:
+                await nursery.start(partial(server.serve, port, host=host))
+            except OSError as exc:
+                return exc
             who = server.identity.name or "the hub"
             click.echo(
-                f"listening on {host}:{server.port} as {who} ({server.identity.fingerprint})"
+                f"listening on {format_address(host, server.port)} as {who}"
+                f" ({server.identity.fingerprint})"
             )
             async for signum in signals:
                 if signum != signal.SIGHUP:
@@ -302,11 +308,12 @@ async def _run_hub(
                 try:
                     new_trust = Keystore.open(home).trust()
                     new_policy = Policy.load(policy_path, trust=new_trust)
-                except (KeystoreError, PolicyError) as exc:
+                except Exception as exc:  # whatever is wrong in the files, the hub goes on
                     log.error("reload failed, keeping the old policy and trust: %s", exc)
                     continue
                 server.reload(policy=new_policy, trust=new_trust)
                 log.info("reloaded %s and the trust store", policy_path)
+    return None
 
 
 @main.command()
@@ -459,10 +466,23 @@ def tunnel(
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
         )
-    try:
-        trio.run(_run_tunnel, end, listen, policy_path, home, drain_timeout)
-    except OSError as exc:
-        keystore_cli.fail(f"cannot listen on {listen[0]}:{listen[1]}: {exc}")
+    _allow_descriptors(2 * max_connections + 64)  # two sockets per carried connection
+    failure = trio.run(_run_tunnel, end, listen, policy_path, home, drain_timeout)
+    if failure is not None:
+        keystore_cli.fail(f"cannot listen on {format_address(*listen)}: {failure}")
+
+
+def _allow_descriptors(needed: int) -> None:
+    """Raise the soft limit on open files towards ``needed``, as far as the hard one allows.
+
+    The common soft limit of 1024 would refuse connections well below
+    --max-connections, with errors far from their cause.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 async def _run_tunnel(
@@ -471,7 +491,8 @@ async def _run_tunnel(
     policy_path: Path | None,
     home: Path | None,
     drain_timeout: float,
-) -> None:
+) -> OSError | None:
+    """Serve until stopped; the error if it cannot listen."""
     log = logging.getLogger("securesess.tunnel")
     host, port = listen
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
@@ -481,7 +502,10 @@ async def _run_tunnel(
                 await end.serve(port, host=host, task_status=task_status)
                 nursery.cancel_scope.cancel()  # drained: stop waiting for signals
 
-            await nursery.start(serve)
+            try:
+                await nursery.start(serve)
+            except OSError as exc:
+                return exc
             who = end.identity.name or "this end"
             if isinstance(end, TunnelServer):
                 carrying = f"forwarding to {format_address(*end.forward)}"
@@ -491,15 +515,19 @@ async def _run_tunnel(
                 f"listening on {format_address(host, end.port)} as {who}"
                 f" ({end.identity.fingerprint}), {carrying}"
             )
+            stopping = False
             async for signum in signals:
+                name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
                     _reload_tunnel(end, policy_path, home, log)
-                elif not end.draining:
-                    log.info("%s: draining", signal.Signals(signum).name)
+                elif not stopping:
+                    stopping = True
+                    log.info("%s: draining", name)
                     nursery.start_soon(end.drain, drain_timeout)
                 else:
-                    log.info("%s again: cutting every connection", signal.Signals(signum).name)
+                    log.info("%s again: cutting every connection", name)
                     nursery.cancel_scope.cancel()
+    return None
 
 
 def _reload_tunnel(
@@ -511,7 +539,7 @@ def _reload_tunnel(
     try:
         trust = Keystore.open(home).trust()
         policy = None if policy_path is None else Policy.load(policy_path, trust=trust)
-    except (KeystoreError, PolicyError) as exc:
+    except Exception as exc:  # whatever is wrong in the files, the tunnel goes on
         log.error("reload failed, keeping the old trust and policy: %s", exc)
         return
     if isinstance(end, TunnelServer):

@@ -89,8 +89,10 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 # Bytes a relay reads at once: enough for SecureStream to seal full batches
 # of records, little enough that a thousand connections stay cheap.
 _CHUNK: Final = 256 * 1024
-# How long closing may take once a connection is over (a CLOSE record, a FIN).
+# How long closing may take once a connection is over (a CLOSE record, a FIN),
+# of which up to _LINGER is spent letting the peer read a CLOSE's reason.
 _CLOSE_GRACE: Final = 2.0
+_LINGER: Final = 1.0
 _LINGER_ZERO: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
@@ -114,7 +116,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, PeerAborted):
         return exc.reason
     if isinstance(exc, OSError):
-        if exc.errno:
+        # Not exc.strerror for system errors: trio puts the address in it.
+        # A resolver error's errno is its own (negative) code, with its text.
+        if isinstance(exc, socket.gaierror) and exc.strerror:
+            return exc.strerror.lower()
+        if exc.errno and exc.errno > 0:
             return os.strerror(exc.errno).lower()
         # trio.open_tcp_stream: one OSError per address tried, in a group.
         if isinstance(exc.__cause__, BaseExceptionGroup):
@@ -147,7 +153,9 @@ class _Connection:
     started: float = field(default_factory=trio.current_time)
     up: int = 0
     down: int = 0
-    outcome: Outcome = Outcome.CLOSED
+    # None while undecided: only relays that both ended normally make it
+    # CLOSED, so any other way out (a cancel, a bug) is never a clean close.
+    outcome: Outcome | None = None
     reason: str = ""
     # The CLOSE record owed to the secure leg; None when that leg itself
     # broke (or the connection closed cleanly).
@@ -158,8 +166,13 @@ class _Connection:
         self, outcome: Outcome, reason: str, close: tuple[CloseCode, str] | None = None
     ) -> None:
         """Record how the connection ends; the first cause is the one that counts."""
-        if self.outcome is Outcome.CLOSED:
+        if self.outcome is None:
             self.outcome, self.reason, self.close = outcome, reason, close
+
+    @property
+    def going(self) -> bool:
+        """Nothing has ended it yet."""
+        return self.outcome is None
 
     def cut(self, code: CloseCode, reason: str) -> None:
         """End it from outside: shutting down, or its peer lost access."""
@@ -177,7 +190,7 @@ class _Connection:
             "up": self.up,
             "down": self.down,
             "duration": f"{trio.current_time() - self.started:.3f}",
-            "outcome": self.outcome.value,
+            "outcome": (self.outcome or Outcome.CUT).value,
         }
         if self.reason:
             fields["reason"] = self.reason
@@ -234,18 +247,30 @@ async def _relay(
 
 @contextlib.contextmanager
 def _ending(connection: _Connection) -> Iterator[None]:
-    """Make sure an end nobody planned for is not mistaken for a clean close."""
+    """Contain one connection's bugs: log them and end only that connection.
+
+    Cancellation (bare or in a group, as nurseries raise it) goes on up;
+    :meth:`_TunnelEnd._close` then sees no outcome and cuts the connection.
+    """
     try:
         yield
-    except trio.Cancelled:
-        reason = "the tunnel stopped"
-        connection.end_with(Outcome.CUT, reason, (CloseCode.SHUTTING_DOWN, reason))
-        raise
-    except Exception:
-        # One connection's bug must not take the others down with it.
-        log.exception("connection %d: unexpected error", connection.number)
-        reason = "internal error in the tunnel"
-        connection.end_with(Outcome.FAILED, reason, (CloseCode.RELAY_FAILED, reason))
+    except BaseException as exc:
+        errors: BaseException | None
+        rest: BaseException | None
+        if isinstance(exc, BaseExceptionGroup):
+            errors, rest = exc.split(Exception)
+        elif isinstance(exc, Exception):
+            errors, rest = exc, None
+        else:
+            errors, rest = None, exc
+        if errors is not None:
+            log.error("connection %d: unexpected error", connection.number, exc_info=errors)
+            reason = "internal error in the tunnel"
+            connection.end_with(Outcome.FAILED, reason, (CloseCode.RELAY_FAILED, reason))
+        if rest is exc:
+            raise
+        if rest is not None:
+            raise rest from None
 
 
 class _TunnelEnd:
@@ -309,12 +334,17 @@ class _TunnelEnd:
         """
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
         self._port = listeners[0].socket.getsockname()[1]
-        with self._everything:
-            async with trio.open_nursery() as connections:
-                with self._accepting:
-                    async with trio.open_nursery() as accepting:
-                        await accepting.start(self._serve_listeners, listeners, connections)
-                        task_status.started(self)
+        try:
+            with self._everything:
+                async with trio.open_nursery() as connections:
+                    with self._accepting:
+                        async with trio.open_nursery() as accepting:
+                            await accepting.start(self._serve_listeners, listeners, connections)
+                            task_status.started(self)
+        finally:
+            # serve_listeners closes them, unless it never got to start.
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
 
     async def _serve_listeners(
         self,
@@ -368,11 +398,15 @@ class _TunnelEnd:
             self._open.add(connection)
         return connection
 
-    def _readmit(self, policy: Policy | None) -> None:
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why the current trust (and policy) no longer admit ``peer``, if they do not."""
+        raise NotImplementedError
+
+    def _readmit(self) -> None:
         """Cut the connections whose peer the current trust or policy no longer admits."""
         for connection in list(self._open):
             if connection.peer is not None:
-                reason = readmission(connection.peer, self._trust, policy, service="tunnel")
+                reason = self._refusal(connection.peer)
                 if reason is not None:
                     connection.cut(CloseCode.ACCESS_DENIED, reason)
 
@@ -418,6 +452,7 @@ class _TunnelEnd:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(relay, nursery, upward, up)
                 nursery.start_soon(relay, nursery, downward, down)
+            connection.end_with(Outcome.CLOSED, "")  # unless a relay failed first
         finally:
             connection.up, connection.down = up[0], down[0]
 
@@ -430,6 +465,9 @@ class _TunnelEnd:
         """Close both legs in the way that tells each side how the connection ended."""
         self._open.discard(connection)
         self._closed.unpark_all()
+        if connection.going:  # cancelled from outside: the tunnel end is stopping
+            reason = "the tunnel is shutting down"
+            connection.end_with(Outcome.CUT, reason, (CloseCode.SHUTTING_DOWN, reason))
         with trio.CancelScope(shield=True):
             with trio.move_on_after(_CLOSE_GRACE):
                 if connection.outcome is Outcome.CLOSED:
@@ -441,7 +479,8 @@ class _TunnelEnd:
                     if plain is not None:
                         await _reset(plain)
                     if secure is not None and connection.close is not None:
-                        await secure.abort(*connection.close)
+                        # Linger, so that a reset cannot overtake the reason.
+                        await secure.abort(*connection.close, linger=_LINGER)
             # Whatever the grace period left undone: nothing stays open.
             for stream in (secure, plain):
                 if stream is not None:
@@ -527,7 +566,10 @@ class TunnelServer(_TunnelEnd):
                 listener.trust = trust
         if policy is not None:
             self._policy = policy
-        self._readmit(self._policy)
+        self._readmit()
+
+    def _refusal(self, peer: Peer) -> str | None:
+        return readmission(peer, self._trust, self._policy, service="tunnel")
 
     async def _serve_listeners(
         self,
@@ -566,11 +608,11 @@ class TunnelServer(_TunnelEnd):
             with _ending(connection):
                 # A reload may have run while this handshake was checked
                 # against the previous trust store or policy.
-                refusal = readmission(peer, self._trust, self._policy, service="tunnel")
+                refusal = self._refusal(peer)
                 if refusal is not None:
                     close = (CloseCode.ACCESS_DENIED, refusal)
                     connection.end_with(Outcome.REFUSED, refusal, close)
-                if connection.outcome is not Outcome.CLOSED:
+                if not connection.going:
                     return
                 # Everything from here on stops when the connection is cut.
                 with connection.scope:
@@ -612,6 +654,7 @@ class TunnelClient(_TunnelEnd):
         )
         self.connect: Final = connect
         self.identity: Final = identity
+        self._expect = bytes(expect) if isinstance(expect, bytes | bytearray) else expect
         self._make_stream = partial(
             SecureStream,
             identity=identity,
@@ -625,7 +668,16 @@ class TunnelClient(_TunnelEnd):
     def reload(self, *, trust: TrustStore) -> None:
         """Use a new trust store; cut connections to a server it no longer trusts."""
         self._trust = trust
-        self._readmit(None)
+        self._readmit()
+
+    def _refusal(self, peer: Peer) -> str | None:
+        # As SecureStream decided: a key given as expect= is a pin of its
+        # own, which only a revocation undoes.
+        if isinstance(self._expect, bytes):
+            if self._trust.is_revoked(peer.public_key):
+                return f"no longer trusted: key {peer.fingerprint} is revoked"
+            return None
+        return readmission(peer, self._trust, None, service="tunnel")
 
     async def _serve_listeners(
         self,
@@ -643,7 +695,7 @@ class TunnelClient(_TunnelEnd):
         secure: SecureStream | None = None
         try:
             with _ending(connection):
-                if connection.outcome is not Outcome.CLOSED:
+                if not connection.going:
                     return
                 # Everything from here on stops when the connection is cut.
                 with connection.scope:
@@ -652,10 +704,20 @@ class TunnelClient(_TunnelEnd):
                         reason = f"cannot reach the tunnel server at {self._target_text}: {dialled}"
                         connection.end_with(Outcome.REFUSED, reason)
                         return
-                    secure = self._make_stream(dialled, trust=self._trust)
+                    try:
+                        secure = self._make_stream(dialled, trust=self._trust)
+                    except BaseException:
+                        await trio.aclose_forcefully(dialled)
+                        raise
                     await self._handshake(connection, secure)
-                    if connection.outcome is Outcome.CLOSED:
+                    if connection.going:
                         connection.peer = secure.peer
+                        # A reload may have run while the handshake used the old trust.
+                        refusal = self._refusal(secure.peer)
+                        if refusal is not None:
+                            close = (CloseCode.ACCESS_DENIED, refusal)
+                            connection.end_with(Outcome.REFUSED, refusal, close)
+                            return
                         names = ("server", "application")
                         await self._carry(connection, secure, plain, names=names)
         finally:

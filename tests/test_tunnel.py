@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import trio
 
-from keystore import Identity
+from keystore import Identity, TrustStore
 from securesess import open_secure_stream
 from securesess.errors import NegotiationFailed, PeerRejected
 from securesess.tunnel import TunnelClient, TunnelServer
@@ -436,7 +436,9 @@ async def test_revoking_a_peer_cuts_its_open_connections(
         app = await world.open()
         await app.send_all(b"x")
         assert await app.receive_some() == b"x"
-        trust = world.server_trust
+        # A new trust store, as a reload reads one from disk.
+        trust = TrustStore()
+        trust.add_peer("api", world.api.public_key, ["services"])
         trust.revoke_key(world.api.public_key)
         server.reload(trust=trust)
         with trio.fail_after(5):
@@ -484,3 +486,127 @@ async def test_the_server_end_only_speaks_handshakes_the_client_finishes() -> No
             )  # fmt: skip
         nursery.cancel_scope.cancel()
     assert backend.accepted == 0
+
+
+async def test_stopping_a_tunnel_end_cuts_its_connections_never_ends_them_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    capture_tunnel_logs(caplog)
+    world = TunnelWorld()
+    got: list[tuple[bytes, str]] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        got.append(await outcome_of(stream))
+
+    async with trio.open_nursery() as outer:
+        backend = Backend(record)
+        await backend.start(outer)
+        async with trio.open_nursery() as server_nursery:
+            server = await world.start_server(server_nursery, backend.port)
+            await world.start_client(outer, server.port)
+            app = await world.open()
+            await app.send_all(b"half a request")
+            with trio.fail_after(5):
+                while server.connections == 0:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.1)  # both relays are now waiting for more
+            server_nursery.cancel_scope.cancel()
+        with trio.fail_after(5):
+            assert await outcome_of(app) == (b"", "reset")
+            while not got:
+                await trio.sleep(0.01)
+        outer.cancel_scope.cancel()
+    assert got == [(b"half a request", "reset")]
+    (server_line,) = tunnel_lines(caplog, "server")
+    (client_line,) = tunnel_lines(caplog, "client")
+    assert (server_line["outcome"], server_line["reason"]) == ("cut", "the tunnel is shutting down")
+    assert client_line["outcome"] == "failed"
+    assert client_line["reason"] == "server: the tunnel is shutting down"
+
+
+async def test_a_refusal_reaches_an_application_that_speaks_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server end lingers after its CLOSE, so no reset overtakes the reason."""
+    capture_tunnel_logs(caplog)
+    world = TunnelWorld()
+    with trio.socket.socket() as placeholder:
+        await placeholder.bind(("127.0.0.1", 0))
+        dead_port = placeholder.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            await world.start_server(nursery, dead_port)
+            await world.start_client(nursery)
+
+            async def talk_first() -> None:
+                app = await world.open()
+                try:
+                    await app.send_all(os.urandom(100_000))
+                    await outcome_of(app)
+                except trio.BrokenResourceError:
+                    pass
+                await app.aclose()
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as apps:
+                    for _ in range(10):
+                        apps.start_soon(talk_first)
+                while len(tunnel_lines(caplog, "client")) < 10:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    reasons = {(line["outcome"], line["reason"]) for line in tunnel_lines(caplog, "client")}
+    assert reasons == {
+        (
+            "refused",
+            "server: the service behind the tunnel is unavailable: connection refused",
+        )
+    }
+
+
+async def test_a_name_that_does_not_resolve_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    capture_tunnel_logs(caplog)
+    world = TunnelWorld()
+    async with trio.open_nursery() as nursery:
+        client = TunnelClient(
+            ("no-such-host.invalid", 7380),
+            identity=world.api,
+            trust=world.client_trust,
+            connect_timeout=5,
+        )
+        await nursery.start(partial(client.serve, 0, host="127.0.0.1"))
+        app = await trio.open_tcp_stream("127.0.0.1", client.port)
+        with trio.fail_after(10):
+            assert await outcome_of(app) == (b"", "reset")
+        nursery.cancel_scope.cancel()
+    (line,) = tunnel_lines(caplog, "client")
+    assert line["outcome"] == "refused"
+    assert line["reason"].startswith(
+        "cannot reach the tunnel server at no-such-host.invalid:7380: "
+    )
+    assert "unknown error" not in line["reason"]
+
+
+async def test_the_client_end_re_checks_its_server_on_reload() -> None:
+    world = TunnelWorld()
+    async with trio.open_nursery() as nursery:
+        backend = Backend()
+        await backend.start(nursery)
+        server = await world.start_server(nursery, backend.port)
+        by_key = await world.start_client(nursery, server.port, expect=world.db.public_key)
+        by_name = await world.start_client(nursery, server.port)
+        apps = []
+        for end in (by_key, by_name):
+            app = await trio.open_tcp_stream("127.0.0.1", end.port)
+            await app.send_all(b"x")
+            assert await app.receive_some() == b"x"
+            apps.append(app)
+        # A trust store that no longer pins db: the name no longer means
+        # anything, but a key given as expect= is a pin of its own.
+        for end in (by_key, by_name):
+            end.reload(trust=TrustStore())
+        await apps[0].send_all(b"still here")
+        assert await apps[0].receive_some() == b"still here"
+        with trio.fail_after(5):
+            assert await outcome_of(apps[1]) == (b"", "reset")
+        nursery.cancel_scope.cancel()

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from keystore import Keystore
-from tests.tunnels import Backend, parse_logfmt, read_all
+from tests.tunnels import Backend, outcome_of, parse_logfmt, read_all
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -126,6 +126,81 @@ async def test_sigterm_drains_the_open_connection_then_exits(tmp_path: Path) -> 
         "19",
         "22",
     )
+
+
+async def test_a_second_sigterm_cuts_open_connections_rather_than_ending_them(
+    tmp_path: Path,
+) -> None:
+    got: list[tuple[bytes, str]] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        got.append(await outcome_of(stream))
+
+    async with trio.open_nursery() as nursery:
+        backend = Backend(record)
+        await backend.start(nursery)
+        async with tunnel_pair(tmp_path, backend.port) as (server, client):
+            app = await trio.open_tcp_stream("127.0.0.1", client.port)
+            await app.send_all(b"half a request")
+            with trio.fail_after(10):
+                while backend.accepted == 0:
+                    await trio.sleep(0.01)
+            client.process.send_signal(signal.SIGTERM)
+            await trio.sleep(0.5)
+            code, log = await client.stop(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert await outcome_of(app) == (b"", "reset")
+                while not got:
+                    await trio.sleep(0.01)
+            await server.stop()
+        nursery.cancel_scope.cancel()
+    assert code == 0
+    assert got == [(b"half a request", "reset")]
+    assert [(line["outcome"], line["reason"]) for line in log] == [
+        ("cut", "the tunnel is shutting down")
+    ]
+
+
+async def test_a_reload_that_fails_keeps_the_tunnel_running(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        backend = Backend()
+        await backend.start(nursery)
+        async with tunnel_pair(tmp_path, backend.port) as (server, client):
+            peers = tmp_path / "db-home" / "peers.toml"
+            peers.write_text(peers.read_text() + "\nnot toml at all = = =\n")
+            server.process.send_signal(signal.SIGHUP)
+            await trio.sleep(0.5)
+            app = await trio.open_tcp_stream("127.0.0.1", client.port)
+            await app.send_all(b"still served")
+            await app.send_eof()
+            with trio.fail_after(10):
+                assert await read_all(app) == b"still servedbye"
+            assert server.process.returncode is None
+            await client.stop()
+            assert server.process.stderr is not None
+            server.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                assert await server.process.wait() == 0
+            stderr = (await read_all(server.process.stderr)).decode()
+        nursery.cancel_scope.cancel()
+    assert "reload failed, keeping the old trust and policy" in stderr
+
+
+async def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    client_home, _ = keystores(tmp_path)
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await trio.run_process(
+            [sys.executable, "-m", "securesess", "tunnel", "--listen", f"127.0.0.1:{port}",
+             "--connect", "127.0.0.1:1", "--identity", "api", "--home", str(client_home)],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines() == [
+        f"securesess: error: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+    ]
 
 
 async def test_the_command_refuses_bad_setups_in_one_line(tmp_path: Path) -> None:
