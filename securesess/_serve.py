@@ -10,6 +10,7 @@ authenticated peer, and a stalled or garbage client costs one bounded task.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, final
 
@@ -18,6 +19,12 @@ import trio
 from keystore import Identity, Peer, TrustStore
 from securesess._frames import frame
 from securesess._protocols import check_psk, server_protocols
+from securesess._ratelimit import (
+    DEFAULT_HANDSHAKE_BURST,
+    DEFAULT_HANDSHAKE_RATE,
+    HandshakeRateLimit,
+    source_of,
+)
 from securesess._records import REKEY_AFTER_RECORDS
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import HandshakeFailed
@@ -36,6 +43,8 @@ DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
 _BUSY: Final = b"\0\0" + frame(b"")
 # How long a refused connection may linger so the client reads the refusal.
 _LINGER: Final = 1.0
+# After logging a refusal, how long to stay quiet about more of the same.
+_QUIET: Final = 10.0
 
 
 @final
@@ -127,35 +136,64 @@ async def _refuse_busy(stream: SecureStream) -> None:
     await trio.aclose_forcefully(transport)
 
 
-def _log_failure(stream: SecureStream, failure: HandshakeFailed | None) -> None:
-    if failure is None:
-        log.warning("busy: refused a connection from %s", peer_address(stream))
+def _log_failure(stream: SecureStream, failure: HandshakeFailed | str) -> None:
+    if isinstance(failure, str):
+        log.warning("refused a connection from %s: %s", peer_address(stream), failure)
     else:
         log.info("handshake with %s failed: %s", peer_address(stream), failure)
+
+
+def _source(stream: SecureStream) -> str | None:
+    transport = stream.transport_stream
+    if not isinstance(transport, trio.SocketStream):
+        return None
+    try:
+        return source_of(transport.socket.getpeername())
+    except OSError:
+        return None
 
 
 def handshake_first(
     handler: Callable[[SecureStream], Awaitable[object]],
     *,
     max_concurrent_handshakes: int,
-    on_failure: Callable[[SecureStream, HandshakeFailed | None], object] = _log_failure,
+    rate_limit: HandshakeRateLimit | None = None,
+    on_failure: Callable[[SecureStream, HandshakeFailed | str], object] = _log_failure,
 ) -> Callable[[SecureStream], Awaitable[None]]:
     """A connection handler for ``trio.serve_listeners`` that handshakes first.
 
-    ``handler`` runs only once the handshake succeeded. When
-    ``max_concurrent_handshakes`` are in progress a new client is told "busy"
-    at once. ``on_failure(stream, error)`` hears of each failed handshake
-    (``error`` is None for a busy refusal) before the stream is closed.
+    ``handler`` runs only once the handshake succeeded. A client is told
+    "busy" at once, before any cryptography, when ``max_concurrent_handshakes``
+    are in progress or its source has used up its ``rate_limit``.
+    ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
+    failed handshake (``why`` the error) before the stream is closed.
     """
     if max_concurrent_handshakes < 1:
         raise ValueError("max_concurrent_handshakes must be at least 1")
     in_progress = 0
+    # One log line per source per burst of refusals, not one per connection:
+    # a flood must not turn into a flood of log lines.
+    quiet_until: dict[str | None, float] = {}
+
+    async def refuse(stream: SecureStream, why: str, source: str | None) -> None:
+        now = trio.current_time()
+        if quiet_until.get(source, -math.inf) <= now:
+            if len(quiet_until) > 4096:
+                quiet_until.clear()
+            quiet_until[source] = now + _QUIET
+            on_failure(stream, why)
+        await _refuse_busy(stream)
 
     async def handshake_then_handle(stream: SecureStream) -> None:
         nonlocal in_progress
+        source = _source(stream)
+        if rate_limit is not None and not rate_limit.allow(source):
+            limit = f"{rate_limit.rate:g}/s, bursts of {rate_limit.burst}"
+            await refuse(stream, f"busy: {source} is over its handshake rate ({limit})", source)
+            return
         if in_progress >= max_concurrent_handshakes:
-            on_failure(stream, None)
-            await _refuse_busy(stream)
+            busy = f"busy: {max_concurrent_handshakes} handshakes in progress"
+            await refuse(stream, busy, None)
             return
         in_progress += 1
         try:
@@ -185,6 +223,8 @@ async def serve_secure(
     rekey_after_records: int = REKEY_AFTER_RECORDS,
     authorize: Callable[[Peer], str | None] | None = None,
     max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
+    handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
     backlog: int | None = None,
     handler_nursery: trio.Nursery | None = None,
     task_status: trio.TaskStatus[list[SecureListener]] = trio.TASK_STATUS_IGNORED,
@@ -199,7 +239,10 @@ async def serve_secure(
     access policy does not admit. Refused and failed handshakes are logged
     on the ``securesess`` logger.
     When ``max_concurrent_handshakes`` are in progress, new clients get a
-    "busy" answer at once instead of waiting.
+    "busy" answer at once instead of waiting; so does a source (an IPv4
+    address or IPv6 /64) that starts more than ``handshake_rate`` handshakes
+    a second on average, beyond bursts of ``handshake_burst``
+    (``handshake_rate=None`` turns that limit off).
     """
 
     async def handle_then_close(stream: SecureStream) -> None:
@@ -207,8 +250,13 @@ async def serve_secure(
         with trio.move_on_after(handshake_timeout):
             await stream.aclose()
 
+    rate_limit = (
+        None if handshake_rate is None else HandshakeRateLimit(handshake_rate, handshake_burst)
+    )
     serve_one = handshake_first(
-        handle_then_close, max_concurrent_handshakes=max_concurrent_handshakes
+        handle_then_close,
+        max_concurrent_handshakes=max_concurrent_handshakes,
+        rate_limit=rate_limit,
     )
     tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     listeners = [

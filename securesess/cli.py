@@ -8,8 +8,10 @@ import logging
 import re
 import resource
 import signal
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
@@ -17,6 +19,7 @@ import trio
 from keystore import Keystore, KeystoreError
 from keystore import cli as keystore_cli
 from securesess import demo as demo_module
+from securesess._ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
 from securesess._serve import format_address
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.errors import PolicyError
@@ -62,6 +65,29 @@ def _optional_address(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[str, int] | None:
     return None if value is None else _address(ctx, param, value)
+
+
+def _handshake_rate_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--handshake-rate and --handshake-burst: the per-source handshake limit."""
+    command = click.option(
+        "--handshake-burst",
+        type=click.IntRange(min=1),
+        default=DEFAULT_HANDSHAKE_BURST,
+        show_default=True,
+        help="Handshakes one source may start at once, beyond --handshake-rate.",
+    )(command)
+    return click.option(
+        "--handshake-rate",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_HANDSHAKE_RATE,
+        show_default=True,
+        help="Handshakes a second one source (an IPv4 address or IPv6 /64) may start on"
+        " average; more are told busy. 0 turns the limit off.",
+    )(command)
+
+
+def _rate_options(rate: float, burst: int) -> dict[str, Any]:
+    return {"handshake_rate": rate or None, "handshake_burst": burst}
 
 
 main.add_command(keystore_cli.keys)
@@ -249,6 +275,7 @@ def bench(
     default="info",
     show_default=True,
 )
+@_handshake_rate_options
 @keystore_cli.passphrase_file_option
 @keystore_cli.home_option
 def hub(
@@ -257,6 +284,8 @@ def hub(
     identity_name: str,
     policy_path: Path,
     max_backlog: int | None,
+    handshake_rate: float,
+    handshake_burst: int,
     log_level: str,
     passphrase_file: Path | None,
     home: Path | None,
@@ -278,13 +307,18 @@ def hub(
         keystore_cli.fail(str(exc))
     limits = {} if max_backlog is None else {"max_backlog": max_backlog}
     server = Hub(identity=identity, trust=trust, policy=policy, **limits)
-    failure = trio.run(_run_hub, server, listen, policy_path, home)
+    serve = partial(server.serve, **_rate_options(handshake_rate, handshake_burst))
+    failure = trio.run(_run_hub, server, serve, listen, policy_path, home)
     if failure is not None:
         keystore_cli.fail(f"cannot listen on {format_address(*listen)}: {failure}")
 
 
 async def _run_hub(
-    server: Hub, listen: tuple[str, int], policy_path: Path, home: Path | None
+    server: Hub,
+    serve: Callable[..., Awaitable[None]],
+    listen: tuple[str, int],
+    policy_path: Path,
+    home: Path | None,
 ) -> OSError | None:
     """Serve until stopped; the error if it cannot listen."""
     log = logging.getLogger("securesess.hub")
@@ -292,7 +326,7 @@ async def _run_hub(
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                await nursery.start(partial(server.serve, port, host=host))
+                await nursery.start(partial(serve, port, host=host))
             except OSError as exc:
                 return exc
             who = server.identity.name or "the hub"
@@ -388,6 +422,7 @@ async def _run_hub(
     default="info",
     show_default=True,
 )
+@_handshake_rate_options
 @keystore_cli.passphrase_file_option
 @keystore_cli.home_option
 def tunnel(
@@ -403,6 +438,8 @@ def tunnel(
     handshake_timeout: float,
     connect_timeout: float,
     drain_timeout: float,
+    handshake_rate: float,
+    handshake_burst: int,
     log_level: str,
     passphrase_file: Path | None,
     home: Path | None,
@@ -454,6 +491,7 @@ def tunnel(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
+            **_rate_options(handshake_rate, handshake_burst),
         )
     else:
         assert connect is not None

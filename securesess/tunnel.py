@@ -54,6 +54,11 @@ import trio
 from handshake import NoiseProtocol
 from keystore import Identity, Peer, TrustStore
 from securesess._protocols import server_protocols
+from securesess._ratelimit import (
+    DEFAULT_HANDSHAKE_BURST,
+    DEFAULT_HANDSHAKE_RATE,
+    HandshakeRateLimit,
+)
 from securesess._records import REKEY_AFTER_RECORDS, CloseCode
 from securesess._serve import (
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
@@ -529,6 +534,8 @@ class TunnelServer(_TunnelEnd):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+        handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
+        handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
         rekey_after_records: int = REKEY_AFTER_RECORDS,
     ) -> None:
         super().__init__(
@@ -551,6 +558,9 @@ class TunnelServer(_TunnelEnd):
         self._handle_one = handshake_first(
             self._handle,
             max_concurrent_handshakes=max_concurrent_handshakes,
+            rate_limit=None
+            if handshake_rate is None
+            else HandshakeRateLimit(handshake_rate, handshake_burst),
             on_failure=self._handshake_failed,
         )
 
@@ -588,12 +598,12 @@ class TunnelServer(_TunnelEnd):
             task_status=task_status,
         )
 
-    def _handshake_failed(self, stream: SecureStream, failure: HandshakeFailed | None) -> None:
+    def _handshake_failed(self, stream: SecureStream, failure: HandshakeFailed | str) -> None:
         connection = _Connection(
             next(self._numbers), self._end, peer_address(stream), self._target_text
         )
-        if failure is None:
-            connection.end_with(Outcome.REFUSED, "busy: too many handshakes in progress")
+        if isinstance(failure, str):
+            connection.end_with(Outcome.REFUSED, failure)
         elif isinstance(failure, PeerNotTrusted):
             connection.end_with(Outcome.REFUSED, str(failure))
         else:
