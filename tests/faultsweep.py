@@ -7,13 +7,13 @@ per fault, with the fault at each byte offset of one direction, and checks
 that each side either got exactly what the other sent and a clean end, or
 an exact prefix of it and a typed error: never altered bytes, never a clean
 end of cut data. ``tests/test_fault_sweep.py`` runs a quick sweep in CI;
-``securesess-hardening`` (docs) runs wider ones.
+``python -m tests.hardening`` sweeps every offset, for several protocols.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import trio
@@ -82,7 +82,10 @@ class Outcome:
 class World:
     """Identities that trust each other, built once and reused by every session."""
 
-    def __init__(self, message_size: int = 100) -> None:
+    def __init__(
+        self, message_size: int = 100, *, protocol: str | None = None, psk: bytes | None = None
+    ) -> None:
+        self.protocol, self.psk = protocol, psk
         self.client_id, self.server_id = Identity.generate("api"), Identity.generate("db")
         self.client_trust, self.server_trust = TrustStore(), TrustStore()
         self.client_trust.add_peer("db", self.server_id.public_key)
@@ -122,13 +125,20 @@ async def session(world: World, send: list[Fault], receive: list[Fault]) -> Outc
     client_transport, server_transport = trio.testing.memory_stream_pair()
     faulty = FaultyStream(client_transport, send=send, receive=receive)
     client = SecureStream(
-        faulty, identity=world.client_id, trust=world.client_trust, handshake_timeout=5
+        faulty,
+        identity=world.client_id,
+        trust=world.client_trust,
+        expect="db",
+        protocol=world.protocol,
+        psk=world.psk,
+        handshake_timeout=5,
     )
     server = SecureStream(
         server_transport,
         identity=world.server_id,
         trust=world.server_trust,
         server_side=True,
+        psk=world.psk,
         handshake_timeout=5,
     )
     client_side, server_side = Side(), Side()
@@ -188,11 +198,25 @@ def check(world: World, outcome: Outcome) -> list[str]:
 
 @dataclass
 class SweepResult:
-    runs: int = 0
-    failures: list[str] | None = None
+    """How many runs, and how many of them went wrong in each way."""
 
-    def __post_init__(self) -> None:
-        self.failures = []
+    runs: int = 0
+    lost: int = 0  # altered bytes, a clean end of cut data, or plaintext on the wire
+    unexpected: int = 0  # an error of no promised type
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> int:
+        """Runs that ended as promised."""
+        return self.runs - len({failure.partition(": ")[0] for failure in self.failures})
+
+    def add(self, what: str, problems: list[str]) -> None:
+        self.runs += 1
+        if any("untyped" in problem for problem in problems):
+            self.unexpected += 1
+        if any("untyped" not in problem for problem in problems):
+            self.lost += 1
+        self.failures.extend(f"{what}: {problem}" for problem in problems)
 
 
 def sweep(
@@ -207,16 +231,60 @@ def sweep(
     assert not check(world, clean), check(world, clean)
     lengths = {"send": len(clean.sent_by_client), "receive": len(clean.sent_by_server)}
     result = SweepResult()
-    assert result.failures is not None
     for direction in directions:
         for offset in range(0, lengths[direction], stride):
             for kind in kinds:
                 fault = FAULT_KINDS[kind](offset)
                 faults = ([fault], []) if direction == "send" else ([], [fault])
                 outcome = run_session(world, *faults)
-                result.runs += 1
-                result.failures.extend(
-                    f"{kind} at {direction} offset {offset}: {problem}"
-                    for problem in check(world, outcome)
-                )
+                result.add(f"{kind} at {direction} offset {offset}", check(world, outcome))
+    return result
+
+
+async def _replay(world: World, recorded: bytes) -> Side:
+    """Play a recorded client's bytes to a fresh server; what the server makes of them."""
+    attacker, server_transport = trio.testing.memory_stream_pair()
+    server = SecureStream(
+        server_transport,
+        identity=world.server_id,
+        trust=world.server_trust,
+        server_side=True,
+        psk=world.psk,
+        handshake_timeout=5,
+    )
+    side = Side()
+
+    async def play() -> None:
+        await attacker.send_all(recorded)
+        await attacker.send_eof()
+
+    with trio.move_on_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(play)
+            nursery.start_soon(_speak, server, world.server_says, side)
+    await trio.aclose_forcefully(attacker)
+    return side
+
+
+def replays(world: World, count: int) -> SweepResult:
+    """Record ``count`` clean sessions and replay each client's bytes to a new server.
+
+    The server must deliver none of the recorded data: a replayed XX
+    handshake fails at message 3; a replayed IK message 1 passes (the
+    pattern allows it) but no record after it authenticates.
+    """
+    result = SweepResult()
+    for _ in range(count):
+        recorded = run_session(world, [], []).sent_by_client
+        side = trio.run(
+            _replay, world, recorded, clock=trio.testing.MockClock(autojump_threshold=0)
+        )
+        problems = []
+        if side.received:
+            problems.append(f"a replay delivered {len(side.received)} bytes")
+        if side.error is None:
+            problems.append("a replay ended cleanly")
+        elif not _typed(side.error):
+            problems.append(f"replay failed with untyped {side.error!r}")
+        result.add(f"replay {result.runs + 1}", problems)
     return result

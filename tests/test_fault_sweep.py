@@ -10,7 +10,7 @@ from __future__ import annotations
 import trio
 
 from securesess.errors import RecordAuthenticationFailed
-from tests.faultsweep import FAULT_KINDS, Side, World, problems, sweep
+from tests.faultsweep import FAULT_KINDS, Side, World, problems, replays, sweep
 
 
 def test_a_fault_anywhere_in_a_session_never_alters_or_cuts_data_silently() -> None:
@@ -20,6 +20,12 @@ def test_a_fault_anywhere_in_a_session_never_alters_or_cuts_data_silently() -> N
     result = sweep(world, list(FAULT_KINDS), stride=4)
     assert result.runs > 1000
     assert result.failures == []
+
+
+def test_a_replayed_session_delivers_nothing() -> None:
+    for protocol in (None, "Noise_IK_25519_AESGCM_SHA256"):
+        result = replays(World(protocol=protocol), 5)
+        assert (result.runs, result.failures) == (5, [])
 
 
 def test_the_checks_catch_what_they_are_for() -> None:
