@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+import traceback
 
 import click
 
@@ -30,7 +31,11 @@ def main(quick: bool, only: tuple[str, ...]) -> None:
     for area in only or AREAS:
         click.echo(f"{area}...", err=True)
         module = importlib.import_module(f"tests.hardening.{area}")
-        area_rows = module.run(quick)
+        try:
+            area_rows = module.run(quick)
+        except Exception as exc:  # a crash is a finding, not the end of the run
+            traceback.print_exc()
+            area_rows = [Row(area, f"crashed: {exc!r}"[:80], 1, 0, 0, 1)]
         rows.extend(area_rows)
         for row in area_rows:
             mark = "ok" if row.ok else "FAILED"
