@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, final
 
@@ -162,15 +163,27 @@ def handshake_first(
 ) -> Callable[[SecureStream], Awaitable[None]]:
     """A connection handler for ``trio.serve_listeners`` that handshakes first.
 
-    ``handler`` runs only once the handshake succeeded. A client is told
-    "busy" at once, before any cryptography, when ``max_concurrent_handshakes``
-    are in progress or its source has used up its ``rate_limit``.
+    ``handler`` runs only once the handshake succeeded. A source over its
+    ``rate_limit`` is told "busy" at once, before any cryptography.
+
+    At most ``max_concurrent_handshakes`` run at once, shared fairly: when
+    all are taken, a newcomer takes the place of the oldest handshake of the
+    source that holds the most, if that source holds at least two more than
+    the newcomer's. So stalled connections (a slowloris) from a few sources
+    cannot lock everyone else out for a whole handshake timeout; only when
+    no source holds more than its share is the newcomer told "busy". A
+    displaced client is told "busy" too if the server had not answered it
+    yet, else its connection is closed.
+
     ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
     failed handshake (``why`` the error) before the stream is closed.
     """
     if max_concurrent_handshakes < 1:
         raise ValueError("max_concurrent_handshakes must be at least 1")
-    in_progress = 0
+    # The handshakes in progress, oldest first, with their source and the
+    # scope that displaces them; and how many each source holds.
+    running: dict[SecureStream, tuple[str | None, trio.CancelScope]] = {}
+    holding: Counter[str | None] = Counter()
     # One log line per source per burst of refusals, not one per connection:
     # a flood must not turn into a flood of log lines.
     quiet_until: dict[str | None, float] = {}
@@ -184,26 +197,52 @@ def handshake_first(
             on_failure(stream, why)
         await _refuse_busy(stream)
 
+    def release(stream: SecureStream) -> None:
+        entry = running.pop(stream, None)
+        if entry is not None:
+            holding[entry[0]] -= 1
+            if not holding[entry[0]]:
+                del holding[entry[0]]
+
+    def make_room(source: str | None) -> bool:
+        biggest = max(holding, key=holding.__getitem__)
+        if holding[biggest] < holding[source] + 2:
+            return False
+        victim = next(other for other, (owner, _) in running.items() if owner == biggest)
+        running[victim][1].cancel()
+        release(victim)
+        return True
+
     async def handshake_then_handle(stream: SecureStream) -> None:
-        nonlocal in_progress
         source = _source(stream)
         if rate_limit is not None and not rate_limit.allow(source):
             limit = f"{rate_limit.rate:g}/s, bursts of {rate_limit.burst}"
             await refuse(stream, f"busy: {source} is over its handshake rate ({limit})", source)
             return
-        if in_progress >= max_concurrent_handshakes:
+        if len(running) >= max_concurrent_handshakes and not make_room(source):
             busy = f"busy: {max_concurrent_handshakes} handshakes in progress"
             await refuse(stream, busy, None)
             return
-        in_progress += 1
+        scope = trio.CancelScope()
+        running[stream] = (source, scope)
+        holding[source] += 1
         try:
-            await stream.do_handshake()
+            with scope:
+                await stream.do_handshake()
         except HandshakeFailed as exc:
             on_failure(stream, exc)
             await trio.aclose_forcefully(stream)
             return
         finally:
-            in_progress -= 1
+            release(stream)
+        if scope.cancelled_caught:
+            # Only read from the stream's private state, within this package.
+            if stream._answered:
+                await trio.aclose_forcefully(stream)
+            else:
+                why = f"busy: displaced, as {source} held more than its share of handshakes"
+                await refuse(stream, why, source)
+            return
         await handler(stream)
 
     return handshake_then_handle

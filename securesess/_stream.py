@@ -151,6 +151,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
 
     __slots__ = (
         "_allowed",
+        "_answered",
         "_authorize",
         "_control",
         "_end_received",
@@ -227,6 +228,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 )
 
         self._status = _Status.OK
+        # Whether this side has sent handshake bytes: until then, a server
+        # may still turn the client away with a clean "busy".
+        self._answered = False
         self._frames = FrameReader()
         self._handshake_started = False
         self._handshake_done = trio.Event()
@@ -381,6 +385,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
             self._handshake_transport_failed(exc)
 
     async def _handshake_send(self, data: bytes | bytearray | memoryview) -> None:
+        self._answered = True
         try:
             await self.transport_stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

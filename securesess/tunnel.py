@@ -199,7 +199,9 @@ class _Connection:
         }
         if self.reason:
             fields["reason"] = self.reason
-        quiet = self.outcome in (Outcome.CLOSED, Outcome.CUT)
+        # A failed handshake is a stranger's doing, and a flood of them must
+        # not fill the warnings: those are for connections of known peers.
+        quiet = self.outcome in (Outcome.CLOSED, Outcome.CUT) or self.peer is None
         log.log(logging.INFO if quiet else logging.WARNING, "%s", _logfmt(fields))
 
 
