@@ -143,7 +143,12 @@ class Certificate:
 
 
 def _iso(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        # The field is 64 bits; a date past year 9999 has no ISO form, and
+        # a certificate's summary (in an error message, say) must not fail.
+        return f"{timestamp} s after 1970"
 
 
 def sign_certificate(

@@ -164,7 +164,9 @@ class Keystore:
     def _entry(self, filename: str, name: str, entry: Any, parse: Callable[[Any], _T]) -> _T:
         try:
             return parse(entry)
-        except (KeyError, TypeError, ValueError) as exc:
+        # Whatever shape the TOML takes (an int for a key, inf for a date),
+        # a damaged file is a KeystoreCorruptError, never a stray exception.
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise KeystoreCorruptError(
                 f"{self.path / filename} is damaged: entry {name!r} ({exc})"
             ) from None
@@ -255,7 +257,13 @@ class Keystore:
         if armored.headers.get("Public-Key") != encode_key(identity.public_key):
             raise KeystoreCorruptError(f"{path} was altered: its public key does not match")
         certificate = self.certificate(name)
-        return identity if certificate is None else identity.with_certificate(certificate)
+        if certificate is None:
+            return identity
+        try:
+            return identity.with_certificate(certificate)
+        except ValueError as exc:
+            cert_path = self._certificate_file(name)
+            raise KeystoreCorruptError(f"{cert_path} does not belong to {name!r}: {exc}") from None
 
     def certificate(self, name: str) -> Certificate | None:
         """The certificate stored for identity ``name``, if any."""
@@ -374,8 +382,8 @@ class Keystore:
             lambda s: {
                 "name": name,
                 "public_key": decode_key(s["ca"]["public_key"], "CA public key"),
-                "not_after": int(s["ca"]["not_after"]),
-                "next_serial": int(s["next_serial"]),
+                "not_after": _uint64(s["ca"]["not_after"], "not_after"),
+                "next_serial": _uint64(s["next_serial"], "next_serial"),
             },
         )
 
@@ -461,29 +469,47 @@ class Keystore:
     def trust(self) -> TrustStore:
         """A TrustStore of this keystore's pinned peers, trusted CAs and revocations."""
         trust = TrustStore()
+        # Each entry is parsed and added inside _entry: the trust store's own
+        # checks (an empty name, a duplicate) are about the file too.
         for name, entry in self._table("peers.toml", "peers").items():
-            key, groups = self._entry(
-                "peers.toml",
-                name,
-                entry,
-                lambda e: (decode_key(e["public_key"]), [str(g) for g in e.get("groups", [])]),
-            )
-            trust.add_peer(name, key, groups)
+
+            def add_peer(table: Any, name: str = name) -> None:
+                groups = [str(group) for group in _list(table, "groups")]
+                trust.add_peer(name, decode_key(table["public_key"]), groups)
+
+            self._entry("peers.toml", name, entry, add_peer)
         for name, entry in self._table("cas.toml", "cas").items():
-            key = self._entry("cas.toml", name, entry, lambda e: decode_key(e["public_key"]))
-            trust.add_ca(name, key)
+
+            def add_ca(table: Any, name: str = name) -> None:
+                trust.add_ca(name, decode_key(table["public_key"]))
+
+            self._entry("cas.toml", name, entry, add_ca)
         revoked = self._read_toml("revoked.toml")
-        for text in revoked.get("keys", []):
-            trust.revoke_key(self._entry("revoked.toml", "keys", text, decode_key))
-        for entry in revoked.get("serials", []):
-            ca_key, serial = self._entry(
-                "revoked.toml",
-                "serials",
-                entry,
-                lambda e: (decode_key(e["ca"]), int(e["serial"])),
-            )
-            trust.revoke_serial(ca_key, serial)
+
+        def revoke_keys(table: Any) -> None:
+            for text in _list(table, "keys"):
+                trust.revoke_key(decode_key(text))
+
+        def revoke_serials(table: Any) -> None:
+            for entry in _list(table, "serials"):
+                trust.revoke_serial(decode_key(entry["ca"]), _uint64(entry["serial"], "serial"))
+
+        self._entry("revoked.toml", "keys", revoked, revoke_keys)
+        self._entry("revoked.toml", "serials", revoked, revoke_serials)
         return trust
+
+
+def _list(table: Any, key: str) -> list[Any]:
+    value = table.get(key, [])
+    if not isinstance(value, list):
+        raise TypeError(f"{key} is not a list")
+    return value
+
+
+def _uint64(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 2**64:
+        raise ValueError(f"{what} is not a 64-bit unsigned integer")
+    return value
 
 
 def armor_certificate(certificate: Certificate) -> bytes:
