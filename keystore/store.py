@@ -413,6 +413,8 @@ class Keystore:
             if key.public_key().public_bytes_raw() != info["public_key"]:
                 raise KeystoreCorruptError(f"{key_file} does not match {state_file}")
             now = int(time.time())
+            if info["not_after"] < now:
+                raise KeystoreError(f"CA {ca!r} has expired: it can no longer sign")
             not_after = min(now + valid_seconds, info["not_after"])
             certificate = sign_certificate(
                 key,

@@ -117,6 +117,17 @@ def _no_extensions(code: int, data: bytes) -> object:
     raise ProtocolViolation("the hub protocol has no MessagePack extension types")
 
 
+def _no_maps(pairs: object) -> object:
+    raise ProtocolViolation("the hub protocol has no MessagePack maps")
+
+
+def _has_timestamp(value: object) -> bool:
+    """Whether a timestamp (extension type -1, which msgpack decodes by itself) is inside."""
+    if isinstance(value, msgpack.Timestamp):
+        return True
+    return type(value) is list and any(_has_timestamp(item) for item in value)
+
+
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
@@ -156,6 +167,8 @@ class MessageReader:
             max_array_len=8 if requests_only else 1 << 20,
             max_map_len=0,  # the protocol has no maps
             ext_hook=_no_extensions,
+            # max_map_len=0 still lets an empty map through: refuse every one.
+            object_pairs_hook=_no_maps,
         )
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[list[Any]]:
@@ -173,6 +186,8 @@ class MessageReader:
                 self._boundary = self._unpacker.tell()
                 if type(message) is not list or not message or type(message[0]) is not int:
                     raise ProtocolViolation("a hub protocol message is not an [op, ...] array")
+                if _has_timestamp(message):
+                    raise ProtocolViolation("the hub protocol has no MessagePack extension types")
                 yield message
             if self._fed - self._boundary > self._max_message:
                 raise ProtocolViolation(f"a hub protocol message is over {self._max_message} bytes")

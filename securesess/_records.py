@@ -145,7 +145,7 @@ class RecordReader:
     without a copy.
     """
 
-    __slots__ = ("_cipher", "_frames", "_queue")
+    __slots__ = ("_cipher", "_failed", "_frames", "_queue")
 
     def __init__(self, frames: FrameReader, transport: TransportState) -> None:
         cipher = transport.receive_cipher
@@ -154,6 +154,9 @@ class RecordReader:
         self._frames = frames
         self._cipher = cipher
         self._queue: deque[memoryview] = deque()
+        # A bad record found behind good ones in the same read: raised by
+        # the next read, once the data before it has been delivered.
+        self._failed: RecordAuthenticationFailed | ProtocolViolation | None = None
 
     def read(self, limit: int) -> tuple[bytearray, tuple[int, bytearray] | None] | None:
         """Decrypt received records: ``(data, control)``, or None if none is complete.
@@ -166,6 +169,8 @@ class RecordReader:
             RecordAuthenticationFailed: a record does not decrypt.
             ProtocolViolation: a record is malformed or of an unknown type.
         """
+        if self._failed is not None:
+            raise self._failed
         queue = self._queue
         while (frame := self._frames.next_frame()) is not None:
             queue.append(frame)
@@ -179,7 +184,26 @@ class RecordReader:
             count += 1
             total += max(body, 0)
         out = bytearray(total + 1)
+        end = [0]  # where the data decrypted so far ends (after the scratch byte)
+        try:
+            control = self._decrypt(count, out, end)
+        except (RecordAuthenticationFailed, ProtocolViolation) as exc:
+            if end[0] == 0:
+                raise
+            # Deliver the authenticated data in front of the bad record first.
+            # A copy without the traceback: its frames hold views of ``out``,
+            # which would keep it from being resized below.
+            self._failed = type(exc)(*exc.args)
+            control = None
+        del out[end[0] + 1 :]  # REKEY records and the control record took no room
+        # Dropping the scratch byte in front moves a pointer, not the data.
+        del out[:1]
+        return out, control
+
+    def _decrypt(self, count: int, out: bytearray, end: list[int]) -> tuple[int, bytearray] | None:
+        """Decrypt ``count`` queued records into ``out``; ``end[0]`` follows the data's end."""
         view = memoryview(out)
+        queue = self._queue
         pos = 0  # where the next record's type byte goes
         for _ in range(count):
             ciphertext = queue.popleft()
@@ -190,6 +214,7 @@ class RecordReader:
             try:
                 self._cipher.decrypt_into(b"", ciphertext, view[pos : pos + size])
             except DecryptError as exc:
+                out[pos] = saved  # the data before it is delivered, intact
                 raise RecordAuthenticationFailed(
                     "a record failed authentication (tampered, replayed, reordered or forged)"
                 ) from exc
@@ -199,6 +224,7 @@ class RecordReader:
                 if size == 1:
                     raise ProtocolViolation("an empty DATA record")
                 pos += size - 1
+                end[0] = pos
             elif record_type == RecordType.REKEY:
                 if size != 1:
                     raise ProtocolViolation("a REKEY record with a body")
@@ -206,15 +232,8 @@ class RecordReader:
             else:
                 control = (record_type, bytearray(view[pos + 1 : pos + size]))
                 self._check_control(*control)
-                del view
-                del out[pos + 1 :]
-                del out[:1]
-                return out, control
-        del view
-        del out[pos + 1 :]  # REKEY records took no room
-        # Dropping the scratch byte in front moves a pointer, not the data.
-        del out[:1]
-        return out, None
+                return control
+        return None
 
     @staticmethod
     def _check_control(record_type: int, body: bytearray) -> None:

@@ -1327,13 +1327,6 @@ _data_then_a_bad_record = st.tuples(
 ).map(lambda parts: (*((kind, body, None) for kind, body in parts[0]), parts[1]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="docs/protocol.md §4 says data that arrived before an error is delivered first, "
-    "but RecordReader.read() drops the DATA records it decrypted in the same read as a "
-    "record that fails authentication or breaks the protocol",
-)
 @given(script=record_scripts(_data_then_a_bad_record))
 @example(
     script=Records(
@@ -1573,14 +1566,6 @@ _maps_and_extensions = st.sampled_from(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="docs/protocol.md §7 makes a map or extension type anywhere a protocol "
-    "violation, but MessageReader passes an empty map and the timestamp extension "
-    "(type -1) through: msgpack decodes them without calling ext_hook or tripping "
-    "max_map_len=0; the client then accepts them, e.g. inside an OK answering LEAVE",
-)
 @given(
     value=st.tuples(msgpack_values, st.integers(0, 100), _maps_and_extensions).map(
         lambda x: replace_node([Op.OK, 1, x[0]], x[1] + 1, x[2])
@@ -2037,14 +2022,6 @@ def _content(template: _Template, drawn: Any) -> bytes:
 def _trust_or_keystore_error(store: Keystore) -> None:
     with contextlib.suppress(KeystoreError):
         store.trust()
-
-
-_TRUST_FILE_BUG: Final = (
-    "Keystore.trust() parses entries with _entry(), which catches KeyError, TypeError and "
-    "ValueError only: a value of the wrong type (public_key = 5: AttributeError; "
-    "serial = inf: OverflowError) or a list that is not a list (keys = 5: TypeError) "
-    "escapes as a raw exception, and an empty peer name is a plain ValueError"
-)
 
 
 @given(drawn=_file_contents("peers.toml", _toml_documents("peers", ["public_key", "groups"])))
