@@ -121,11 +121,19 @@ def _no_maps(pairs: object) -> object:
     raise ProtocolViolation("the hub protocol has no MessagePack maps")
 
 
-def _has_timestamp(value: object) -> bool:
-    """Whether a timestamp (extension type -1, which msgpack decodes by itself) is inside."""
-    if isinstance(value, msgpack.Timestamp):
-        return True
-    return type(value) is list and any(_has_timestamp(item) for item in value)
+def _has_timestamp(message: list[Any]) -> bool:
+    """Whether a timestamp (extension type -1, which msgpack decodes by itself) is inside.
+
+    Iterative: msgpack nests arrays far deeper than Python's recursion limit.
+    """
+    pending: list[object] = [message]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, msgpack.Timestamp):
+            return True
+        if type(value) is list:
+            pending.extend(value)
+    return False
 
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)

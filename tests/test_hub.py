@@ -431,7 +431,9 @@ async def test_requests_about_other_sessions_get_errors_and_nothing_else(world: 
 async def test_garbage_ends_that_connection_only(world: HubWorld) -> None:
     async with world.connect("api") as api:
         session = await api.join("orders", create=True)
-        for junk in (b"\xc1", b"\x92\x02", pack("text"), pack(Op.WELCOME, 1, []), b"\xdf" * 9):
+        deep = b"\x92\x04" + b"\x91" * 400 + b"\xc0"  # nested past Python's recursion limit
+        junk_list = (b"\xc1", b"\x92\x02", pack("text"), pack(Op.WELCOME, 1, []), b"\xdf" * 9, deep)
+        for junk in junk_list:
             stream = await world.raw("db")
             await stream.send_all(junk if junk != b"\x92\x02" else pack(Op.JOIN))
             with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
