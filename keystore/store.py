@@ -374,9 +374,10 @@ class Keystore:
         _, state_file = self._ca_files(name)
         if not state_file.exists():
             raise UnknownNameError(f"no CA named {name!r} in this keystore (see 'securesess ca')")
-        state = self._read_toml(str(state_file.relative_to(self.path)))
+        relative = str(state_file.relative_to(self.path))
+        state = self._read_toml(relative)
         return self._entry(
-            str(state_file),
+            relative,
             name,
             state,
             lambda s: {
@@ -401,6 +402,10 @@ class Keystore:
         key_file, state_file = self._ca_files(ca)
         with self._writing():
             info = self.ca_info(ca)
+            now = int(time.time())
+            # Before the passphrase is asked for and its key derived.
+            if info["not_after"] < now:
+                raise KeystoreError(f"CA {ca!r} has expired: it can no longer sign")
             data = self._read(key_file, f"CA signing key named {ca!r}")
             check_private(key_file)
             secret = open_secret(
@@ -412,9 +417,6 @@ class Keystore:
                 raise KeystoreCorruptError(f"{key_file} is damaged") from None
             if key.public_key().public_bytes_raw() != info["public_key"]:
                 raise KeystoreCorruptError(f"{key_file} does not match {state_file}")
-            now = int(time.time())
-            if info["not_after"] < now:
-                raise KeystoreError(f"CA {ca!r} has expired: it can no longer sign")
             not_after = min(now + valid_seconds, info["not_after"])
             certificate = sign_certificate(
                 key,

@@ -167,13 +167,15 @@ def handshake_first(
     ``rate_limit`` is told "busy" at once, before any cryptography.
 
     At most ``max_concurrent_handshakes`` run at once, shared fairly: when
-    all are taken, a newcomer takes the place of the oldest handshake of the
-    source that holds the most, if that source holds at least two more than
-    the newcomer's. So stalled connections (a slowloris) from a few sources
-    cannot lock everyone else out for a whole handshake timeout; only when
-    no source holds more than its share is the newcomer told "busy". A
-    displaced client is told "busy" too if the server had not answered it
-    yet, else its connection is closed.
+    all are taken, a newcomer takes the place of the oldest handshake that
+    the server has not answered yet (its client has not sent its first
+    message: a stalled one, most likely) from the source that holds the
+    most, if that source holds at least two more than the newcomer's; the
+    displaced client is told "busy", which is all a client that has sent
+    nothing can be told. So stalled connections (a slowloris) from a few
+    sources cannot lock everyone else out for a whole handshake timeout,
+    and a handshake under way is never cut short. Otherwise the newcomer is
+    told "busy".
 
     ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
     failed handshake (``why`` the error) before the stream is closed.
@@ -208,10 +210,13 @@ def handshake_first(
         biggest = max(holding, key=holding.__getitem__)
         if holding[biggest] < holding[source] + 2:
             return False
-        victim = next(other for other, (owner, _) in running.items() if owner == biggest)
-        running[victim][1].cancel()
-        release(victim)
-        return True
+        for other, (owner, scope) in running.items():
+            # Only read from the stream's private state, within this package.
+            if owner == biggest and not other._answered:
+                scope.cancel()
+                release(other)
+                return True
+        return False
 
     async def handshake_then_handle(stream: SecureStream) -> None:
         source = _source(stream)
@@ -236,12 +241,8 @@ def handshake_first(
         finally:
             release(stream)
         if scope.cancelled_caught:
-            # Only read from the stream's private state, within this package.
-            if stream._answered:
-                await trio.aclose_forcefully(stream)
-            else:
-                why = f"busy: displaced, as {source} held more than its share of handshakes"
-                await refuse(stream, why, source)
+            why = f"busy: displaced, as {source} held more than its share of handshakes"
+            await refuse(stream, why, source)
             return
         await handler(stream)
 

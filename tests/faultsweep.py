@@ -232,8 +232,10 @@ def sweep(
     lengths = {"send": len(clean.sent_by_client), "receive": len(clean.sent_by_server)}
     result = SweepResult()
     for direction in directions:
-        for offset in range(0, lengths[direction], stride):
-            for kind in kinds:
+        # Each kind starts at its own residue, so with a stride the kinds
+        # between them still reach every offset.
+        for index, kind in enumerate(kinds):
+            for offset in range(index % stride, lengths[direction], stride):
                 fault = FAULT_KINDS[kind](offset)
                 faults = ([fault], []) if direction == "send" else ([], [fault])
                 outcome = run_session(world, *faults)

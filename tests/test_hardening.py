@@ -15,7 +15,6 @@ def test_a_short_soak_keeps_everything_and_stays_flat() -> None:
 def test_killing_tunnel_ends_the_hub_and_members_loses_nothing() -> None:
     rows = kill.run(quick=True)
     assert [row for row in rows if not row.ok] == []
-    assert all(row.tried == 3 for row in rows)
 
 
 def test_the_table_says_whether_anything_went_wrong() -> None:

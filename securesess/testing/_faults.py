@@ -17,9 +17,12 @@ a field, or every position in turn, and get the same damage on every run:
 ========================  =======================================================
 
 How it works: each direction runs its bytes through a :class:`_Damage`,
-which holds back bytes only while a range fault (drop, duplicate, reorder)
-has not yet seen all the bytes it covers, and otherwise passes every byte
-on at once, so a fault never changes *when* undamaged bytes arrive.
+which passes bytes on as they come, except while a range fault (drop,
+duplicate, reorder) has not yet seen all the bytes it covers: it holds
+those back until the range is complete or the stream ends, and a Delay
+inside a range moves to the range's start. Aim ranges inside one message:
+a range that runs past what a side sends before it waits for an answer
+holds that message back, and the exchange stalls instead.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def random_flips(count: int, *, end: int, start: int = 0, seed: int | str | byte
     """``count`` single-bit flips at distinct offsets in ``[start, end)``, repeatable by seed."""
     chooser = random.Random(seed)
     offsets = sorted(chooser.sample(range(start, end), count))
-    # One bit per byte, each its own: a test that fails names the seed, not a mask.
+    # One bit, the same in every byte: a failing test names the seed.
     return FlipBits(tuple(offsets), 1 << chooser.randrange(8))
 
 
@@ -222,9 +225,11 @@ class _Damage:
                 actions.append(self._damaged(upto))
             if mark is not None:
                 self._act(mark, actions)
-        while eof and self.stopped is None:
+        # A stop right where the bytes so far end takes effect now, not when
+        # a next byte comes: the sender may be waiting for an answer.
+        while self.stopped is None and (eof or not self._held):
             mark = next((m for m in self._marks if m[0] == self._done), None)
-            if mark is None:
+            if mark is None or (not eof and isinstance(mark[1], Delay)):
                 break
             self._act(mark, actions)
         return [action for action in actions if action != b""]
@@ -300,6 +305,7 @@ class FaultyStream(trio.abc.HalfCloseableStream):
         self._receive = _Damage(receive)
         self._incoming: list[_Action] = []
         self._receive_ended = False
+        self._closed = trio.Event()
         #: Bytes this side sent and received, before any damage: a recording.
         self.sent = bytearray()
         self.received = bytearray()
@@ -307,6 +313,8 @@ class FaultyStream(trio.abc.HalfCloseableStream):
     # -- sending ----------------------------------------------------------------------
 
     def _check_cut(self) -> None:
+        if self._closed.is_set():
+            raise trio.ClosedResourceError("this FaultyStream was closed")
         # A cut breaks the whole connection, both ways, as a reset does.
         if isinstance(self._send.stopped, Cut) or isinstance(self._receive.stopped, Cut):
             raise trio.BrokenResourceError("the connection was cut (a Cut fault)")
@@ -355,6 +363,8 @@ class FaultyStream(trio.abc.HalfCloseableStream):
     # -- receiving --------------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed.is_set():
+            raise trio.ClosedResourceError("this FaultyStream was closed")
         if isinstance(self._send.stopped, Cut):
             raise trio.BrokenResourceError("the connection was cut (a Cut fault)")
         while True:
@@ -373,7 +383,9 @@ class FaultyStream(trio.abc.HalfCloseableStream):
                     await _reset(self.transport_stream)
                     raise trio.BrokenResourceError("the connection was cut (a Cut fault)")
             if isinstance(self._receive.stopped, Stall):
-                await trio.sleep_forever()
+                # Nothing more arrives; only closing this side ends the wait.
+                await self._closed.wait()
+                raise trio.ClosedResourceError("this FaultyStream was closed")
             if isinstance(self._receive.stopped, Truncate) or self._receive_ended:
                 await trio.lowlevel.checkpoint()
                 return b""
@@ -388,4 +400,5 @@ class FaultyStream(trio.abc.HalfCloseableStream):
             self._incoming = self._receive.feed(data, eof=not data)
 
     async def aclose(self) -> None:
+        self._closed.set()
         await self.transport_stream.aclose()

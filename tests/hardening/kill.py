@@ -181,6 +181,13 @@ async def _tunnel_kills(kills: int, root: Path) -> Row:
                     victim = rng.choice((server, client))
                     await victim.kill()
                     await victim.start()
+                    # Back means working: new connections carry data again.
+                    before = tally.echoed
+                    with trio.move_on_after(10):
+                        while tally.echoed == before:
+                            await trio.sleep(0.05)
+                    if tally.echoed == before:
+                        tally.untyped.append("no data carried within 10 s of a restart")
                 await trio.sleep(1)
                 stop.set()
         finally:
@@ -276,6 +283,13 @@ async def _hub_kills(kills: int, root: Path) -> Row:
                 await trio.sleep(rng.uniform(0.3, 1.0))
                 await hub.kill()
                 await hub.start()
+                # Back means working: the members meet again and hear each other.
+                before = tally.received
+                with trio.move_on_after(10):
+                    while tally.received == before:
+                        await trio.sleep(0.05)
+                if tally.received == before:
+                    tally.untyped.append("no message delivered within 10 s of a restart")
             await trio.sleep(1)
             stop.set()
             with trio.move_on_after(10):

@@ -142,8 +142,9 @@ QUICK: Final = Sizes(
     max_concurrent=25,
     burst=20,
     handshake_timeout=0.4,
-    slack=0.4,
-    legit_timeout=2.0,
+    # Bounds, not latencies: a loaded CI machine must not turn them into failures.
+    slack=1.5,
+    legit_timeout=5.0,
     legit_interval=0.04,
     baseline=0.2,
     attack=0.9,

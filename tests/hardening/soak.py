@@ -111,7 +111,10 @@ async def _stream_client(
                 await stream.send_all(message)
                 echoed = bytearray()
                 while len(echoed) < len(message):
-                    echoed += await stream.receive_some()
+                    data = await stream.receive_some()
+                    if not data:
+                        raise trio.BrokenResourceError("the echo server ended the stream early")
+                    echoed += data
                 if echoed == message:
                     tally.verified += 1
                 else:
