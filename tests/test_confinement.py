@@ -174,6 +174,7 @@ class World:
         self.hub: Process | None = None
         self.port = 0
         self.raw_agents: list[Agent] = []
+        self.processes: list[trio.Process] = []
 
     async def _spawn(self, command: list[str], name: str, cls: type[Process]) -> Any:
         process = await trio.lowlevel.open_process(
@@ -184,9 +185,17 @@ class World:
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self.processes.append(process)
         child = cls(process, name)
         self.nursery.start_soon(child.pump)
         return child
+
+    async def stop(self) -> None:
+        """End every process this world started: none may outlive its test."""
+        for process in self.processes:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
 
     async def start_hub(self) -> None:
         command = [
@@ -227,9 +236,13 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with trio.open_nursery() as nursery:
         world = World(tmp_path / "keystore", nursery)
-        await world.start_hub()
-        yield world
-        nursery.cancel_scope.cancel()
+        try:
+            await world.start_hub()
+            yield world
+        finally:
+            with trio.CancelScope(shield=True):
+                await world.stop()
+            nursery.cancel_scope.cancel()
 
 
 async def _session_pair(world: World) -> tuple[Agent, Agent]:
