@@ -158,13 +158,16 @@ def handshake_first(
     handler: Callable[[SecureStream], Awaitable[object]],
     *,
     max_concurrent_handshakes: int,
-    rate_limit: HandshakeRateLimit | None = None,
+    handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
+    handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
     on_failure: Callable[[SecureStream, HandshakeFailed | str], object] = _log_failure,
 ) -> Callable[[SecureStream], Awaitable[None]]:
     """A connection handler for ``trio.serve_listeners`` that handshakes first.
 
-    ``handler`` runs only once the handshake succeeded. A source over its
-    ``rate_limit`` is told "busy" at once, before any cryptography.
+    ``handler`` runs only once the handshake succeeded. A source that starts
+    more than ``handshake_rate`` handshakes a second, beyond bursts of
+    ``handshake_burst`` (None: no limit), is told "busy" at once, before any
+    cryptography.
 
     At most ``max_concurrent_handshakes`` run at once, shared fairly: when
     all are taken, a newcomer takes the place of the oldest handshake that
@@ -182,6 +185,9 @@ def handshake_first(
     """
     if max_concurrent_handshakes < 1:
         raise ValueError("max_concurrent_handshakes must be at least 1")
+    rate_limit = (
+        None if handshake_rate is None else HandshakeRateLimit(handshake_rate, handshake_burst)
+    )
     # The handshakes in progress, oldest first, with their source and the
     # scope that displaces them; and how many each source holds.
     running: dict[SecureStream, tuple[str | None, trio.CancelScope]] = {}
@@ -290,13 +296,11 @@ async def serve_secure(
         with trio.move_on_after(handshake_timeout):
             await stream.aclose()
 
-    rate_limit = (
-        None if handshake_rate is None else HandshakeRateLimit(handshake_rate, handshake_burst)
-    )
     serve_one = handshake_first(
         handle_then_close,
         max_concurrent_handshakes=max_concurrent_handshakes,
-        rate_limit=rate_limit,
+        handshake_rate=handshake_rate,
+        handshake_burst=handshake_burst,
     )
     tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     listeners = [

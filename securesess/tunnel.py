@@ -57,7 +57,6 @@ from securesess._protocols import server_protocols
 from securesess._ratelimit import (
     DEFAULT_HANDSHAKE_BURST,
     DEFAULT_HANDSHAKE_RATE,
-    HandshakeRateLimit,
 )
 from securesess._records import REKEY_AFTER_RECORDS, CloseCode
 from securesess._serve import (
@@ -560,9 +559,8 @@ class TunnelServer(_TunnelEnd):
         self._handle_one = handshake_first(
             self._handle,
             max_concurrent_handshakes=max_concurrent_handshakes,
-            rate_limit=None
-            if handshake_rate is None
-            else HandshakeRateLimit(handshake_rate, handshake_burst),
+            handshake_rate=handshake_rate,
+            handshake_burst=handshake_burst,
             on_failure=self._handshake_failed,
         )
 

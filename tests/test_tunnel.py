@@ -393,6 +393,15 @@ async def test_draining_lets_open_connections_finish_and_refuses_new_ones(
     assert [line["outcome"] for line in tunnel_lines(caplog, "client")] == ["closed"]
 
 
+def _assert_cut_by_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    """The one connection was cut by a stopping server end, and both ends' logs say so."""
+    (server,) = tunnel_lines(caplog, "server")
+    (client,) = tunnel_lines(caplog, "client")
+    assert (server["outcome"], server["reason"]) == ("cut", "the tunnel is shutting down")
+    assert client["outcome"] == "failed"
+    assert client["reason"] == "server: the tunnel is shutting down"
+
+
 async def test_a_drain_that_times_out_cuts_what_is_left(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -417,11 +426,7 @@ async def test_a_drain_that_times_out_cuts_what_is_left(
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert got == [(b"unfinished", "reset")]
-    (server,) = tunnel_lines(caplog, "server")
-    (client,) = tunnel_lines(caplog, "client")
-    assert (server["outcome"], server["reason"]) == ("cut", "the tunnel is shutting down")
-    assert client["outcome"] == "failed"
-    assert client["reason"] == "server: the tunnel is shutting down"
+    _assert_cut_by_the_server(caplog)
 
 
 async def test_revoking_a_peer_cuts_its_open_connections(
@@ -517,11 +522,7 @@ async def test_stopping_a_tunnel_end_cuts_its_connections_never_ends_them_cleanl
                 await trio.sleep(0.01)
         outer.cancel_scope.cancel()
     assert got == [(b"half a request", "reset")]
-    (server_line,) = tunnel_lines(caplog, "server")
-    (client_line,) = tunnel_lines(caplog, "client")
-    assert (server_line["outcome"], server_line["reason"]) == ("cut", "the tunnel is shutting down")
-    assert client_line["outcome"] == "failed"
-    assert client_line["reason"] == "server: the tunnel is shutting down"
+    _assert_cut_by_the_server(caplog)
 
 
 async def test_a_refusal_reaches_an_application_that_speaks_first(

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,12 +182,7 @@ async def _tunnel_kills(kills: int, root: Path) -> Row:
                     victim = rng.choice((server, client))
                     await victim.kill()
                     await victim.start()
-                    # Back means working: new connections carry data again.
-                    before = tally.echoed
-                    with trio.move_on_after(10):
-                        while tally.echoed == before:
-                            await trio.sleep(0.05)
-                    if tally.echoed == before:
+                    if not await _progressed(lambda: tally.echoed):
                         tally.untyped.append("no data carried within 10 s of a restart")
                 await trio.sleep(1)
                 stop.set()
@@ -261,17 +257,32 @@ async def _member(name: str, port: int, home: Path, tally: _Members, stop: trio.
             await trio.sleep(0.1)
 
 
-async def _hub_kills(kills: int, root: Path) -> Row:
-    client_home, server_home = _keystores(root)
+async def _start_hub(root: Path, home: Path) -> tuple[_Process, int]:
+    """A ``securesess hub`` process whose policy lets the services meet anywhere."""
     policy = root / "policy.toml"
     policy.write_text('[[rule]]\ngroups = ["services"]\nsessions = ["*"]\n'
                       'rights = ["create", "join", "send", "receive"]\n')  # fmt: skip
     port = await _free_port()
     hub = _Process(
         ["securesess", "hub", "--listen", f"127.0.0.1:{port}", "--identity", "hub",
-         "--policy", str(policy), "--home", str(server_home)],
+         "--policy", str(policy), "--home", str(home)],
     )  # fmt: skip
     await hub.start()
+    return hub, port
+
+
+async def _progressed(count: Callable[[], int], timeout: float = 10) -> bool:
+    """Whether ``count()`` grows within ``timeout`` seconds: back means working."""
+    before = count()
+    with trio.move_on_after(timeout):
+        while count() == before:
+            await trio.sleep(0.05)
+    return count() != before
+
+
+async def _hub_kills(kills: int, root: Path) -> Row:
+    client_home, server_home = _keystores(root)
+    hub, port = await _start_hub(root, server_home)
     tally = _Members()
     rng = random.Random(11)
     stop = trio.Event()
@@ -283,17 +294,11 @@ async def _hub_kills(kills: int, root: Path) -> Row:
                 await trio.sleep(rng.uniform(0.3, 1.0))
                 await hub.kill()
                 await hub.start()
-                # Back means working: the members meet again and hear each other.
-                before = tally.received
-                with trio.move_on_after(10):
-                    while tally.received == before:
-                        await trio.sleep(0.05)
-                if tally.received == before:
+                if not await _progressed(lambda: tally.received):
                     tally.untyped.append("no message delivered within 10 s of a restart")
             await trio.sleep(1)
             stop.set()
-            with trio.move_on_after(10):
-                await trio.sleep(0.5)
+            await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
     finally:
         await hub.stop()
@@ -313,15 +318,7 @@ async def _hub_kills(kills: int, root: Path) -> Row:
 
 async def _member_kills(kills: int, root: Path) -> Row:
     client_home, server_home = _keystores(root)
-    policy = root / "policy.toml"
-    policy.write_text('[[rule]]\ngroups = ["services"]\nsessions = ["*"]\n'
-                      'rights = ["create", "join", "send", "receive"]\n')  # fmt: skip
-    port = await _free_port()
-    hub = _Process(
-        ["securesess", "hub", "--listen", f"127.0.0.1:{port}", "--identity", "hub",
-         "--policy", str(policy), "--home", str(server_home)],
-    )  # fmt: skip
-    await hub.start()
+    hub, port = await _start_hub(root, server_home)
     store = Keystore.open(client_home)
     seen_leaving = 0
     unexpected = 0
