@@ -8,9 +8,16 @@ from typing import Final, final
 from cryptography.exceptions import InvalidTag
 
 from handshake._bytes import BytesLike, as_key
+from handshake._memory import overlaps
 from handshake._nocopy import NoCopy
 from handshake.ciphers import AEAD, TAG_LEN, CipherFunction
-from handshake.errors import DecryptError, InvalidNonceError, MissingKeyError, NonceExhaustedError
+from handshake.errors import (
+    DecryptError,
+    InvalidBufferError,
+    InvalidNonceError,
+    MissingKeyError,
+    NonceExhaustedError,
+)
 
 __all__ = ["MAX_NONCE", "CipherState"]
 
@@ -18,6 +25,10 @@ __all__ = ["MAX_NONCE", "CipherState"]
 MAX_NONCE: Final = 2**64 - 1
 
 _ZEROS: Final = bytes(32)
+_OVERLAP: Final = (
+    "{} and out overlap: an AEAD reads and writes separate buffers (cryptography 51 "
+    "refuses in-place calls, and no version defines them)"
+)
 
 
 @final
@@ -97,34 +108,49 @@ class CipherState(NoCopy):
         return plaintext
 
     # The two *_into methods are a record layer's hot path: they take
-    # memoryviews the caller has already checked, and do nothing else.
+    # memoryviews the caller has already checked, and check only what no
+    # caller can cheaply see, that input and output do not overlap.
 
     def encrypt_into(self, ad: BytesLike, plaintext: memoryview, out: memoryview) -> int:
         """Encrypt into ``out[:len(plaintext) + 16]``; return the bytes written.
 
-        ``out`` may start where ``plaintext`` starts (in-place encryption).
+        Raises:
+            InvalidBufferError: ``plaintext`` and that part of ``out`` overlap.
+            NonceExhaustedError: 2**64-1 messages were already encrypted.
         """
         size = len(plaintext)
+        target = out[: size + TAG_LEN if self._aead is not None else size]
+        if overlaps(plaintext, target):
+            raise InvalidBufferError(_OVERLAP.format("plaintext"))
         if self._aead is None:
-            out[:size] = plaintext
+            target[:] = plaintext
             return size
-        written = self._aead.encrypt_into(self._next_nonce(), plaintext, ad, out[: size + TAG_LEN])
+        written = self._aead.encrypt_into(self._next_nonce(), plaintext, ad, target)
         self._n += 1
         return written
 
     def decrypt_into(self, ad: BytesLike, ciphertext: memoryview, out: memoryview) -> int:
         """Decrypt into ``out[:len(ciphertext) - 16]``; return the bytes written.
 
-        On failure ``out`` may hold garbage, but nothing is returned from it.
+        On failure ``out`` may hold garbage, but nothing is returned from it,
+        and the nonce stays where it was.
+
+        Raises:
+            InvalidBufferError: ``ciphertext`` and that part of ``out`` overlap.
+            DecryptError: the message is too short or fails authentication.
+            NonceExhaustedError: 2**64-1 messages were already decrypted.
         """
-        size = len(ciphertext) - TAG_LEN
-        if self._aead is None:
-            out[: size + TAG_LEN] = ciphertext
-            return size + TAG_LEN
+        size = len(ciphertext) - (TAG_LEN if self._aead is not None else 0)
         if size < 0:
             raise DecryptError("message is shorter than an authentication tag")
+        target = out[:size]
+        if overlaps(ciphertext, target):
+            raise InvalidBufferError(_OVERLAP.format("ciphertext"))
+        if self._aead is None:
+            target[:] = ciphertext
+            return size
         try:
-            written = self._aead.decrypt_into(self._next_nonce(), ciphertext, ad, out[:size])
+            written = self._aead.decrypt_into(self._next_nonce(), ciphertext, ad, target)
         except InvalidTag as exc:
             raise DecryptError("message failed authentication") from exc
         self._n += 1

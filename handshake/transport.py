@@ -110,6 +110,12 @@ class TransportState(NoCopy):
         """Encrypt ``plaintext`` into the start of writable buffer ``out``.
 
         Returns the number of bytes written, ``len(plaintext) + 16``.
+
+        Raises:
+            InvalidBufferError: ``out`` is read-only or too short, or the part
+                of it written overlaps ``plaintext`` (no in-place encryption).
+            MessageTooLongError: the ciphertext would exceed 65535 bytes.
+            NonceExhaustedError: 2**64-1 messages were already sent.
         """
         view = as_view(plaintext, "plaintext")
         _check_plaintext_len(len(view))
@@ -123,9 +129,13 @@ class TransportState(NoCopy):
 
         Returns the number of plaintext bytes, ``len(ciphertext) - 16``. If
         authentication fails, :class:`DecryptError` is raised and the bytes
-        already in ``out`` must be ignored. ``out`` may be the ciphertext's own
-        buffer (in-place decryption); the ciphertext is then overwritten even
-        when authentication fails.
+        already in ``out`` must be ignored.
+
+        Raises:
+            DecryptError: authentication failed; the state is unchanged.
+            InvalidBufferError: ``out`` is read-only or too short, or the part
+                of it written overlaps ``ciphertext`` (no in-place decryption).
+            MalformedMessageError: the message exceeds 65535 bytes.
         """
         view = as_view(ciphertext, "ciphertext")
         _check_ciphertext_len(len(view))

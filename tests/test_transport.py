@@ -72,12 +72,69 @@ def test_encrypt_into_and_decrypt_into_match_the_copying_calls() -> None:
     assert plain == plaintext
 
 
-def test_decrypt_into_in_place() -> None:
+def test_decrypt_into_refuses_to_decrypt_in_place() -> None:
     alice, bob = _pair()
     buffer = bytearray(alice.encrypt(b"in place"))
+    sealed = bytes(buffer)
     view = memoryview(buffer)
-    size = bob.decrypt_into(view, view)
-    assert buffer[:size] == b"in place"
+    with pytest.raises(InvalidBufferError, match="ciphertext and out overlap"):
+        bob.decrypt_into(view, view)
+    assert buffer == sealed, "nothing written"
+    assert bob.receiving_nonce == 0
+    out = bytearray(len(sealed))
+    assert out[: bob.decrypt_into(view, out)] == b"in place"
+
+
+def test_encrypt_into_refuses_to_encrypt_in_place() -> None:
+    alice, bob = _pair()
+    buffer = bytearray(b"in place" + bytes(16))
+    view = memoryview(buffer)
+    with pytest.raises(InvalidBufferError, match="plaintext and out overlap"):
+        alice.encrypt_into(view[:8], view)
+    assert alice.sending_nonce == 0
+    out = bytearray(24)
+    assert alice.encrypt_into(view[:8], out) == 24
+    assert bob.decrypt(out) == b"in place"
+
+
+@pytest.mark.parametrize(
+    ("data", "out", "overlapping"),
+    [
+        (slice(0, 10), slice(9, 35), True),  # on the input's last byte
+        (slice(30, 40), slice(5, 31), True),  # on the input's first byte
+        (slice(20, 30), slice(10, 36), True),  # around the input
+        (slice(0, 10), slice(10, 36), False),  # adjacent: allowed
+        (slice(36, 46), slice(10, 36), False),
+    ],
+)
+@pytest.mark.parametrize("readonly", [False, True], ids=["writable", "read-only input"])
+def test_overlap_is_judged_by_memory_not_by_buffer(
+    data: slice, out: slice, overlapping: bool, readonly: bool
+) -> None:
+    # Views of one bytearray, as a record layer would cut them: only those
+    # that share bytes are refused, whatever the version of cryptography.
+    cipher = CipherState(AESGCM, bytes(32))
+    shared = memoryview(bytearray(64))
+    source = shared[data].toreadonly() if readonly else shared[data]
+    if overlapping:
+        with pytest.raises(InvalidBufferError, match="overlap"):
+            cipher.encrypt_into(b"", source, shared[out])
+        assert cipher.n == 0
+    else:
+        assert cipher.encrypt_into(b"", source, shared[out]) == 26
+        assert cipher.n == 1
+
+
+def test_an_unkeyed_cipher_state_refuses_overlap_too() -> None:
+    cipher = CipherState(AESGCM)
+    buffer = memoryview(bytearray(b"handshake payload"))
+    with pytest.raises(InvalidBufferError, match="overlap"):
+        cipher.encrypt_into(b"", buffer[:9], buffer[4:])
+    with pytest.raises(InvalidBufferError, match="overlap"):
+        cipher.decrypt_into(b"", buffer[4:], buffer)
+    out = bytearray(9)
+    assert cipher.encrypt_into(b"", buffer[:9], memoryview(out)) == 9
+    assert out == b"handshake"
 
 
 def test_decrypt_into_failure_keeps_the_nonce() -> None:
