@@ -1,8 +1,9 @@
 """The record layer (docs/protocol.md §4), sans-IO.
 
 A record is ``frame(ENCRYPT(type || body))``. :class:`RecordWriter` turns
-stream data into as few, as large records as it can, encrypting each in place
-in one output buffer so a whole batch leaves in a single ``send_all``.
+stream data into as few, as large records as it can, sealing each record's
+plaintext into one output buffer so a whole batch leaves in a single
+``send_all``; input and output of the AEAD never overlap.
 :class:`RecordReader` decrypts frames one at a time, straight from the bytes
 the transport returned into a buffer the caller then owns.
 """
@@ -14,9 +15,14 @@ import struct
 from collections import deque
 from typing import Final, final
 
-from handshake import DecryptError, TransportState
+from handshake import DecryptError, NonceExhaustedError, TransportState
 from securesess._frames import FrameReader
-from securesess.errors import PeerAborted, ProtocolViolation, RecordAuthenticationFailed
+from securesess.errors import (
+    PeerAborted,
+    ProtocolViolation,
+    RecordAuthenticationFailed,
+    RecordLimitReached,
+)
 
 __all__ = [
     "BATCH",
@@ -36,7 +42,6 @@ _OVERHEAD: Final = 2 + 1 + _TAG
 #: A sender rekeys at the latest after this many records under one key.
 REKEY_AFTER_RECORDS: Final = 2**20
 _MAX_REASON: Final = 1024
-_EMPTY: Final = memoryview(b"")
 
 
 class RecordType(enum.IntEnum):
@@ -47,6 +52,7 @@ class RecordType(enum.IntEnum):
     ACCEPT = 4
 
 
+_REKEY: Final = memoryview(bytes((RecordType.REKEY,)))
 _CONTROL: Final = frozenset({RecordType.END, RecordType.CLOSE, RecordType.ACCEPT})
 
 
@@ -81,40 +87,56 @@ class RecordWriter:
         self._since_rekey = 0
 
     def seal_data(self, data: memoryview) -> memoryview:
-        """DATA records for ``data`` (at most :data:`BATCH` bytes), REKEY where due."""
+        """DATA records for ``data`` (at most :data:`BATCH` bytes), REKEY where due.
+
+        Raises:
+            RecordLimitReached: the sending key has used its last nonce.
+        """
         records = -(-len(data) // MAX_BODY)
         # Room for a REKEY before every record: a bound, not a count, and
         # cheaper than predicting where the schedule falls.
         out = memoryview(bytearray(len(data) + 2 * records * _OVERHEAD))
+        # Each record's plaintext, ``type || body``, is laid out here and
+        # sealed into ``out``: the AEAD never reads and writes one buffer.
+        # Made per batch, not kept, so an idle stream holds no 64 KiB.
+        plaintext = memoryview(bytearray(1 + min(len(data), MAX_BODY)))
+        plaintext[0] = RecordType.DATA
         pos = 0
         for start in range(0, len(data), MAX_BODY):
-            pos = self._seal(out, pos, RecordType.DATA, data[start : start + MAX_BODY])
+            body = data[start : start + MAX_BODY]
+            plaintext[1 : 1 + len(body)] = body
+            pos = self._seal(out, pos, plaintext[: 1 + len(body)])
         return out[:pos]
 
     def seal(self, record_type: int, body: bytes = b"") -> memoryview:
-        """One control record (END, CLOSE, ACCEPT), with a REKEY first if due."""
+        """One control record (END, CLOSE, ACCEPT), with a REKEY first if due.
+
+        Raises:
+            RecordLimitReached: the sending key has used its last nonce.
+        """
         out = memoryview(bytearray(len(body) + 2 * _OVERHEAD))
-        return out[: self._seal(out, 0, record_type, memoryview(body))]
+        return out[: self._seal(out, 0, memoryview(bytes((record_type,)) + body))]
 
-    def _seal(self, out: memoryview, pos: int, record_type: int, body: memoryview) -> int:
-        # The REKEY record is the last one under the old key.
-        if self._since_rekey + 1 >= self._rekey_after:
-            pos = self._write(out, pos, RecordType.REKEY, _EMPTY)
-            self._cipher.rekey()
-            self._since_rekey = 0
-        self._since_rekey += 1
-        return self._write(out, pos, record_type, body)
+    def _seal(self, out: memoryview, pos: int, plaintext: memoryview) -> int:
+        try:
+            # The REKEY record is the last one under the old key.
+            if self._since_rekey + 1 >= self._rekey_after:
+                pos = self._write(out, pos, _REKEY)
+                self._cipher.rekey()
+                self._since_rekey = 0
+            self._since_rekey += 1
+            return self._write(out, pos, plaintext)
+        except NonceExhaustedError as exc:
+            raise RecordLimitReached(
+                "this stream has sent 2**64-1 records, all its key allows: open a new one"
+            ) from exc
 
-    def _write(self, out: memoryview, pos: int, record_type: int, body: memoryview) -> int:
-        size = 1 + len(body)
-        out[pos] = (size + _TAG) >> 8
-        out[pos + 1] = (size + _TAG) & 0xFF
-        out[pos + 2] = record_type
-        out[pos + 3 : pos + 2 + size] = body
-        # Encrypt in place: the plaintext already sits where the ciphertext goes.
-        record = out[pos + 2 : pos + 2 + size + _TAG]
-        self._cipher.encrypt_into(b"", record[:size], record)
-        return pos + 2 + size + _TAG
+    def _write(self, out: memoryview, pos: int, plaintext: memoryview) -> int:
+        length = len(plaintext) + _TAG
+        out[pos] = length >> 8
+        out[pos + 1] = length & 0xFF
+        self._cipher.encrypt_into(b"", plaintext, out[pos + 2 : pos + 2 + length])
+        return pos + 2 + length
 
 
 def close_body(code: int, reason: str) -> bytes:
@@ -217,6 +239,11 @@ class RecordReader:
                 out[pos] = saved  # the data before it is delivered, intact
                 raise RecordAuthenticationFailed(
                     "a record failed authentication (tampered, replayed, reordered or forged)"
+                ) from exc
+            except NonceExhaustedError as exc:
+                # A peer's writer stops before this; one that does not is broken.
+                raise ProtocolViolation(
+                    "the peer sent more than 2**64-1 records under one key"
                 ) from exc
             record_type = out[pos]
             out[pos] = saved

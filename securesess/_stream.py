@@ -16,8 +16,8 @@ docs/protocol.md over it. Its life has three parts:
    and leaves the stream broken.
 
 2. **Records.** ``send_all`` cuts data into records of up to 65518 bytes,
-   encrypts them in place into one buffer and hands the batch to the
-   transport in a single call. ``receive_some`` reads large chunks, decrypts
+   seals them into one buffer and hands the batch to the transport in a
+   single call. ``receive_some`` reads large chunks, decrypts
    one record straight out of the chunk into a buffer that it returns, and
    keeps any bytes the caller did not ask for. Both directions rekey on the
    schedule of :class:`RecordWriter`.
@@ -31,7 +31,8 @@ send, which may have left half a record on the wire), or CLOSED. Every
 operation passes one gate, :meth:`_check_status`. Failures after the
 handshake surface as :class:`trio.BrokenResourceError` chained from the
 precise cause (:class:`TruncatedStream`, :class:`RecordAuthenticationFailed`,
-:class:`ProtocolViolation`, :class:`PeerAborted`).
+:class:`ProtocolViolation`, :class:`PeerAborted`, or, on our side,
+:class:`RecordLimitReached`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from securesess.errors import (
     PeerRejected,
     ProtocolViolation,
     RecordAuthenticationFailed,
+    RecordLimitReached,
     TruncatedStream,
 )
 
@@ -601,14 +603,17 @@ class SecureStream(trio.abc.HalfCloseableStream):
             writer = self._writer
             assert writer is not None
             view = memoryview(data).cast("B")
-            if len(view) <= BATCH:
-                if not view:
-                    await trio.lowlevel.checkpoint()
+            try:
+                if len(view) <= BATCH:
+                    if not view:
+                        await trio.lowlevel.checkpoint()
+                        return
+                    await self._transport_send(writer.seal_data(view))
                     return
-                await self._transport_send(writer.seal_data(view))
-                return
-            for start in range(0, len(view), BATCH):
-                await self._transport_send(writer.seal_data(view[start : start + BATCH]))
+                for start in range(0, len(view), BATCH):
+                    await self._transport_send(writer.seal_data(view[start : start + BATCH]))
+            except RecordLimitReached as exc:
+                raise self._broken(exc) from exc
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_busy:
@@ -634,7 +639,11 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.checkpoint()
                 return
             assert self._writer is not None
-            await self._transport_send(self._writer.seal(RecordType.END))
+            try:
+                end = self._writer.seal(RecordType.END)
+            except RecordLimitReached as exc:
+                raise self._broken(exc) from exc
+            await self._transport_send(end)
             self._end_sent = True
             if isinstance(self.transport_stream, trio.abc.HalfCloseableStream):
                 try:
@@ -755,7 +764,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
         sent = False
         if self._status is _Status.OK and self._writer is not None and not self._send_busy.held:
             with trio.move_on_after(1):
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, RecordLimitReached
+                ):
                     await self._transport_send(
                         self._writer.seal(RecordType.CLOSE, close_body(code, reason))
                     )
@@ -793,7 +804,10 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if graceful:
                 assert self._writer is not None
                 with contextlib.suppress(
-                    trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    trio.BusyResourceError,
+                    RecordLimitReached,
                 ):
                     await self.transport_stream.send_all(self._writer.seal(RecordType.END))
         finally:

@@ -30,6 +30,7 @@ __all__ = [
     "PolicyError",
     "ProtocolViolation",
     "RecordAuthenticationFailed",
+    "RecordLimitReached",
     "SessionClosed",
     "SessionError",
     "TruncatedStream",
@@ -96,6 +97,11 @@ class RecordAuthenticationFailed(Exception):
 
 class ProtocolViolation(Exception):
     """The peer sent something the wire protocol does not allow."""
+
+
+class RecordLimitReached(Exception):
+    """This side sent all the records its key allows (2**64-1, REKEY
+    included): nothing more can be sealed, so the stream must be replaced."""
 
 
 class PeerAborted(Exception):

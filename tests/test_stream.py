@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from handshake import HandshakeState
+from handshake import MAX_NONCE, CipherState, HandshakeState
 from securesess import (
     HandshakeFailed,
     HandshakeTimeout,
@@ -19,11 +19,12 @@ from securesess import (
     PeerRejected,
     ProtocolViolation,
     RecordAuthenticationFailed,
+    RecordLimitReached,
     SecureStream,
     TruncatedStream,
 )
 from securesess._frames import FrameReader, frame
-from securesess._records import MAX_BODY, RecordType, RecordWriter
+from securesess._records import MAX_BODY, CloseCode, RecordType, RecordWriter
 from securesess.testing import secure_stream_pair
 from tests.streams import Identities, filtered_pair, frames_of, handshake_both
 
@@ -554,3 +555,58 @@ async def test_a_refusal_with_a_malformed_reason_is_a_handshake_failure() -> Non
             nursery.start_soon(fake_server)
             with pytest.raises(HandshakeFailed, match="malformed reason"):
                 await client.do_handshake()
+
+
+def _exhaust(cipher: CipherState | None) -> None:
+    # 2**64-1 records cannot be sent in a test; the counter can be moved
+    # to the nonce reserved for REKEY, past the last one a record may use.
+    assert cipher is not None
+    cipher.set_nonce(MAX_NONCE)
+
+
+async def test_a_sender_out_of_nonces_breaks_the_stream_with_a_typed_cause() -> None:
+    client, server = await secure_stream_pair()
+    assert client._transport is not None
+    _exhaust(client._transport.send_cipher)
+    with pytest.raises(trio.BrokenResourceError) as raised:
+        await client.send_all(b"one record too many")
+    assert isinstance(raised.value.__cause__, RecordLimitReached)
+    with pytest.raises(trio.BrokenResourceError):
+        await client.send_eof()
+    await client.aclose()  # closes without a word: there is no nonce for END
+    with pytest.raises(trio.BrokenResourceError) as truncated:
+        await server.receive_some()
+    assert isinstance(truncated.value.__cause__, TruncatedStream)
+
+
+@pytest.mark.parametrize("how", ["send_eof", "aclose", "abort"])
+async def test_ending_a_stream_out_of_nonces_never_raises_the_nonce_error(how: str) -> None:
+    client, server = await secure_stream_pair()
+    assert client._transport is not None
+    _exhaust(client._transport.send_cipher)
+    if how == "send_eof":
+        with pytest.raises(trio.BrokenResourceError) as raised:
+            await client.send_eof()
+        assert isinstance(raised.value.__cause__, RecordLimitReached)
+        await client.aclose()
+    elif how == "aclose":
+        await client.aclose()
+    else:
+        await client.abort(CloseCode.PROTOCOL_VIOLATION, "going")
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_all(b"x")
+    with pytest.raises(trio.BrokenResourceError):
+        await server.receive_some()
+
+
+async def test_a_peer_past_the_last_nonce_is_a_protocol_violation() -> None:
+    client, server = await secure_stream_pair()
+    await client.send_all(b"delivered")
+    assert await server.receive_some() == b"delivered"
+    assert server._transport is not None
+    _exhaust(server._transport.receive_cipher)
+    await client.send_all(b"never delivered")
+    with pytest.raises(trio.BrokenResourceError) as raised:
+        await server.receive_some()
+    assert isinstance(raised.value.__cause__, ProtocolViolation)
+    assert "2**64-1 records" in str(raised.value.__cause__)
