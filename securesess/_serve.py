@@ -13,7 +13,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import trio
 
@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("securesess")
+
+StreamT = TypeVar("StreamT", bound=trio.abc.Stream)
 
 DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
 # The negotiation answer "allowed: (nothing)", which means busy (protocol.md §2).
@@ -108,8 +110,11 @@ def format_address(host: str, port: int) -> str:
 
 
 def peer_address(stream: trio.abc.Stream) -> str:
-    """``host:port`` of the far end of a socket stream (or of a SecureStream over one)."""
-    transport = stream.transport_stream if isinstance(stream, SecureStream) else stream
+    """``host:port`` of the far end of a socket stream, or of a stream wrapped
+    around one (each wrapper's ``transport_stream``, as Trio names it)."""
+    transport: object = stream
+    while not isinstance(transport, trio.SocketStream) and hasattr(transport, "transport_stream"):
+        transport = transport.transport_stream
     if isinstance(transport, trio.SocketStream):
         try:
             address = transport.socket.getpeername()
@@ -142,6 +147,52 @@ def _log_failure(stream: SecureStream, failure: HandshakeFailed | str) -> None:
         log.warning("refused a connection from %s: %s", peer_address(stream), failure)
     else:
         log.info("handshake with %s failed: %s", peer_address(stream), failure)
+
+
+def contained(
+    handler: Callable[[StreamT], Awaitable[object]],
+) -> Callable[[StreamT], Awaitable[None]]:
+    """``handler``, made safe for ``trio.serve_listeners``: one connection's
+    unexpected error never stops the server.
+
+    ``trio.serve_listeners`` runs every connection in one nursery, so an
+    exception that escapes one handler cancels them all and ends the
+    server. Here it ends that connection instead: the error is logged once,
+    with the peer's address and the traceback (which holds no secret: no
+    error of this package puts key material in its message), and the stream
+    is closed forcefully. Cancellation, and exceptions that are not
+    :class:`Exception` (KeyboardInterrupt, SystemExit), still propagate,
+    alone or in a group.
+    """
+
+    async def run(stream: StreamT) -> None:
+        try:
+            await handler(stream)
+        except BaseException as exc:
+            errors, rest = split_errors(exc)
+            if errors is not None:
+                log.error(
+                    "unexpected error in the connection from %s; closed it, serving the others",
+                    peer_address(stream),
+                    exc_info=errors,
+                )
+                await trio.aclose_forcefully(stream)
+            if rest is exc:
+                raise
+            if rest is not None:
+                raise rest from None
+
+    return run
+
+
+def split_errors(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """``exc`` as (its errors, the rest): Cancelled and the like, bare or in a
+    group as nurseries raise them, must go on up; errors stop here."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Exception)
+    if isinstance(exc, Exception):
+        return exc, None
+    return None, exc
 
 
 def _source(stream: SecureStream) -> str | None:
@@ -181,7 +232,9 @@ def handshake_first(
     told "busy".
 
     ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
-    failed handshake (``why`` the error) before the stream is closed.
+    failed handshake (``why`` the error) before the stream is closed. Any
+    other error, in the handshake or in ``handler``, closes that connection
+    alone (see :func:`contained`).
     """
     if max_concurrent_handshakes < 1:
         raise ValueError("max_concurrent_handshakes must be at least 1")
@@ -252,7 +305,7 @@ def handshake_first(
             return
         await handler(stream)
 
-    return handshake_then_handle
+    return contained(handshake_then_handle)
 
 
 async def serve_secure(

@@ -62,9 +62,11 @@ from securesess._records import REKEY_AFTER_RECORDS, CloseCode
 from securesess._serve import (
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     SecureListener,
+    contained,
     format_address,
     handshake_first,
     peer_address,
+    split_errors,
 )
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import (
@@ -261,14 +263,7 @@ def _ending(connection: _Connection) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        errors: BaseException | None
-        rest: BaseException | None
-        if isinstance(exc, BaseExceptionGroup):
-            errors, rest = exc.split(Exception)
-        elif isinstance(exc, Exception):
-            errors, rest = exc, None
-        else:
-            errors, rest = None, exc
+        errors, rest = split_errors(exc)
         if errors is not None:
             log.error("connection %d: unexpected error", connection.number, exc_info=errors)
             reason = "internal error in the tunnel"
@@ -697,7 +692,10 @@ class TunnelClient(_TunnelEnd):
         task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         await trio.serve_listeners(
-            self._handle, list(listeners), handler_nursery=connections, task_status=task_status
+            contained(self._handle),
+            list(listeners),
+            handler_nursery=connections,
+            task_status=task_status,
         )
 
     async def _handle(self, plain: trio.SocketStream) -> None:
