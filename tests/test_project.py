@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -24,6 +25,39 @@ def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     assert install_and_demo.endswith("securesess demo")
     ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert test_command in ci_lines
+
+
+def _lower_bounds() -> dict[str, str]:
+    """Every requirement of pyproject.toml, as name -> its declared minimum."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    requirements = [
+        *project["build-system"]["requires"],
+        *project["project"]["dependencies"],
+        *(r for extra in project["project"]["optional-dependencies"].values() for r in extra),
+    ]
+    bounds = {}
+    for requirement in requirements:
+        # One shape only, so that each has a minimum CI can install exactly.
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)>=([0-9][0-9.]*)", requirement)
+        assert match, f"{requirement!r}: declare a lower bound, as name>=version"
+        bounds[_normalized(match[1])] = match[2]
+    return bounds
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_ci_proves_every_declared_minimum() -> None:
+    constraints = (ROOT / "constraints-minimum.txt").read_text(encoding="utf-8")
+    pinned = {}
+    for line in constraints.splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[_normalized(name)] = version
+    assert pinned == _lower_bounds()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'PIP_CONSTRAINT="$PWD/constraints-minimum.txt"' in ci
 
 
 def test_the_securesess_command_runs_the_demo() -> None:
