@@ -336,7 +336,9 @@ async def serve_secure(
     store accepts, and the stream is closed (gracefully) when it returns.
     ``authorize`` (see :class:`SecureStream`) refuses trusted peers that an
     access policy does not admit. Refused and failed handshakes are logged
-    on the ``securesess`` logger.
+    on the ``securesess`` logger. An exception that escapes ``handler`` (or
+    an unexpected one in a handshake) closes that connection alone, and is
+    logged once at ERROR with the peer's address: the server goes on.
     When ``max_concurrent_handshakes`` are in progress, new clients get a
     "busy" answer at once instead of waiting; so does a source (an IPv4
     address or IPv6 /64) that starts more than ``handshake_rate`` handshakes
