@@ -68,7 +68,7 @@ async def serve_http(stream: securesess.SecureStream) -> None:
                 return  # the client asked to close (or broke keep-alive)
             connection.start_next_cycle()
     except (h11.RemoteProtocolError, trio.BrokenResourceError):
-        # An exception out of a handler would stop serve_secure: drop only this client.
+        # Expected when a client misbehaves or vanishes: drop it without an error log.
         return
 
 

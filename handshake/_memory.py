@@ -15,7 +15,7 @@ for a read-only one, which is slower and so only the fallback.
 from __future__ import annotations
 
 import ctypes
-from typing import Final
+from typing import ClassVar, Final
 
 from handshake.errors import InvalidBufferError
 
@@ -24,7 +24,7 @@ __all__ = ["overlaps"]
 
 class _PyBuffer(ctypes.Structure):
     # Py_buffer, as the C API documents it (part of the stable ABI since 3.11).
-    _fields_ = [
+    _fields_: ClassVar = [
         ("buf", ctypes.c_void_p),
         ("obj", ctypes.c_void_p),
         ("len", ctypes.c_ssize_t),
@@ -46,6 +46,7 @@ _release_buffer: Final = ctypes.pythonapi.PyBuffer_Release
 _release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
 _release_buffer.restype = None
 _PYBUF_SIMPLE: Final = 0
+_OWNERS: Final = (bytes, bytearray)
 
 
 def _address(view: memoryview) -> int:
@@ -69,9 +70,12 @@ def overlaps(data: memoryview, out: memoryview) -> bool:
         raise InvalidBufferError("buffers passed to an AEAD must be contiguous")
     if not data.nbytes or not out.nbytes:
         return False
-    if type(data.obj) is bytes and out.obj is not data.obj:
-        # The common case, and a cheap one: a bytes object's memory is its
-        # own and never writable, so it is never another object's output.
+    if data.obj is not out.obj and type(data.obj) in _OWNERS and type(out.obj) in _OWNERS:
+        # The common case, and a cheap one: a bytes or bytearray object
+        # allocates its memory itself and never lends it to another
+        # object, so two distinct ones never share a byte. (Other
+        # exporters, an mmap, an array, a ctypes or NumPy array, can be
+        # views of each other's memory: those are compared by address.)
         return False
     data_at, out_at = _address(data), _address(out)
     return data_at < out_at + out.nbytes and out_at < data_at + data.nbytes

@@ -171,3 +171,37 @@ async def test_an_error_in_a_handshake_ends_only_its_connection(
             async with await _connect(ids, port) as newcomer:
                 assert await _echo_once(newcomer)
     _assert_logged_once(caplog, address)
+
+
+async def test_a_peer_that_breaks_its_stream_is_logged_in_one_line_not_as_an_error(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The handler lets the BrokenResourceError of a vanished peer escape, as
+    # the simplest echo does: that is no bug, so no ERROR and no traceback,
+    # and the peer's CLOSE reason cannot forge a second log line.
+    ids = Identities()
+
+    async def echo(stream: SecureStream) -> None:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+    listeners: list[SecureListener] = await nursery.start(
+        partial(serve_secure, echo, 0, identity=ids.server, trust=ids.server_trust, host=HOST)
+    )
+    transport = listeners[0].transport_listener
+    assert isinstance(transport, trio.SocketListener)
+    port = transport.socket.getsockname()[1]
+    with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
+        leaving = await _connect(ids, port)
+        address = _local_address(leaving)
+        assert await _echo_once(leaving)
+        await leaving.abort(1000, "bye\nERROR forged line")
+        async with await _connect(ids, port) as newcomer:
+            assert await _echo_once(newcomer)
+        while not any("broke" in message for message in caplog.messages):
+            await trio.sleep(0.01)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    (broke,) = [message for message in caplog.messages if "broke" in message]
+    assert address in broke
+    assert "PeerAborted: the peer closed the stream: bye\\nERROR forged line" in broke
+    assert "\n" not in broke
