@@ -66,16 +66,18 @@ def overlaps(data: memoryview, out: memoryview) -> bool:
     Raises:
         InvalidBufferError: a view is not contiguous (no AEAD takes one).
     """
-    if not data.c_contiguous or not out.c_contiguous:
-        raise InvalidBufferError("buffers passed to an AEAD must be contiguous")
-    if not data.nbytes or not out.nbytes:
-        return False
-    if data.obj is not out.obj and type(data.obj) in _OWNERS and type(out.obj) in _OWNERS:
+    owner, target = data.obj, out.obj
+    contiguous = data.c_contiguous and out.c_contiguous
+    if owner is not target and type(owner) in _OWNERS and type(target) in _OWNERS and contiguous:
         # The common case, and a cheap one: a bytes or bytearray object
         # allocates its memory itself and never lends it to another
         # object, so two distinct ones never share a byte. (Other
         # exporters, an mmap, an array, a ctypes or NumPy array, can be
         # views of each other's memory: those are compared by address.)
+        return False
+    if not contiguous:
+        raise InvalidBufferError("buffers passed to an AEAD must be contiguous")
+    if not data.nbytes or not out.nbytes:
         return False
     data_at, out_at = _address(data), _address(out)
     return data_at < out_at + out.nbytes and out_at < data_at + data.nbytes

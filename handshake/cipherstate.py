@@ -111,7 +111,7 @@ class CipherState(NoCopy):
     # memoryviews the caller has already checked, and check only what no
     # caller can cheaply see, that input and output do not overlap.
 
-    def encrypt_into(self, ad: BytesLike, plaintext: memoryview, out: memoryview) -> int:
+    def encrypt_into(self, ad: BytesLike, plaintext: bytes | memoryview, out: memoryview) -> int:
         """Encrypt into ``out[:len(plaintext) + 16]``; return the bytes written.
 
         Raises:
@@ -120,7 +120,8 @@ class CipherState(NoCopy):
         """
         size = len(plaintext)
         target = out[: size + TAG_LEN if self._aead is not None else size]
-        if overlaps(plaintext, target):
+        # A bytes object is never writable, so never any part of ``out``.
+        if not isinstance(plaintext, bytes) and overlaps(plaintext, target):
             raise InvalidBufferError(_OVERLAP.format("plaintext"))
         if self._aead is None:
             target[:] = plaintext
@@ -129,7 +130,7 @@ class CipherState(NoCopy):
         self._n += 1
         return written
 
-    def decrypt_into(self, ad: BytesLike, ciphertext: memoryview, out: memoryview) -> int:
+    def decrypt_into(self, ad: BytesLike, ciphertext: bytes | memoryview, out: memoryview) -> int:
         """Decrypt into ``out[:len(ciphertext) - 16]``; return the bytes written.
 
         On failure ``out`` may hold garbage, but nothing is returned from it,
@@ -144,7 +145,7 @@ class CipherState(NoCopy):
         if size < 0:
             raise DecryptError("message is shorter than an authentication tag")
         target = out[:size]
-        if overlaps(ciphertext, target):
+        if not isinstance(ciphertext, bytes) and overlaps(ciphertext, target):
             raise InvalidBufferError(_OVERLAP.format("ciphertext"))
         if self._aead is None:
             target[:] = ciphertext

@@ -52,7 +52,8 @@ class RecordType(enum.IntEnum):
     ACCEPT = 4
 
 
-_REKEY: Final = memoryview(bytes((RecordType.REKEY,)))
+_DATA: Final = bytes((RecordType.DATA,))
+_REKEY: Final = bytes((RecordType.REKEY,))
 _CONTROL: Final = frozenset({RecordType.END, RecordType.CLOSE, RecordType.ACCEPT})
 
 
@@ -96,16 +97,13 @@ class RecordWriter:
         # Room for a REKEY before every record: a bound, not a count, and
         # cheaper than predicting where the schedule falls.
         out = memoryview(bytearray(len(data) + 2 * records * _OVERHEAD))
-        # Each record's plaintext, ``type || body``, is laid out here and
-        # sealed into ``out``: the AEAD never reads and writes one buffer.
-        # Made per batch, not kept, so an idle stream holds no 64 KiB.
-        plaintext = memoryview(bytearray(1 + min(len(data), MAX_BODY)))
-        plaintext[0] = RecordType.DATA
         pos = 0
         for start in range(0, len(data), MAX_BODY):
-            body = data[start : start + MAX_BODY]
-            plaintext[1 : 1 + len(body)] = body
-            pos = self._seal(out, pos, plaintext[: 1 + len(body)])
+            # Each record's plaintext, ``type || body``, is put together in
+            # a bytes object of its own, the one copy of the body, and
+            # sealed from there into ``out``: the AEAD never reads and
+            # writes one buffer, and an idle stream keeps no buffer for it.
+            pos = self._seal(out, pos, _DATA + data[start : start + MAX_BODY])
         return out[:pos]
 
     def seal(self, record_type: int, body: bytes = b"") -> memoryview:
@@ -115,9 +113,9 @@ class RecordWriter:
             RecordLimitReached: the sending key has used its last nonce.
         """
         out = memoryview(bytearray(len(body) + 2 * _OVERHEAD))
-        return out[: self._seal(out, 0, memoryview(bytes((record_type,)) + body))]
+        return out[: self._seal(out, 0, bytes((record_type,)) + body)]
 
-    def _seal(self, out: memoryview, pos: int, plaintext: memoryview) -> int:
+    def _seal(self, out: memoryview, pos: int, plaintext: bytes) -> int:
         try:
             # The REKEY record is the last one under the old key.
             if self._since_rekey + 1 >= self._rekey_after:
@@ -131,7 +129,7 @@ class RecordWriter:
                 "this stream has sent 2**64-1 records, all its key allows: open a new one"
             ) from exc
 
-    def _write(self, out: memoryview, pos: int, plaintext: memoryview) -> int:
+    def _write(self, out: memoryview, pos: int, plaintext: bytes) -> int:
         length = len(plaintext) + _TAG
         out[pos] = length >> 8
         out[pos + 1] = length & 0xFF
