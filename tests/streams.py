@@ -1,15 +1,17 @@
-"""Building SecureStream pairs over in-memory transports we can watch and tamper with."""
+"""Building SecureStream pairs over in-memory transports we can watch and tamper
+with, and serving on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 import trio.testing
 
 from keystore import Identity, TrustStore
-from securesess import SecureStream
+from securesess import SecureListener, SecureStream, serve_secure
 from securesess._frames import FrameReader
 
 Filter = Callable[[bytes], bytes]
@@ -98,3 +100,27 @@ def frames_of(wire: bytes) -> list[bytes]:
     while (frame := reader.next_frame()) is not None:
         frames.append(bytes(frame))
     return frames
+
+
+async def serve_on_loopback(
+    nursery: trio.Nursery,
+    handler: Callable[[SecureStream], Awaitable[object]],
+    ids: Identities,
+    **options: Any,
+) -> int:
+    """Start serve_secure as ``ids.server`` on a free loopback port; return the port."""
+    listeners: list[SecureListener] = await nursery.start(
+        partial(
+            serve_secure,
+            handler,
+            0,
+            identity=ids.server,
+            trust=ids.server_trust,
+            host="127.0.0.1",
+            **options,
+        )
+    )
+    transport = listeners[0].transport_listener
+    assert isinstance(transport, trio.SocketListener)
+    port: int = transport.socket.getsockname()[1]
+    return port

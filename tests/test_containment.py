@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import pytest
 import trio
 
-from securesess import SecureListener, SecureStream, open_secure_stream, serve_secure
+from securesess import SecureListener, SecureStream, open_secure_stream
 from securesess._serve import format_address, handshake_first
-from tests.streams import Identities
+from tests.streams import Identities, serve_on_loopback
 
 HOST = "127.0.0.1"
 
 
 class _Bug(Exception):
     """What nothing in the server expects."""
+
+
+async def _echo(stream: SecureStream) -> None:
+    while data := await stream.receive_some():
+        await stream.send_all(data)
+    await stream.aclose()
 
 
 async def _echo_once(stream: trio.abc.Stream) -> bool:
@@ -79,12 +84,7 @@ async def test_an_error_in_a_handler_ends_only_its_connection(
                 await fail()
             await stream.send_all(data)
 
-    listeners: list[SecureListener] = await nursery.start(
-        partial(serve_secure, handler, 0, identity=ids.server, trust=ids.server_trust, host=HOST)
-    )
-    transport = listeners[0].transport_listener
-    assert isinstance(transport, trio.SocketListener)
-    port = transport.socket.getsockname()[1]
+    port = await serve_on_loopback(nursery, handler, ids)
     with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
         async with await _connect(ids, port) as steady:
             assert await _echo_once(steady)
@@ -144,17 +144,12 @@ async def test_an_error_in_a_handshake_ends_only_its_connection(
 ) -> None:
     ids = Identities()
 
-    async def echo(stream: SecureStream) -> None:
-        while data := await stream.receive_some():
-            await stream.send_all(data)
-        await stream.aclose()
-
     (tcp,) = await trio.open_tcp_listeners(0, host=HOST)
     port = tcp.socket.getsockname()[1]
     listener = SecureListener(
         _SecondConnectionIsBuggy(tcp), identity=ids.server, trust=ids.server_trust
     )
-    serve_one = handshake_first(echo, max_concurrent_handshakes=8)
+    serve_one = handshake_first(_echo, max_concurrent_handshakes=8)
     await nursery.start(trio.serve_listeners, serve_one, [listener])
     with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
         async with await _connect(ids, port) as steady:
@@ -181,16 +176,7 @@ async def test_a_peer_that_breaks_its_stream_is_logged_in_one_line_not_as_an_err
     # and the peer's CLOSE reason cannot forge a second log line.
     ids = Identities()
 
-    async def echo(stream: SecureStream) -> None:
-        while data := await stream.receive_some():
-            await stream.send_all(data)
-
-    listeners: list[SecureListener] = await nursery.start(
-        partial(serve_secure, echo, 0, identity=ids.server, trust=ids.server_trust, host=HOST)
-    )
-    transport = listeners[0].transport_listener
-    assert isinstance(transport, trio.SocketListener)
-    port = transport.socket.getsockname()[1]
+    port = await serve_on_loopback(nursery, _echo, ids)
     with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
         leaving = await _connect(ids, port)
         address = _local_address(leaving)

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -21,10 +20,9 @@ from securesess import (
     SecureListener,
     SecureStream,
     open_secure_stream,
-    serve_secure,
     wrap_socket,
 )
-from tests.streams import Identities, handshake_both
+from tests.streams import Identities, handshake_both, serve_on_loopback
 
 Handler = Callable[[SecureStream], Awaitable[object]]
 
@@ -32,25 +30,6 @@ Handler = Callable[[SecureStream], Awaitable[object]]
 async def _echo(stream: SecureStream) -> None:
     while data := await stream.receive_some():
         await stream.send_all(data)
-
-
-async def _serve(nursery: trio.Nursery, handler: Handler, ids: Identities, **options: Any) -> int:
-    """Start serve_secure on a free loopback port; return the port."""
-    listeners: list[SecureListener] = await nursery.start(
-        partial(
-            serve_secure,
-            handler,
-            0,
-            identity=ids.server,
-            trust=ids.server_trust,
-            host="127.0.0.1",
-            **options,
-        )
-    )
-    transport = listeners[0].transport_listener
-    assert isinstance(transport, trio.SocketListener)
-    port: int = transport.socket.getsockname()[1]
-    return port
 
 
 async def test_tcp_echo_through_serve_secure(nursery: trio.Nursery) -> None:
@@ -61,7 +40,7 @@ async def test_tcp_echo_through_serve_secure(nursery: trio.Nursery) -> None:
         seen.append(stream.peer.name)
         await _echo(stream)
 
-    port = await _serve(nursery, handler, ids)
+    port = await serve_on_loopback(nursery, handler, ids)
     with trio.fail_after(10):
         stream = await open_secure_stream(
             "127.0.0.1",
@@ -91,7 +70,7 @@ async def test_an_untrusted_client_never_reaches_the_handler(
     async def handler(stream: SecureStream) -> None:
         called.append(stream)
 
-    port = await _serve(nursery, handler, ids)
+    port = await serve_on_loopback(nursery, handler, ids)
     with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
         with pytest.raises(PeerRejected, match="is not pinned") as raised:
             await open_secure_stream(
@@ -105,7 +84,7 @@ async def test_an_untrusted_client_never_reaches_the_handler(
 
 async def test_a_stalled_client_does_not_block_others(nursery: trio.Nursery) -> None:
     ids = Identities()
-    port = await _serve(nursery, _echo, ids)
+    port = await serve_on_loopback(nursery, _echo, ids)
     with trio.fail_after(10):
         stalled = await trio.open_tcp_stream("127.0.0.1", port)
         await stalled.send_all(b"\x00")  # half a length field, then nothing
@@ -120,7 +99,7 @@ async def test_a_stalled_client_does_not_block_others(nursery: trio.Nursery) -> 
 
 async def test_busy_servers_say_so(nursery: trio.Nursery) -> None:
     ids = Identities()
-    port = await _serve(nursery, _echo, ids, max_concurrent_handshakes=1)
+    port = await serve_on_loopback(nursery, _echo, ids, max_concurrent_handshakes=1)
     with trio.fail_after(10):
         stalled = await trio.open_tcp_stream("127.0.0.1", port)
         await trio.sleep(0.2)  # the stalled client now holds the only slot
@@ -132,7 +111,7 @@ async def test_busy_servers_say_so(nursery: trio.Nursery) -> None:
 
 async def test_garbage_does_not_disturb_the_server(nursery: trio.Nursery) -> None:
     ids = Identities()
-    port = await _serve(nursery, _echo, ids)
+    port = await serve_on_loopback(nursery, _echo, ids)
     with trio.fail_after(10):
         garbage = await trio.open_tcp_stream("127.0.0.1", port)
         await garbage.send_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
