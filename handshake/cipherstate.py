@@ -107,8 +107,8 @@ class CipherState(NoCopy):
         self._n += 1
         return plaintext
 
-    # The two *_into methods are a record layer's hot path: they take
-    # memoryviews the caller has already checked, and check only what no
+    # The two *_into methods are a record layer's hot path: they take bytes
+    # or memoryviews the caller has already checked, and check only what no
     # caller can cheaply see, that input and output do not overlap.
 
     def encrypt_into(self, ad: BytesLike, plaintext: bytes | memoryview, out: memoryview) -> int:
