@@ -22,8 +22,16 @@ DEFAULT_PROTOCOL: Final = "Noise_XX_25519_AESGCM_SHA256"
 DEFAULT_PSK_PROTOCOL: Final = "Noise_XXpsk3_25519_AESGCM_SHA256"
 
 # XX: both sides send their key. IK: the client knows the server's key already
-# (one round trip). With a network key (PSK), only the psk variants.
-_PATTERNS: Final = {False: ("XX", "IK"), True: ("XXpsk3", "IKpsk2")}
+# (one round trip). With a network key (PSK), only the psk variants, each with
+# the PSK in the initiator's last message, so that a responder admits nobody
+# who has not proven it: IKpsk1, not the IKpsk2 of WireGuard, which mixes the
+# PSK in only with the responder's message 2 and so would let a trusted key
+# without the PSK in (WireGuard waits for the initiator's first data packet;
+# securesess admits at the end of the handshake).
+_PATTERNS: Final = {False: ("XX", "IK"), True: ("XXpsk3", "IKpsk1")}
+# Refused by name, with the reason: the PSK comes too late to authenticate
+# the initiator before it is admitted.
+_LATE_PSK: Final = frozenset({"IKpsk2"})
 _CIPHERS: Final = ("AESGCM", "ChaChaPoly")
 _HASHES: Final = ("SHA256", "SHA512", "BLAKE2s", "BLAKE2b")
 
@@ -50,6 +58,12 @@ def prologue(protocol_name: str) -> bytes:
 
 def _check(name: str, with_psk: bool) -> NoiseProtocol:
     protocol = NoiseProtocol.parse(name)
+    if protocol.pattern.name in _LATE_PSK:
+        raise ProtocolNameError(
+            f"{name}: the PSK enters only with the responder's message, after the "
+            "initiator is admitted, so it would not keep out a peer without it; "
+            "use IKpsk1 (or XXpsk3)"
+        )
     if protocol.pattern.name not in _PATTERNS[with_psk]:
         if protocol.pattern.name in _PATTERNS[not with_psk]:
             need = "needs a psk" if not with_psk else "has no psk modifier, but a psk was given"

@@ -622,7 +622,7 @@ _GENUINE_CLIENT: Final = ClientScript(
     script=dataclasses.replace(
         _GENUINE_CLIENT,
         psk_server=True,
-        protocol="Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b",
+        protocol="Noise_IKpsk1_25519_ChaChaPoly_BLAKE2b",
         payloads=(encode_payload({CERTIFICATE: _CLIENT_CERT}), b""),
         chunk=3,
     )
@@ -723,7 +723,7 @@ _CLIENT_PROTOCOLS: Final = (
     "Noise_XX_25519_ChaChaPoly_BLAKE2b",
     "Noise_IK_25519_AESGCM_SHA256",
     "Noise_XXpsk3_25519_AESGCM_SHA512",
-    "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s",
+    "Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s",
 )
 
 
@@ -862,7 +862,7 @@ _GENUINE_SERVER: Final = ServerScript(
 @example(
     script=dataclasses.replace(
         _GENUINE_SERVER,
-        protocol="Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s",
+        protocol="Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s",
         payload=b"",
         records=((RecordType.CLOSE, _close_body(3, b"no rule admits you")),),
         chunk=5,

@@ -4,6 +4,7 @@ Unix sockets, and wrapping stdlib sockets that already exist."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
+from handshake import HandshakeState, ProtocolNameError
 from keystore import TrustStore
 from securesess import (
     HandshakeFailed,
@@ -22,6 +25,7 @@ from securesess import (
     open_secure_stream,
     wrap_socket,
 )
+from securesess._frames import frame
 from tests.streams import Identities, handshake_both, serve_on_loopback
 
 Handler = Callable[[SecureStream], Awaitable[object]]
@@ -213,3 +217,70 @@ async def test_any_trio_stream_over_a_unix_listener(nursery: trio.Nursery, tmp_p
         assert await client.receive_some() == b"unix"
         await client.aclose()
     await listener.aclose()
+
+
+@pytest.mark.parametrize(
+    "protocol", ["Noise_XXpsk3_25519_AESGCM_SHA256", "Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s"]
+)
+async def test_a_trusted_key_without_the_psk_never_reaches_the_handler(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    # The attacker holds a key the server trusts, but not the network key.
+    ids = Identities()
+    started: list[SecureStream] = []
+
+    async def handler(stream: SecureStream) -> None:
+        started.append(stream)
+
+    port = await serve_on_loopback(nursery, handler, ids, psk=os.urandom(32))
+    with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
+        with pytest.raises(HandshakeFailed):
+            await open_secure_stream(
+                "127.0.0.1",
+                port,
+                identity=ids.client,
+                trust=ids.client_trust,
+                expect="server",
+                protocol=protocol,
+                psk=os.urandom(32),
+            )
+        while not any("failed" in message for message in caplog.messages):
+            await trio.sleep(0.01)
+    assert started == []
+
+
+async def test_ikpsk2_is_refused_by_name_for_it_admits_before_the_psk(
+    nursery: trio.Nursery,
+) -> None:
+    ids = Identities()
+    late = "Noise_IKpsk2_25519_AESGCM_SHA256"
+    with pytest.raises(ProtocolNameError, match="after the initiator is admitted"):
+        SecureStream(
+            trio.testing.memory_stream_pair()[1],
+            server_side=True,
+            identity=ids.server,
+            trust=ids.server_trust,
+            protocol=late,
+            psk=bytes(32),
+        )
+    # A client of another implementation that offers it anyway is told what
+    # the server speaks instead, before any cryptography on the server.
+    port = await serve_on_loopback(nursery, _echo, ids, psk=bytes(32))
+    state = HandshakeState(
+        late,
+        initiator=True,
+        prologue=b"securesess/1\n" + late.encode(),
+        s=ids.client.private_bytes(),
+        rs=ids.server.public_key,
+        psks=[bytes(32)],
+    )
+    with trio.fail_after(10):
+        raw = await trio.open_tcp_stream("127.0.0.1", port)
+        async with raw:
+            await raw.send_all(frame(late.encode()) + frame(state.write_message()))
+            answer = b""
+            while chunk := await raw.receive_some():
+                answer += chunk
+    assert answer.startswith(b"\0\0")  # "not allowed", then the allowed names
+    assert b"IKpsk1" in answer
+    assert b"IKpsk2" not in answer
