@@ -69,7 +69,7 @@ def reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
 
 def parse_duration(text: str) -> int:
     """``90d``, ``12h``, ``2y``... in seconds."""
-    match = re.fullmatch(r"(\d{1,6})([smhdwy])", text.strip())
+    match = re.fullmatch(r"([0-9]{1,6})([smhdwy])", text.strip())
     if not match:
         raise click.BadParameter(f"{text!r} is not a duration like 90d, 12h or 1y")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
@@ -543,6 +543,8 @@ def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> None:
     """Revoke WHAT: a public key (base64), a certificate SERIAL (with --ca), or a CA's name."""
     store = _store(home)
     cas = store.trust().cas()
+    if what.isdigit() and not what.isascii():
+        fail(f"{what!r}: write a serial with the digits 0 to 9")
     if what.isdigit():
         if ca_name is None:
             if len(cas) != 1:

@@ -459,6 +459,18 @@ class Keystore:
             self._write_toml("revoked.toml", revoked)
 
     def revoke_serial(self, ca_key: bytes, serial: int) -> None:
+        """Revoke the certificate ``serial`` of the CA ``ca_key``.
+
+        Raises:
+            ValueError: ``serial`` is not a 64-bit unsigned integer. It is
+                refused before anything is written: ``trust()`` refuses a
+                revocation list holding one, so it would stop every later
+                reload and revocation.
+        """
+        if type(serial) is not int or not 0 <= serial < 2**64:
+            raise ValueError(
+                f"a certificate serial is an integer from 0 to 2**64-1, not {serial!r}"
+            )
         with self._writing():
             revoked = self._read_toml("revoked.toml")
             serials = [dict(entry) for entry in revoked.get("serials", [])]

@@ -298,3 +298,21 @@ async def test_the_hub_command_serves_reloads_and_stops_on_sigterm(tmp_path: Pat
     assert b"its sessions list is empty" in log  # problems are logged at start
     assert b"reloaded" in log
     assert b"stopping on SIGTERM" in log
+
+
+@pytest.mark.parametrize("serial", [str(2**64), "١٢٣"])
+def test_a_bad_serial_is_refused_and_revocation_goes_on(tmp_path: Path, serial: str) -> None:
+    # An operator's typo used to be written to revoked.toml, which every
+    # later load refused: no reload, no further revocation, no fresh start.
+    home = tmp_path / "home"
+    run(home, "ca", "init", "ops", "--no-passphrase")
+    run(home, "keys", "new", "api", "--no-passphrase")
+    before = (home / "revoked.toml").read_bytes() if (home / "revoked.toml").exists() else None
+    result = run(home, "ca", "revoke", serial, "--ca", "ops", check=False)
+    assert result.returncode == 1
+    assert "serial" in error_line(result)
+    after = (home / "revoked.toml").read_bytes() if (home / "revoked.toml").exists() else None
+    assert after == before
+    key = base64.b64encode(Keystore.open(home).identity("api").public_key).decode()
+    assert "revoked key" in run(home, "ca", "revoke", key).stdout
+    assert Keystore.open(home).trust().is_revoked(base64.b64decode(key))
