@@ -156,9 +156,11 @@ class _Connection:
         "writer_done",
     )
 
-    def __init__(self, stream: SecureStream) -> None:
+    def __init__(self, stream: SecureStream, peer: Peer) -> None:
         self.stream = stream
-        self.peer: Final = stream.peer
+        #: As the trust store knew it when the hub admitted it (the stream's
+        #: ``peer`` is as it was when the handshake checked it).
+        self.peer: Final = peer
         self.memberships: dict[str, _Member] = {}
         self.replies: deque[bytes] = deque()
         self.reply_bytes = 0
@@ -318,9 +320,11 @@ class Hub:
         # happened while this handshake ran against the previous ones (and a
         # stream may not have come through serve() at all). No await between
         # this check and joining self._connections, which reload() walks.
+        # The peer is who the current trust store says it is: a name and
+        # groups re-pinned during the handshake apply from the start.
         peer = stream.peer
         try:
-            self._trust.verify(peer.public_key, peer.certificate)
+            peer = self._trust.verify(peer.public_key, peer.certificate)
         except UntrustedPeerError as exc:
             refusal: str | None = f"not trusted: {exc}"
             code = CloseCode.NOT_TRUSTED
@@ -330,7 +334,7 @@ class Hub:
             log.info("refused %s: %s", peer, refusal)
             await stream.abort(code, refusal)
             return
-        connection = _Connection(stream)
+        connection = _Connection(stream, peer)
         self._connections.add(connection)
         log.info("%s connected", connection.peer)
         try:

@@ -30,7 +30,8 @@ from securesess.errors import (
 )
 from securesess.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
 from securesess.hub import Hub
-from tests.hubs import POLICY, HubWorld, RawClient
+from securesess.testing import Delay, FaultyStream
+from tests.hubs import PEERS, POLICY, HubWorld, RawClient
 
 
 @pytest.fixture
@@ -720,3 +721,39 @@ async def test_a_reload_that_changes_a_peers_groups_makes_it_reconnect(world: Hu
     async with world.connect("db") as db:
         assert db.me is not None
         assert db.me.groups == {"auditors"}
+
+
+async def test_a_handshake_held_across_a_reload_is_admitted_with_the_new_groups(
+    nursery: trio.Nursery,
+) -> None:
+    # The attacker, pinned as api in "services", holds its last XX message
+    # while the operator re-pins it as an auditor and reloads; it must not
+    # then join with the rights of its old group.
+    world = HubWorld()
+    hub = await world.start(nursery)
+    async with world.connect("db") as db:
+        await db.join("orders", create=True)
+        tcp = await trio.open_tcp_stream("127.0.0.1", world.port)
+        # The negotiation frame and message 1 (32 bytes) go; message 3 waits.
+        message_3 = 2 + len(b"Noise_XX_25519_AESGCM_SHA256") + 2 + 32
+        stream = SecureStream(
+            FaultyStream(tcp, send=[Delay(message_3, 0.5)]),
+            identity=world.identities["api"],
+            trust=world.client_trust,
+            expect="hub",
+        )
+        with trio.fail_after(10):
+            async with trio.open_nursery() as handshaking:
+                handshaking.start_soon(stream.do_handshake)
+                await trio.sleep(0.2)
+                repinned = TrustStore()
+                for name, identity in world.identities.items():
+                    groups = ("auditors",) if name == "api" else PEERS[name]
+                    repinned.add_peer(name, identity.public_key, groups)
+                hub.reload(trust=repinned)
+            async with HubConnection.over(stream) as api:
+                assert api.me is not None
+                assert api.me.groups == {"auditors"}
+                orders = await api.join("orders")
+                with pytest.raises(AccessDenied):
+                    await orders.send(b"as a service")
