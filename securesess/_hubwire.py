@@ -121,6 +121,17 @@ def _no_maps(pairs: object) -> object:
     raise ProtocolViolation("the hub protocol has no MessagePack maps")
 
 
+def _flat(array: list[Any]) -> list[Any]:
+    """A request's list_hook: no request holds an array, so an array inside
+    one is refused as soon as it is decoded. Otherwise a megabyte of nested
+    empty arrays would decode to some 65 MiB of lists, and a client could
+    keep that parked one byte short of the end of the message."""
+    for item in array:
+        if type(item) is list:
+            raise ProtocolViolation("a hub request holds no nested arrays")
+    return array
+
+
 def _has_timestamp(message: list[Any]) -> bool:
     """Whether a timestamp (extension type -1, which msgpack decodes by itself) is inside.
 
@@ -151,7 +162,8 @@ class MessageReader:
     fed since the last complete message: the unpacker's own buffer limit
     would not do, since it keeps the decoded part of an unfinished message
     outside that buffer. A hub reads requests with ``MAX_REQUEST`` (they have
-    no nested arrays, so arrays are short); a client reads with ``MAX_ANSWER``.
+    no nested arrays, and arrays of at most 8 fields: any other is refused as
+    it is decoded); a client reads with ``MAX_ANSWER``.
     """
 
     __slots__ = ("_boundary", "_fed", "_max_message", "_unpacker")
@@ -177,6 +189,7 @@ class MessageReader:
             ext_hook=_no_extensions,
             # max_map_len=0 still lets an empty map through: refuse every one.
             object_pairs_hook=_no_maps,
+            **({"list_hook": _flat} if requests_only else {}),
         )
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[list[Any]]:

@@ -11,7 +11,7 @@ import trio
 
 from keystore import Identity, TrustStore
 from securesess import SecureStream, open_secure_stream
-from securesess._hubwire import VERSION, MessageReader, Op, pack
+from securesess._hubwire import MAX_ANSWER, VERSION, MessageReader, Op, pack
 from securesess.client import HubConnection, connect_hub
 from securesess.hub import Hub, serve_hub
 from securesess.policy import Policy
@@ -125,7 +125,7 @@ class RawClient:
 
     def __init__(self, stream: SecureStream) -> None:
         self.stream = stream
-        self._reader = MessageReader()
+        self._reader = MessageReader(MAX_ANSWER)
         self._pending: list[list[Any]] = []
 
     async def next(self) -> list[Any] | None:

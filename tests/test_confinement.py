@@ -23,7 +23,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keystore import Keystore, sign_certificate
-from securesess._hubwire import VERSION, ErrorCode, MessageReader, Op, pack
+from securesess._hubwire import MAX_ANSWER, VERSION, ErrorCode, MessageReader, Op, pack
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "SECRET"
@@ -163,7 +163,7 @@ class Agent(Process):
         return b"".join(bytes.fromhex(r["raw"]) for r in self.records if "raw" in r)
 
     def raw_messages(self) -> list[list[Any]]:
-        return list(MessageReader().feed(self.raw_bytes()))
+        return list(MessageReader(MAX_ANSWER).feed(self.raw_bytes()))
 
 
 class World:

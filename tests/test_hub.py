@@ -7,6 +7,7 @@ the API, the errors and the hub's limits, quickly.
 from __future__ import annotations
 
 import contextlib
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keystore import TrustStore
-from securesess import PeerAborted, PeerRejected, SecureStream
-from securesess._hubwire import MAX_DATA, VERSION, ErrorCode, Op, pack
+from securesess import PeerAborted, PeerRejected, ProtocolViolation, SecureStream
+from securesess._hubwire import MAX_DATA, VERSION, ErrorCode, MessageReader, Op, pack
 from securesess._records import CloseCode
 from securesess.client import HubConnection, Session
 from securesess.errors import (
@@ -757,3 +758,35 @@ async def test_a_handshake_held_across_a_reload_is_admitted_with_the_new_groups(
                 orders = await api.join("orders")
                 with pytest.raises(AccessDenied):
                     await orders.send(b"as a service")
+
+
+def _nested_arrays(depth: int) -> bytes:
+    """An 8-ary tree of empty MessagePack arrays: 1 byte per array on the wire."""
+    return b"\x98" + _nested_arrays(depth - 1) * 8 if depth else b"\x90"
+
+
+async def test_nested_arrays_in_a_request_are_refused_before_the_request_ends(
+    world: HubWorld,
+) -> None:
+    # ~300 KB that would decode to ~300,000 lists; its first 4 KiB, a
+    # request far from complete, which a hub that waits for the end of a
+    # request before looking at it would keep as it grows.
+    attack = pack(Op.SEND, 1, "orders", None)[:-1] + _nested_arrays(6)
+    raw = await world.raw("api")
+    await raw.send_all(attack[:4096])
+    with trio.fail_after(5), pytest.raises(trio.BrokenResourceError) as raised:
+        await RawClient(raw).drain()
+    assert isinstance(raised.value.__cause__, PeerAborted)
+    assert raised.value.__cause__.code == CloseCode.PROTOCOL_VIOLATION
+    assert "nested arrays" in raised.value.__cause__.reason
+
+
+def test_the_request_reader_holds_no_more_than_a_few_arrays_of_a_nested_request() -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolViolation, match="nested arrays"):
+            list(MessageReader().feed(b"\x92\x04" + _nested_arrays(6)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
