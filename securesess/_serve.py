@@ -32,6 +32,7 @@ from securesess.errors import HandshakeFailed
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_HANDSHAKES",
+    "DEFAULT_MAX_HANDSHAKES_PER_SOURCE",
     "SecureListener",
     "open_secure_stream",
     "serve_secure",
@@ -42,6 +43,9 @@ log = logging.getLogger("securesess")
 StreamT = TypeVar("StreamT", bound=trio.abc.Stream)
 
 DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
+#: Handshakes one source (an IPv4 address or IPv6 /64) may have in progress
+#: at once: so at least 8 sources are needed to take all 256 slots.
+DEFAULT_MAX_HANDSHAKES_PER_SOURCE: Final = 32
 # The negotiation answer "allowed: (nothing)", which means busy (protocol.md §2).
 _BUSY: Final = b"\0\0" + frame(b"")
 # How long a refused connection may linger so the client reads the refusal.
@@ -244,6 +248,7 @@ def handshake_first(
     handler: Callable[[SecureStream], Awaitable[object]],
     *,
     max_concurrent_handshakes: int,
+    max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
     handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
     handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
     on_failure: Callable[[SecureStream, HandshakeFailed | str], object] = _log_failure,
@@ -264,7 +269,11 @@ def handshake_first(
     nothing can be told. So stalled connections (a slowloris) from a few
     sources cannot lock everyone else out for a whole handshake timeout,
     and a handshake under way is never cut short. Otherwise the newcomer is
-    told "busy".
+    told "busy". A source that already has ``max_handshakes_per_source``
+    handshakes in progress (None: no limit), answered or not, is told
+    "busy" too: a client that sends its first message and stalls costs
+    nothing to make but holds its slot for the whole timeout, and displacing
+    answered handshakes would cut legitimate slow ones short.
 
     ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
     failed handshake (``why`` the error) before the stream is closed. Any
@@ -273,6 +282,8 @@ def handshake_first(
     """
     if max_concurrent_handshakes < 1:
         raise ValueError("max_concurrent_handshakes must be at least 1")
+    if max_handshakes_per_source is not None and max_handshakes_per_source < 1:
+        raise ValueError("max_handshakes_per_source must be at least 1 (or None)")
     rate_limit = (
         None if handshake_rate is None else HandshakeRateLimit(handshake_rate, handshake_burst)
     )
@@ -318,6 +329,14 @@ def handshake_first(
             limit = f"{rate_limit.rate:g}/s, bursts of {rate_limit.burst}"
             await refuse(stream, f"busy: {source} is over its handshake rate ({limit})", source)
             return
+        if (
+            max_handshakes_per_source is not None
+            and source is not None
+            and holding[source] >= max_handshakes_per_source
+        ):
+            busy = f"busy: {source} has {max_handshakes_per_source} handshakes in progress"
+            await refuse(stream, busy, source)
+            return
         if len(running) >= max_concurrent_handshakes and not make_room(source):
             busy = f"busy: {max_concurrent_handshakes} handshakes in progress"
             await refuse(stream, busy, None)
@@ -357,6 +376,7 @@ async def serve_secure(
     rekey_after_records: int = REKEY_AFTER_RECORDS,
     authorize: Callable[[Peer], str | None] | None = None,
     max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
     handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
     handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
     backlog: int | None = None,
@@ -376,9 +396,10 @@ async def serve_secure(
     logged once at ERROR with the peer's address: the server goes on.
     When ``max_concurrent_handshakes`` are in progress, new clients get a
     "busy" answer at once instead of waiting; so does a source (an IPv4
-    address or IPv6 /64) that starts more than ``handshake_rate`` handshakes
-    a second on average, beyond bursts of ``handshake_burst``
-    (``handshake_rate=None`` turns that limit off).
+    address or IPv6 /64) that has ``max_handshakes_per_source`` in progress,
+    or that starts more than ``handshake_rate`` handshakes a second on
+    average, beyond bursts of ``handshake_burst`` (None turns either limit
+    off).
     """
 
     async def handle_then_close(stream: SecureStream) -> None:
@@ -389,6 +410,7 @@ async def serve_secure(
     serve_one = handshake_first(
         handle_then_close,
         max_concurrent_handshakes=max_concurrent_handshakes,
+        max_handshakes_per_source=max_handshakes_per_source,
         handshake_rate=handshake_rate,
         handshake_burst=handshake_burst,
     )

@@ -20,7 +20,7 @@ from keystore import Keystore, KeystoreError
 from keystore import cli as keystore_cli
 from securesess import demo as demo_module
 from securesess._ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
-from securesess._serve import format_address
+from securesess._serve import DEFAULT_MAX_HANDSHAKES_PER_SOURCE, format_address
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.errors import PolicyError
 from securesess.hub import DEFAULT_MAX_BACKLOG, Hub
@@ -68,7 +68,16 @@ def _optional_address(
 
 
 def _handshake_rate_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--handshake-rate and --handshake-burst: the per-source handshake limit."""
+    """--handshake-rate, --handshake-burst and --max-handshakes-per-source:
+    the per-source handshake limits."""
+    command = click.option(
+        "--max-handshakes-per-source",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+        show_default=True,
+        help="Handshakes one source may have in progress at once; more are told busy."
+        " 0 turns the limit off.",
+    )(command)
     command = click.option(
         "--handshake-burst",
         type=click.IntRange(min=1),
@@ -86,8 +95,12 @@ def _handshake_rate_options(command: Callable[..., None]) -> Callable[..., None]
     )(command)
 
 
-def _rate_options(rate: float, burst: int) -> dict[str, Any]:
-    return {"handshake_rate": rate or None, "handshake_burst": burst}
+def _rate_options(rate: float, burst: int, per_source: int) -> dict[str, Any]:
+    return {
+        "handshake_rate": rate or None,
+        "handshake_burst": burst,
+        "max_handshakes_per_source": per_source or None,
+    }
 
 
 main.add_command(keystore_cli.keys)
@@ -286,6 +299,7 @@ def hub(
     max_backlog: int | None,
     handshake_rate: float,
     handshake_burst: int,
+    max_handshakes_per_source: int,
     log_level: str,
     passphrase_file: Path | None,
     home: Path | None,
@@ -307,7 +321,9 @@ def hub(
         keystore_cli.fail(str(exc))
     limits = {} if max_backlog is None else {"max_backlog": max_backlog}
     server = Hub(identity=identity, trust=trust, policy=policy, **limits)
-    serve = partial(server.serve, **_rate_options(handshake_rate, handshake_burst))
+    serve = partial(
+        server.serve, **_rate_options(handshake_rate, handshake_burst, max_handshakes_per_source)
+    )
     failure = trio.run(_run_hub, server, serve, listen, policy_path, home)
     if failure is not None:
         keystore_cli.fail(f"cannot listen on {format_address(*listen)}: {failure}")
@@ -440,6 +456,7 @@ def tunnel(
     drain_timeout: float,
     handshake_rate: float,
     handshake_burst: int,
+    max_handshakes_per_source: int,
     log_level: str,
     passphrase_file: Path | None,
     home: Path | None,
@@ -491,7 +508,7 @@ def tunnel(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
-            **_rate_options(handshake_rate, handshake_burst),
+            **_rate_options(handshake_rate, handshake_burst, max_handshakes_per_source),
         )
     else:
         assert connect is not None

@@ -61,6 +61,7 @@ from securesess._ratelimit import (
 from securesess._records import REKEY_AFTER_RECORDS, CloseCode
 from securesess._serve import (
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
     SecureListener,
     contained,
     format_address,
@@ -530,6 +531,7 @@ class TunnelServer(_TunnelEnd):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+        max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
         handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
         handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
         rekey_after_records: int = REKEY_AFTER_RECORDS,
@@ -554,6 +556,7 @@ class TunnelServer(_TunnelEnd):
         self._handle_one = handshake_first(
             self._handle,
             max_concurrent_handshakes=max_concurrent_handshakes,
+            max_handshakes_per_source=max_handshakes_per_source,
             handshake_rate=handshake_rate,
             handshake_burst=handshake_burst,
             on_failure=self._handshake_failed,

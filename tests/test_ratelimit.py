@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 
 import pytest
 import trio
 
 from securesess import NegotiationFailed, SecureListener, SecureStream, serve_secure
+from securesess._frames import frame
 from securesess._ratelimit import HandshakeRateLimit, source_of
-from tests.streams import Identities
+from tests.streams import Identities, serve_on_loopback
 
 
 class Clock:
@@ -122,3 +124,38 @@ async def test_a_source_over_its_rate_is_told_busy_while_others_are_served(
     assert len(refusals) == 1
     assert refusals[0].startswith("refused a connection from 127.0.0.1:")
     assert refusals[0].endswith(": busy: 127.0.0.1 is over its handshake rate (0.1/s, bursts of 3)")
+
+
+async def test_answered_handshakes_from_one_source_cannot_take_every_slot(
+    nursery: trio.Nursery,
+) -> None:
+    # The attacker sends a protocol name and 32 random bytes as XX message
+    # 1 (no cryptography on its side), reads the server's answer, and
+    # stalls: an answered handshake, which is never displaced.
+    ids = Identities()
+    port = await serve_on_loopback(
+        nursery,
+        lambda stream: trio.sleep_forever(),
+        ids,
+        max_concurrent_handshakes=16,
+        max_handshakes_per_source=4,
+        handshake_rate=None,
+    )
+    name = b"Noise_XX_25519_AESGCM_SHA256"
+    stalled: list[trio.SocketStream] = []
+    answered = busy = 0
+    with trio.fail_after(20):
+        for _ in range(20):
+            attacker = await trio.open_tcp_stream("127.0.0.1", port)
+            stalled.append(attacker)
+            await attacker.send_all(frame(name) + frame(os.urandom(32)))
+            answer = await attacker.receive_some()
+            if answer.startswith(b"\0\0"):
+                busy += 1
+            else:
+                answered += 1
+        assert (answered, busy) == (4, 16)
+        # Everyone else still gets in, from every other address.
+        served = [await _connect_from(f"127.0.0.{n}", port, ids) for n in range(2, 6)]
+    for stream in [*served, *stalled]:
+        await stream.aclose()
