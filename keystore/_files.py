@@ -10,6 +10,7 @@ read-modify-write cycles.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -41,7 +42,14 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE)
         try:
-            os.write(descriptor, data)
+            # os.write may write less than it was given (a signal, a full
+            # disk about to raise): write the rest until all of it is there.
+            remaining = memoryview(data)
+            while remaining:
+                written = os.write(descriptor, remaining)
+                if not written:
+                    raise OSError(errno.EIO, "the file system took no bytes")
+                remaining = remaining[written:]
             os.fsync(descriptor)
         finally:
             os.close(descriptor)

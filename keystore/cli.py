@@ -143,7 +143,11 @@ def _expiry_warning(not_after: int, what: str) -> None:
     if left < 0:
         _warn(f"{what} has expired")
     elif left < _SOON:
-        _warn(f"{what} expires in {int(left // 86_400)} day(s)")
+        # Rounded, not floored: a certificate signed for 11 days is seen
+        # within seconds of its start, and must not say 10.
+        days = round(left / 86_400)
+        when = "less than a day" if not days else f"{days} day{'s' if days != 1 else ''}"
+        _warn(f"{what} expires in {when}")
 
 
 def _certificate_text(summary: dict[str, object]) -> str:
@@ -290,7 +294,10 @@ def keys_passwd(
         if not new:
             fail("an empty passphrase is not allowed; use --no-passphrase instead")
     store.change_passphrase(name, old=old, new=new)
-    click.echo(f"changed the passphrase of {name}")
+    if new is None:
+        click.echo(f"removed the passphrase of {name}: its key is now stored unencrypted")
+    else:
+        click.echo(f"changed the passphrase of {name}")
 
 
 @keys.command("rotate")

@@ -187,7 +187,19 @@ def test_a_certificate_expiring_soon_draws_a_warning(tmp_path: Path) -> None:
     run(home, "keys", "new", "api", "--no-passphrase")
     run(home, "ca", "sign", "--ca", "ops", "--name", "api", "--identity", "api", "--valid", "10d")
     result = run(home, "keys", "show", "api")
-    assert "securesess: warning: the certificate of 'api' expires in 9 day(s)" in result.stderr
+    # Signed for 10 days and seen seconds later: 10 days, not 9.
+    assert "securesess: warning: the certificate of 'api' expires in 10 days" in result.stderr
+    run(home, "ca", "sign", "--ca", "ops", "--name", "api", "--identity", "api", "--valid", "1d")
+    result = run(home, "keys", "show", "api")
+    assert "securesess: warning: the certificate of 'api' expires in 1 day\n" in result.stderr
+
+
+def test_removing_a_passphrase_says_so(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "keys", "new", "vault", passphrase="secret")
+    result = run(home, "keys", "passwd", "vault", "--no-passphrase", passphrase="secret")
+    assert result.stdout == "removed the passphrase of vault: its key is now stored unencrypted\n"
+    assert Keystore.open(home).identity("vault").name == "vault"
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:

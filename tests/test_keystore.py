@@ -19,6 +19,7 @@ from keystore import (
     RevokedError,
     UnknownNameError,
     WrongPassphraseError,
+    _files,
     default_home,
     encode_key,
 )
@@ -268,3 +269,18 @@ def test_issue_identity_creates_key_and_certificate_in_one_call(tmp_path: Path) 
     assert loaded.certificate is not None
     assert (loaded.certificate.name, loaded.certificate.groups) == ("api", ("web",))
     assert store.trust().verify(loaded.public_key, loaded.certificate).groups == {"web"}
+
+
+def test_a_short_write_is_finished_not_left_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel may write fewer bytes than asked; make it write one at a time.
+    real_write = os.write
+
+    def one_byte(descriptor: int, data: bytes | memoryview) -> int:
+        return real_write(descriptor, bytes(data[:1]))
+
+    monkeypatch.setattr(_files.os, "write", one_byte)
+    target = tmp_path / "peers.toml"
+    _files.write_atomically(target, b"[peers]\n" * 100)
+    assert target.read_bytes() == b"[peers]\n" * 100
