@@ -280,7 +280,7 @@ def test_a_short_write_is_finished_not_left_short(
     def one_byte(descriptor: int, data: bytes | memoryview) -> int:
         return real_write(descriptor, bytes(data[:1]))
 
-    monkeypatch.setattr(_files.os, "write", one_byte)
+    monkeypatch.setattr(os, "write", one_byte)
     target = tmp_path / "peers.toml"
     _files.write_atomically(target, b"[peers]\n" * 100)
     assert target.read_bytes() == b"[peers]\n" * 100
