@@ -376,7 +376,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 raise HandshakeFailed(f"a {length}-byte frame where at most {limit} fit")
             received = await self._handshake_receive()
             if not received:
-                raise HandshakeFailed("the peer closed the connection during the handshake")
+                raise self._closed_early("the peer closed the connection during the handshake")
             self._frames.feed(received)
         return bytes(data)
 
@@ -392,6 +392,13 @@ class SecureStream(trio.abc.HalfCloseableStream):
             await self.transport_stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._handshake_transport_failed(exc)
+
+    def _closed_early(self, what: str) -> HandshakeFailed:
+        # A server that holds another PSK cannot decrypt our PSK message, and
+        # can say nothing we could authenticate: it just hangs up.
+        if self._psk is not None and not self._server_side:
+            what += " (as a server with another network key, psk, does)"
+        return HandshakeFailed(what)
 
     def _handshake_transport_failed(self, exc: BaseException) -> NoReturn:
         if self._status is _Status.CLOSED:
@@ -552,7 +559,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 continue  # a REKEY: read on
             received = await self._handshake_receive()
             if not received:
-                raise HandshakeFailed("the server closed the connection without accepting")
+                raise self._closed_early("the server closed the connection without accepting")
             self._frames.feed(received)
 
     async def _respond(self) -> None:

@@ -234,7 +234,7 @@ async def test_a_trusted_key_without_the_psk_never_reaches_the_handler(
 
     port = await serve_on_loopback(nursery, handler, ids, psk=os.urandom(32))
     with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
-        with pytest.raises(HandshakeFailed):
+        with pytest.raises(HandshakeFailed, match="another network key"):
             await open_secure_stream(
                 "127.0.0.1",
                 port,
