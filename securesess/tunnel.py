@@ -201,9 +201,12 @@ class _Connection:
         }
         if self.reason:
             fields["reason"] = self.reason
-        # A failed handshake is a stranger's doing, and a flood of them must
-        # not fill the warnings: those are for connections of known peers.
-        quiet = self.outcome in (Outcome.CLOSED, Outcome.CUT) or self.peer is None
+        # A failed handshake at the server end is a stranger's doing, and a
+        # flood of them must not fill the warnings: those are for known
+        # peers. At the client end the application is local and the server
+        # end is the operator's own: whatever goes wrong there is trouble.
+        stranger = self.end == "server" and self.peer is None
+        quiet = self.outcome in (Outcome.CLOSED, Outcome.CUT) or stranger
         log.log(logging.INFO if quiet else logging.WARNING, "%s", _logfmt(fields))
 
 

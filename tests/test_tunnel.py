@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import partial
 
@@ -168,6 +169,9 @@ async def test_a_tunnel_server_that_is_down_gives_a_clear_refusal(
     assert line["reason"] == (
         f"cannot reach the tunnel server at 127.0.0.1:{dead_port}: connection refused"
     )
+    # A warning, so that --log-level warning ("only the trouble") shows it.
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("connection=")]
+    assert record.levelno == logging.WARNING
 
 
 async def test_nobody_unauthenticated_or_refused_ever_reaches_the_backend(
