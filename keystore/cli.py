@@ -199,24 +199,36 @@ def keys_new(
 def keys_list(home: Path | None, as_json: bool) -> None:
     """List identities."""
     store = _store(home)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    damaged: list[str] = []
     for name in store.identity_names():
-        certificate = store.certificate(name)
-        rows.append(
-            {
-                "name": name,
-                "fingerprint": fingerprint(store.public_key(name)),
-                "encrypted": store.is_encrypted(name),
-                "certificate": None if certificate is None else certificate.describe(),
-            }
-        )
+        try:
+            certificate = store.certificate(name)
+            rows.append(
+                {
+                    "name": name,
+                    "fingerprint": fingerprint(store.public_key(name)),
+                    "encrypted": store.is_encrypted(name),
+                    "certificate": None if certificate is None else certificate.describe(),
+                }
+            )
+        except KeystoreError as exc:
+            # One damaged file must not hide the others: list them, name it.
+            rows.append({"name": name, "error": str(exc)})
+            damaged.append(str(exc))
     lines = [
-        f"{row['name']:<20} {row['fingerprint']}"
+        f"{row['name']:<20} (unreadable)"
+        if "error" in row
+        else f"{row['name']:<20} {row['fingerprint']}"
         + ("" if row["encrypted"] else "  (unencrypted)")
         + ("  (certified)" if row["certificate"] else "")
         for row in rows
     ]
     _print(as_json, rows, "\n".join(lines) if lines else "no identities")
+    for problem in damaged:
+        _warn(problem)
+    if damaged:
+        sys.exit(1)
 
 
 @keys.command("show")

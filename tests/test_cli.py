@@ -328,3 +328,22 @@ def test_a_bad_serial_is_refused_and_revocation_goes_on(tmp_path: Path, serial: 
     key = base64.b64encode(Keystore.open(home).identity("api").public_key).decode()
     assert "revoked key" in run(home, "ca", "revoke", key).stdout
     assert Keystore.open(home).trust().is_revoked(base64.b64decode(key))
+
+
+def test_keys_list_lists_the_rest_and_names_a_damaged_key_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for name in ("api", "db", "web"):
+        run(home, "keys", "new", name, "--no-passphrase")
+    damaged = home / "identities" / "db.key"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    result = run(home, "keys", "list", check=False)
+    assert result.returncode == 1
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == ["api", "db", "web"]
+    assert "db" in result.stdout.splitlines()[1]
+    assert "(unreadable)" in result.stdout
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("securesess: warning: ")
+    assert "db.key is truncated" in warning
+    listed = json.loads(run(home, "keys", "list", "--json", check=False).stdout)
+    assert [row["name"] for row in listed if "error" not in row] == ["api", "web"]
