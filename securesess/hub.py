@@ -290,24 +290,37 @@ class Hub:
         task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED,
         **options: Any,
     ) -> None:
-        """Listen on ``port`` until cancelled; ``options`` go to :func:`serve_secure`."""
-        async with trio.open_nursery() as nursery:
-            self._listeners = await nursery.start(
-                partial(
-                    serve_secure,
-                    self.handle,
-                    port,
-                    host=host,
-                    identity=self.identity,
-                    trust=self._trust,
-                    authorize=self.authorize,
-                    handshake_timeout=handshake_timeout,
-                    **options,
+        """Listen on ``port`` until cancelled; ``options`` go to :func:`serve_secure`.
+
+        Raises:
+            OSError: it cannot listen (the port is taken, say), bare, as
+                :func:`serve_secure` raises it, not in an exception group.
+        """
+        listening = False
+        try:
+            async with trio.open_nursery() as nursery:
+                self._listeners = await nursery.start(
+                    partial(
+                        serve_secure,
+                        self.handle,
+                        port,
+                        host=host,
+                        identity=self.identity,
+                        trust=self._trust,
+                        authorize=self.authorize,
+                        handshake_timeout=handshake_timeout,
+                        **options,
+                    )
                 )
-            )
-            for problem in self._policy.problems:
-                log.warning("policy %s: %s", self._policy.source, problem)
-            task_status.started(self)
+                listening = True
+                for problem in self._policy.problems:
+                    log.warning("policy %s: %s", self._policy.source, problem)
+                task_status.started(self)
+        except BaseExceptionGroup as group:
+            failure = group.exceptions[0]
+            if not listening and len(group.exceptions) == 1 and isinstance(failure, OSError):
+                raise failure from None
+            raise
 
     async def handle(self, stream: SecureStream) -> None:
         """Serve one client over an authenticated ``stream`` until it goes away.

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -347,3 +348,18 @@ def test_keys_list_lists_the_rest_and_names_a_damaged_key_file(tmp_path: Path) -
     assert "db.key is truncated" in warning
     listed = json.loads(run(home, "keys", "list", "--json", check=False).stdout)
     assert [row["name"] for row in listed if "error" not in row] == ["api", "web"]
+
+
+def test_a_hub_whose_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "keys", "new", "hub", "--no-passphrase")
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nname = "all"\nnames = ["api"]\n', encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(home, "hub", "--listen", f"127.0.0.1:{port}", "--identity", "hub",
+                     "--policy", str(policy), check=False)  # fmt: skip
+    refusal = "cannot listen on 127.0.0.1:{}: [Errno 98] Address already in use"
+    assert error_line(result) == "securesess: error: " + refusal.format(port)
