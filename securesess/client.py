@@ -6,6 +6,12 @@ them, events to their session's buffer. A writer task sends requests in
 batches, so a cancelled caller never leaves half a request on the wire (a
 cancelled ``send_all`` would break the stream for everyone).
 
+Every request, and the hub's WELCOME, is awaited for at most
+``request_timeout`` seconds (30 by default): a hub that stalls, or one that
+is not a hub, cannot hang a client forever. A request that times out raises
+:class:`HubTimeout`; the connection stays usable, and a late answer is
+dropped.
+
 Each session buffers at most ``max_backlog`` bytes of events that the
 application has not yet taken. A session that falls further behind is ended
 locally, exactly as the hub ends a member that falls behind on the network:
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final, final
@@ -32,6 +39,7 @@ from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
+    HubTimeout,
     LimitExceeded,
     NoSuchSession,
     NotMember,
@@ -52,10 +60,18 @@ from securesess.events import (
 )
 from securesess.policy import Right
 
-__all__ = ["DEFAULT_CLIENT_BACKLOG", "HubConnection", "Session", "connect_hub"]
+__all__ = [
+    "DEFAULT_CLIENT_BACKLOG",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "HubConnection",
+    "Session",
+    "connect_hub",
+]
 
 #: Bytes of events a session may hold unread before it is ended locally.
 DEFAULT_CLIENT_BACKLOG: Final = 16 << 20
+#: Seconds a client waits for the hub's WELCOME and for each answer.
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 # What one buffered event costs beyond its data (an estimate for the bound).
 _EVENT_OVERHEAD: Final = 128
 # Requests buffered for the writer before callers wait.
@@ -368,9 +384,18 @@ class HubConnection:
     hub sees us (our name, key and groups from our certificate or pin).
     """
 
-    def __init__(self, stream: SecureStream, *, max_backlog: int = DEFAULT_CLIENT_BACKLOG) -> None:
+    def __init__(
+        self,
+        stream: SecureStream,
+        *,
+        max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError("request_timeout must be positive (or None: wait for ever)")
+        self._timeout = math.inf if request_timeout is None else request_timeout
         self.stream: Final = stream
         self._max_backlog = max_backlog
         self._reader = wire.MessageReader(wire.MAX_ANSWER)
@@ -404,10 +429,18 @@ class HubConnection:
     @classmethod
     @contextlib.asynccontextmanager
     async def over(
-        cls, stream: SecureStream, *, max_backlog: int = DEFAULT_CLIENT_BACKLOG
+        cls,
+        stream: SecureStream,
+        *,
+        max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> AsyncIterator[HubConnection]:
-        """Speak the hub protocol over ``stream`` (a client-side SecureStream)."""
-        connection = cls(stream, max_backlog=max_backlog)
+        """Speak the hub protocol over ``stream`` (a client-side SecureStream).
+
+        Raises:
+            HubTimeout: no WELCOME within ``request_timeout`` seconds.
+        """
+        connection = cls(stream, max_backlog=max_backlog, request_timeout=request_timeout)
         single: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -416,8 +449,13 @@ class HubConnection:
                 nursery.start_soon(connection._write_loop)
                 try:
                     connection._queue(pack(Op.HELLO, wire.VERSION))
-                    await connection._welcome.wait()
+                    with trio.move_on_after(connection._timeout):
+                        await connection._welcome.wait()
                     connection._raise_failure()
+                    if not connection._welcome.is_set():
+                        raise HubTimeout(
+                            f"the hub sent no WELCOME within {connection._timeout:g} s"
+                        )
                     yield connection
                 finally:
                     connection._fail(trio.ClosedResourceError("the hub connection was closed"))
@@ -447,8 +485,13 @@ class HubConnection:
             LimitExceeded: too many sessions or members.
         """
         wire.check_session_name(name)
-        while name in self._settling:
-            await self._settling[name].wait()
+        with trio.move_on_after(self._timeout):
+            while name in self._settling:
+                await self._settling[name].wait()
+        if name in self._settling:
+            raise HubTimeout(
+                f"the hub did not answer the LEAVE of session {name!r} within {self._timeout:g} s"
+            )
         if name in self._sessions:
             raise AlreadyMember(f"already a member of session {name!r}", session=name)
         session = await self._request(Op.JOIN, name, create, join=name)
@@ -496,16 +539,22 @@ class HubConnection:
         even if this call is cancelled.
         """
         self._raise_failure()
-        while settles is None and self._outgoing_bytes > _OUTGOING_LIMIT:
-            await self._room.wait()
-            self._raise_failure()
+        with trio.move_on_after(self._timeout):
+            while settles is None and self._outgoing_bytes > _OUTGOING_LIMIT:
+                await self._room.wait()
+                self._raise_failure()
+        if settles is None and self._outgoing_bytes > _OUTGOING_LIMIT:
+            raise HubTimeout(f"the hub took none of our requests for {self._timeout:g} s")
         rid = next(self._rids)
         reply = self._replies[rid] = _Reply(join, settles)
         if settles is not None:
             self._settle(settles)
         self._queue(pack(op, rid, *fields))
         try:
-            await reply.done.wait()
+            with trio.move_on_after(self._timeout):
+                await reply.done.wait()
+            if not reply.done.is_set():
+                raise HubTimeout(f"the hub did not answer {op.name} within {self._timeout:g} s")
         except BaseException:
             reply.abandoned = True
             if join is not None and not reply.done.is_set():
@@ -685,8 +734,13 @@ async def connect_hub(
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
 ) -> AsyncIterator[HubConnection]:
     """Connect to a hub: ``async with connect_hub(host, port, identity=..., trust=...) as hub``.
+
+    ``request_timeout`` bounds the wait for the hub's WELCOME and for each
+    answer (None: no bound); a request that times out raises
+    :class:`HubTimeout` and leaves the connection usable.
 
     Raises:
         OSError: no TCP connection.
@@ -704,5 +758,7 @@ async def connect_hub(
         psk=psk,
         handshake_timeout=handshake_timeout,
     )
-    async with HubConnection.over(stream, max_backlog=max_backlog) as connection:
+    async with HubConnection.over(
+        stream, max_backlog=max_backlog, request_timeout=request_timeout
+    ) as connection:
         yield connection

@@ -20,6 +20,7 @@ __all__ = [
     "AlreadyMember",
     "HandshakeFailed",
     "HandshakeTimeout",
+    "HubTimeout",
     "LimitExceeded",
     "NegotiationFailed",
     "NoSuchSession",
@@ -162,6 +163,13 @@ class VersionConflict(SessionError):
     def __init__(self, message: str, *, session: str | None = None, version: int = 0) -> None:
         super().__init__(message, session=session)
         self.version = version
+
+
+class HubTimeout(trio.TooSlowError):
+    """The hub did not answer within the client's ``request_timeout``.
+
+    The request may still take effect: the answer, if it comes, is dropped.
+    """
 
 
 class LimitExceeded(SessionError):

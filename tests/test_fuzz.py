@@ -76,6 +76,7 @@ from securesess.client import HubConnection
 from securesess.errors import (
     HandshakeFailed,
     HandshakeTimeout,
+    HubTimeout,
     NegotiationFailed,
     PeerAborted,
     PeerRejected,
@@ -1786,6 +1787,7 @@ def test_a_client_takes_any_hub_answer_as_a_result_or_a_typed_error(script: HubS
         except (
             SessionError,
             ProtocolViolation,
+            HubTimeout,  # a hub that goes quiet
             trio.BrokenResourceError,
             trio.ClosedResourceError,
         ) as exc:

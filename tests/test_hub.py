@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import tracemalloc
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 import trio
@@ -17,10 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keystore import TrustStore
-from securesess import PeerAborted, PeerRejected, ProtocolViolation, SecureStream
+from securesess import (
+    HubTimeout,
+    PeerAborted,
+    PeerRejected,
+    ProtocolViolation,
+    SecureListener,
+    SecureStream,
+    serve_secure,
+)
 from securesess._hubwire import MAX_DATA, VERSION, ErrorCode, MessageReader, Op, pack
 from securesess._records import CloseCode
-from securesess.client import HubConnection, Session
+from securesess.client import HubConnection, Session, connect_hub
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -790,3 +799,73 @@ def test_the_request_reader_holds_no_more_than_a_few_arrays_of_a_nested_request(
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+async def _silent_hub(nursery: trio.Nursery, world: HubWorld, *, welcome: bool) -> int:
+    """A server with the hub's key that reads requests and answers none of
+    them (but HELLO, if ``welcome``): a stalled or malicious hub."""
+
+    async def handler(stream: SecureStream) -> None:
+        reader = MessageReader()
+        while data := await stream.receive_some():
+            for message in reader.feed(data):
+                if welcome and message[0] == Op.HELLO:
+                    me = stream.peer
+                    fields = [me.name, me.public_key, sorted(me.groups)]
+                    await stream.send_all(pack(Op.WELCOME, VERSION, fields))
+
+    listeners: list[SecureListener] = await nursery.start(
+        partial(
+            serve_secure,
+            handler,
+            0,
+            host="127.0.0.1",
+            identity=world.hub_identity,
+            trust=world.trust,
+        )
+    )
+    transport = listeners[0].transport_listener
+    assert isinstance(transport, trio.SocketListener)
+    port: int = transport.socket.getsockname()[1]
+    return port
+
+
+async def test_a_hub_that_never_welcomes_cannot_hang_the_client(nursery: trio.Nursery) -> None:
+    world = HubWorld()
+    port = await _silent_hub(nursery, world, welcome=False)
+    started = trio.current_time()
+    with trio.fail_after(10), pytest.raises(HubTimeout, match=r"no WELCOME within 0\.3 s"):
+        async with connect_hub(
+            "127.0.0.1",
+            port,
+            identity=world.identities["api"],
+            trust=world.client_trust,
+            expect="hub",
+            request_timeout=0.3,
+        ):
+            pass
+    assert trio.current_time() - started < 5
+
+
+async def test_a_hub_that_stops_answering_times_out_each_request(nursery: trio.Nursery) -> None:
+    world = HubWorld()
+    port = await _silent_hub(nursery, world, welcome=True)
+    with trio.fail_after(10):
+        async with connect_hub(
+            "127.0.0.1",
+            port,
+            identity=world.identities["api"],
+            trust=world.client_trust,
+            expect="hub",
+            request_timeout=0.3,
+        ) as hub:
+            assert hub.me is not None
+            assert hub.me.name == "api"
+            with pytest.raises(HubTimeout, match=r"did not answer JOIN within 0\.3 s"):
+                await hub.join("orders", create=True)
+            # The connection stays usable; the abandoned join's LEAVE is
+            # unanswered too, and a new join of that session says so.
+            with pytest.raises(HubTimeout, match=r"did not answer the LEAVE of session 'orders'"):
+                await hub.join("orders", create=True)
+            with pytest.raises(HubTimeout, match=r"did not answer JOIN"):
+                await hub.join("lobby", create=True)
