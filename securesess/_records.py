@@ -83,6 +83,11 @@ class RecordWriter:
         cipher = transport.send_cipher
         if cipher is None:
             raise ValueError("this side of the transport cannot send")
+        if rekey_after < 2:
+            # The REKEY record counts against the budget: a key must carry
+            # at least one other record, and the responder's first record
+            # (ACCEPT or CLOSE) is never a REKEY.
+            raise ValueError("rekey_after_records must be at least 2 (the REKEY itself counts)")
         self._cipher = cipher
         self._rekey_after = rekey_after
         self._since_rekey = 0

@@ -141,7 +141,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
         psk: a 32-byte network key; both sides must hold it, and only the psk
             protocols are spoken.
         handshake_timeout: seconds the whole handshake may take.
-        rekey_after_records: rekey the sending key after this many records.
+        rekey_after_records: the sending key's budget: a REKEY record goes
+            out at the latest as the budget's last record (at least 2, since
+            the REKEY counts).
         authorize: a last check on a peer the trust store accepted (an access
             policy, say): it returns None to admit the peer, or the reason to
             refuse it, which the peer is told (close code ACCESS_DENIED).
@@ -202,8 +204,8 @@ class SecureStream(trio.abc.HalfCloseableStream):
                 raise ValueError(f"an expected public key is 32 bytes, got {len(expect)}")
         if handshake_timeout <= 0 or math.isnan(handshake_timeout):
             raise ValueError("handshake_timeout must be positive")
-        if rekey_after_records < 1:
-            raise ValueError("rekey_after_records must be at least 1")
+        if rekey_after_records < 2:
+            raise ValueError("rekey_after_records must be at least 2 (the REKEY itself counts)")
 
         self.transport_stream: Final = transport_stream
         self._identity = identity

@@ -104,7 +104,7 @@ def _record_pair(rekey_after: int) -> tuple[RecordWriter, FrameReader, RecordRea
 
 @given(
     st.lists(st.binary(min_size=1, max_size=3 * MAX_BODY // 2), min_size=1, max_size=5),
-    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=2, max_value=5),
     st.lists(st.integers(min_value=1, max_value=200_000), min_size=1, max_size=5),
     st.lists(st.integers(min_value=0, max_value=200_000), min_size=1, max_size=5),
 )
@@ -142,3 +142,15 @@ def test_a_read_is_capped_near_its_limit_but_takes_whole_records() -> None:
     assert second is not None
     assert len(second[0]) == 2 * MAX_BODY
     assert reader.read(10) is None
+
+
+def test_a_key_carries_at_least_one_record_besides_its_rekey() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        _record_pair(1)
+    writer, _, _ = _record_pair(2)
+    # With the smallest budget the first record (the responder's ACCEPT) is
+    # one record of 19 bytes, no REKEY before it; then each key carries a
+    # REKEY and one other record.
+    assert len(writer.seal(RecordType.ACCEPT)) == 19
+    assert len(writer.seal_data(memoryview(b"x"))) == 19 + 20
+    assert len(writer.seal_data(memoryview(b"y"))) == 19 + 20
