@@ -371,9 +371,22 @@ class _Left(NotMember):
 
 
 def _size(event: Event) -> int:
-    if isinstance(event, Message | VariableChanged):
-        return len(event.data if isinstance(event, Message) else event.value) + _EVENT_OVERHEAD
-    return _EVENT_OVERHEAD
+    """What ``event`` holds that came from the hub with it, for the backlog.
+
+    Every name, group, reason and key counts, not only message bodies: a
+    hub that sent members with megabytes of groups would otherwise fill
+    memory while the backlog looked empty. (A message's sender is a member
+    the session already holds, counted when it joined.)
+    """
+    if isinstance(event, Message):
+        return len(event.data) + _EVENT_OVERHEAD
+    if isinstance(event, VariableChanged):
+        return len(event.key) + len(event.value) + _EVENT_OVERHEAD
+    member = event.member
+    size = len(member.name or "") + sum(len(group) for group in member.groups)
+    if isinstance(event, MemberLeft):
+        size += len(event.reason)
+    return size + _EVENT_OVERHEAD
 
 
 @final

@@ -869,3 +869,49 @@ async def test_a_hub_that_stops_answering_times_out_each_request(nursery: trio.N
                 await hub.join("orders", create=True)
             with pytest.raises(HubTimeout, match=r"did not answer JOIN"):
                 await hub.join("lobby", create=True)
+
+
+async def test_a_hub_flooding_members_with_huge_groups_fills_the_backlog_not_memory() -> None:
+    # A malicious hub describes joining members with 60 KB of groups each.
+    # Counted as 128 bytes an event, ten of them would sit in a 64 KiB
+    # backlog; counted as what they hold, the session ends locally instead.
+    world = HubWorld()
+    api = world.identities["api"]
+    ours, theirs = trio.testing.memory_stream_pair()
+    client = SecureStream(ours, identity=api, trust=world.client_trust)
+    fake = SecureStream(theirs, identity=world.hub_identity, trust=world.trust, server_side=True)
+    groups = [f"g{n:03}" + "x" * 196 for n in range(300)]
+
+    async def malicious_hub() -> None:
+        reader = MessageReader()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await fake.receive_some():
+                for request in reader.feed(data):
+                    if request[0] == Op.HELLO:
+                        me = ["api", api.public_key, ["services"]]
+                        await fake.send_all(pack(Op.WELCOME, VERSION, me))
+                    elif request[0] == Op.JOIN:
+                        members = [[1, "api", api.public_key, ["services"]]]
+                        answer = [1, 1, members, [], ["join", "receive"]]
+                        await fake.send_all(pack(Op.OK, request[1], answer))
+                        for n in range(10):
+                            member = [10 + n, f"m{n}", bytes(32), groups]
+                            await fake.send_all(pack(Op.JOINED, "orders", 2 + n, member))
+
+    events: list[Event] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(malicious_hub)
+            async with HubConnection.over(client, max_backlog=64 * 1024) as hub:
+                session = await hub.join("orders")
+                await trio.sleep(0.5)  # the flood arrives while nobody reads
+                ended: SessionClosed | None = None
+                try:
+                    async for event in session:
+                        events.append(event)
+                except SessionClosed as exc:
+                    ended = exc
+            nursery.cancel_scope.cancel()
+    assert ended is not None
+    assert "behind" in str(ended)
+    assert 0 < len(events) < 10
