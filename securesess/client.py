@@ -742,14 +742,19 @@ async def connect_hub(
     *,
     identity: Identity,
     trust: TrustStore,
-    expect: bytes | str | None = None,
+    expect: bytes | str,
     protocol: str | None = None,
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_backlog: int = DEFAULT_CLIENT_BACKLOG,
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
 ) -> AsyncIterator[HubConnection]:
-    """Connect to a hub: ``async with connect_hub(host, port, identity=..., trust=...) as hub``.
+    """Connect to a hub: ``async with connect_hub(host, port, identity=..., trust=...,
+    expect="hub") as hub``.
+
+    ``expect`` is required: the hub's pinned or certified name, or its raw
+    public key. Without it any peer the trust store accepts, any service of
+    the same CA, could pose as the hub and read what is sent to sessions.
 
     ``request_timeout`` bounds the wait for the hub's WELCOME and for each
     answer (None: no bound); a request that times out raises
@@ -760,7 +765,10 @@ async def connect_hub(
         HandshakeFailed: (a subclass) the hub is not trusted or not ``expect``,
             or it refused us: :class:`PeerRejected` with ``code`` 3 when its
             policy does not admit us, or 1 when it does not trust our key.
+        ValueError: ``expect`` is None.
     """
+    if expect is None:
+        raise ValueError("connect_hub needs expect=: the hub's name or public key")
     stream = await open_secure_stream(
         host,
         port,

@@ -21,6 +21,7 @@ from keystore import TrustStore
 from securesess import (
     HubTimeout,
     PeerAborted,
+    PeerNotTrusted,
     PeerRejected,
     ProtocolViolation,
     SecureListener,
@@ -915,3 +916,34 @@ async def test_a_hub_flooding_members_with_huge_groups_fills_the_backlog_not_mem
     assert ended is not None
     assert "behind" in str(ended)
     assert 0 < len(events) < 10
+
+
+async def test_connect_hub_insists_on_knowing_which_peer_is_the_hub(
+    nursery: trio.Nursery,
+) -> None:
+    # The client trusts db too (a fellow service); db listens and poses as
+    # the hub. Without expect=, the client used to take it for the hub.
+    world = HubWorld()
+    world.client_trust.add_peer("db", world.identities["db"].public_key)
+    impostor: list[SecureListener] = await nursery.start(
+        partial(
+            serve_secure,
+            lambda stream: trio.sleep_forever(),
+            0,
+            host="127.0.0.1",
+            identity=world.identities["db"],
+            trust=world.trust,
+        )
+    )
+    transport = impostor[0].transport_listener
+    assert isinstance(transport, trio.SocketListener)
+    port = transport.socket.getsockname()[1]
+    api, trust = world.identities["api"], world.client_trust
+    with pytest.raises(TypeError, match="expect"):
+        connect_hub("127.0.0.1", port, identity=api, trust=trust)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="needs expect"):
+        async with connect_hub("127.0.0.1", port, identity=api, trust=trust, expect=None):  # type: ignore[arg-type]
+            pass
+    with trio.fail_after(10), pytest.raises(PeerNotTrusted, match="not the expected"):
+        async with connect_hub("127.0.0.1", port, identity=api, trust=trust, expect="hub"):
+            pass
