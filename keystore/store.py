@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +41,7 @@ from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import (
     CertificateError,
     DuplicateNameError,
+    InsecurePermissionsError,
     KeystoreCorruptError,
     KeystoreError,
     UnknownNameError,
@@ -140,9 +142,22 @@ class Keystore:
             raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
 
     def _read_toml(self, filename: str) -> dict[str, Any]:
+        """A TOML file of the keystore ({} if absent).
+
+        Raises:
+            InsecurePermissionsError: other users may write the file, and so
+                pin keys of their own or undo a revocation.
+        """
         path = self.path / filename
         try:
-            text = path.read_bytes()
+            with path.open("rb") as file:
+                mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+                if mode & 0o022:
+                    raise InsecurePermissionsError(
+                        f"{path} is writable by other users (mode {mode:o}), who could make "
+                        f"it trust their keys or undo a revocation: chmod go-w {path}"
+                    )
+                text = file.read()
         except FileNotFoundError:
             return {}
         except OSError as exc:

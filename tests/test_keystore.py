@@ -284,3 +284,19 @@ def test_a_short_write_is_finished_not_left_short(
     target = tmp_path / "peers.toml"
     _files.write_atomically(target, b"[peers]\n" * 100)
     assert target.read_bytes() == b"[peers]\n" * 100
+
+
+@pytest.mark.parametrize("filename", ["peers.toml", "cas.toml", "revoked.toml"])
+def test_a_trust_file_others_may_write_is_refused(tmp_path: Path, filename: str) -> None:
+    # Whoever may write these files decides whom the keystore trusts.
+    store = Keystore.open(tmp_path / "home")
+    store.add_peer("api", bytes(range(32)))
+    store.revoke_key(bytes(range(1, 33)))
+    (store.path / "cas.toml").write_text("[cas]\n", encoding="utf-8")
+    (store.path / "cas.toml").chmod(0o600)
+    assert store.trust().peer_by_key(bytes(range(32))) is not None
+    (store.path / filename).chmod(0o664)
+    with pytest.raises(InsecurePermissionsError, match=f"{filename} is writable by other users"):
+        store.trust()
+    (store.path / filename).chmod(0o644)  # readable is fine: these hold public keys
+    assert store.trust().peer_by_key(bytes(range(32))) is not None
