@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -38,7 +39,7 @@ from typing import Any, Final, final
 
 import trio
 
-from keystore import Identity, Peer, TrustStore, UntrustedPeerError
+from keystore import Certificate, Identity, Peer, TrustStore, UntrustedPeerError
 from securesess import _hubwire as wire
 from securesess._hubwire import ErrorCode, Op, pack
 from securesess._records import CloseCode
@@ -353,6 +354,8 @@ class Hub:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, connection)
+                if connection.peer.certificate is not None:
+                    nursery.start_soon(self._expire, connection, connection.peer.certificate)
                 with connection.reader_scope:
                     await self._read_loop(connection)
                 # Let a send in progress finish: cancelling it would cut a
@@ -378,6 +381,16 @@ class Hub:
                     await stream.aclose()
             reason = connection.close[1] if connection.close else "disconnected"
             log.info("%s gone: %s", connection.peer, reason)
+
+    async def _expire(self, connection: _Connection, certificate: Certificate) -> None:
+        """Disconnect a peer when the certificate it was admitted by expires:
+        a trust store checks validity at the handshake, and a connection may
+        outlive it."""
+        # not_after is the last valid second (inclusive), in Unix time.
+        await trio.sleep(max(0.0, certificate.not_after + 1 - time.time()))
+        if connection in self._connections:
+            log.info("%s: its certificate expired", connection.peer)
+            self._disconnect(connection, "its certificate expired")
 
     def _end(self, connection: _Connection, code: CloseCode, reason: str) -> None:
         if connection.close is None:

@@ -7,6 +7,7 @@ the API, the errors and the hub's limits, quickly.
 from __future__ import annotations
 
 import contextlib
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from functools import partial
@@ -14,10 +15,11 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keystore import TrustStore
+from keystore import Identity, TrustStore, sign_certificate
 from securesess import (
     HubTimeout,
     PeerAborted,
@@ -947,3 +949,33 @@ async def test_connect_hub_insists_on_knowing_which_peer_is_the_hub(
     with trio.fail_after(10), pytest.raises(PeerNotTrusted, match="not the expected"):
         async with connect_hub("127.0.0.1", port, identity=api, trust=trust, expect="hub"):
             pass
+
+
+async def test_a_peer_is_disconnected_when_its_certificate_expires(nursery: trio.Nursery) -> None:
+    # Validity is checked at the handshake; a connection must not outlive it.
+    world = HubWorld()
+    ca = Ed25519PrivateKey.generate()
+    world.trust.add_ca("ops", ca.public_key().public_bytes_raw())
+    temp = Identity.generate("temp")
+    now = int(time.time())
+    temp = temp.with_certificate(
+        sign_certificate(
+            ca,
+            subject_key=temp.public_key,
+            name="temp",
+            groups=["services"],
+            serial=1,
+            not_before=now - 60,
+            not_after=now + 1,
+        )
+    )
+    await world.start(nursery)
+    with trio.fail_after(10):
+        async with connect_hub(
+            "127.0.0.1", world.port, identity=temp, trust=world.client_trust, expect="hub"
+        ) as hub:
+            session = await hub.join("orders", create=True)
+            with pytest.raises((SessionClosed, trio.BrokenResourceError)) as ended:
+                await session.receive()
+    assert time.time() >= now + 2
+    assert "certificate expired" in str(ended.value) + str(ended.value.__cause__)
