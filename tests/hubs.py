@@ -96,11 +96,12 @@ class HubWorld:
         return self.hub.port
 
     def connect(
-        self, name: str, **options: Any
+        self, name: str, *, port: int | None = None, **options: Any
     ) -> contextlib.AbstractAsyncContextManager[HubConnection]:
+        """Connect as ``name`` to this hub, or to whatever listens on ``port``."""
         return connect_hub(
             "127.0.0.1",
-            self.port,
+            self.port if port is None else port,
             identity=self.identities[name],
             trust=self.client_trust,
             expect="hub",

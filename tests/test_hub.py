@@ -838,14 +838,7 @@ async def test_a_hub_that_never_welcomes_cannot_hang_the_client(nursery: trio.Nu
     port = await _silent_hub(nursery, world, welcome=False)
     started = trio.current_time()
     with trio.fail_after(10), pytest.raises(HubTimeout, match=r"no WELCOME within 0\.3 s"):
-        async with connect_hub(
-            "127.0.0.1",
-            port,
-            identity=world.identities["api"],
-            trust=world.client_trust,
-            expect="hub",
-            request_timeout=0.3,
-        ):
+        async with world.connect("api", port=port, request_timeout=0.3):
             pass
     assert trio.current_time() - started < 5
 
@@ -854,14 +847,7 @@ async def test_a_hub_that_stops_answering_times_out_each_request(nursery: trio.N
     world = HubWorld()
     port = await _silent_hub(nursery, world, welcome=True)
     with trio.fail_after(10):
-        async with connect_hub(
-            "127.0.0.1",
-            port,
-            identity=world.identities["api"],
-            trust=world.client_trust,
-            expect="hub",
-            request_timeout=0.3,
-        ) as hub:
+        async with world.connect("api", port=port, request_timeout=0.3) as hub:
             assert hub.me is not None
             assert hub.me.name == "api"
             with pytest.raises(HubTimeout, match=r"did not answer JOIN within 0\.3 s"):
