@@ -145,17 +145,23 @@ class Keystore:
         """A TOML file of the keystore ({} if absent).
 
         Raises:
-            InsecurePermissionsError: other users may write the file, and so
-                pin keys of their own or undo a revocation.
+            InsecurePermissionsError: other users may write the file (or own
+                it), and so pin keys of their own or undo a revocation.
         """
         path = self.path / filename
         try:
             with path.open("rb") as file:
-                mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+                status = os.fstat(file.fileno())
+                mode = stat.S_IMODE(status.st_mode)
                 if mode & 0o022:
                     raise InsecurePermissionsError(
                         f"{path} is writable by other users (mode {mode:o}), who could make "
                         f"it trust their keys or undo a revocation: chmod go-w {path}"
+                    )
+                if status.st_uid not in (os.geteuid(), 0):
+                    raise InsecurePermissionsError(
+                        f"{path} belongs to another user (uid {status.st_uid}), who decides "
+                        f"whom it trusts: it must be yours"
                     )
                 text = file.read()
         except FileNotFoundError:

@@ -44,7 +44,8 @@ StreamT = TypeVar("StreamT", bound=trio.abc.Stream)
 
 DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
 #: Handshakes one source (an IPv4 address or IPv6 /64) may have in progress
-#: at once: so at least 8 sources are needed to take all 256 slots.
+#: once half the slots are taken: one source then holds at most 128 of the
+#: 256, and taking them all needs at least 5 sources.
 DEFAULT_MAX_HANDSHAKES_PER_SOURCE: Final = 32
 # The negotiation answer "allowed: (nothing)", which means busy (protocol.md §2).
 _BUSY: Final = b"\0\0" + frame(b"")
@@ -269,11 +270,13 @@ def handshake_first(
     nothing can be told. So stalled connections (a slowloris) from a few
     sources cannot lock everyone else out for a whole handshake timeout,
     and a handshake under way is never cut short. Otherwise the newcomer is
-    told "busy". A source that already has ``max_handshakes_per_source``
-    handshakes in progress (None: no limit), answered or not, is told
-    "busy" too: a client that sends its first message and stalls costs
-    nothing to make but holds its slot for the whole timeout, and displacing
-    answered handshakes would cut legitimate slow ones short.
+    told "busy". Once half the slots are taken, a source that already has
+    ``max_handshakes_per_source`` handshakes in progress (None: no limit),
+    answered or not, is told "busy" too: a client that sends its first
+    message and stalls costs nothing to make but holds its slot for the
+    whole timeout, and displacing answered handshakes would cut legitimate
+    slow ones short. So one source holds at most half the slots, and taking
+    all of them needs several.
 
     ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
     failed handshake (``why`` the error) before the stream is closed. Any
@@ -333,6 +336,10 @@ def handshake_first(
             max_handshakes_per_source is not None
             and source is not None
             and holding[source] >= max_handshakes_per_source
+            # Only under pressure: a pool of connections from one address
+            # (a tunnel client end, a NAT, a local proxy) is not held back
+            # while the server has room.
+            and len(running) >= max_concurrent_handshakes // 2
         ):
             busy = f"busy: {source} has {max_handshakes_per_source} handshakes in progress"
             await refuse(stream, busy, source)

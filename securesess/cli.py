@@ -75,8 +75,8 @@ def _handshake_rate_options(command: Callable[..., None]) -> Callable[..., None]
         type=click.IntRange(min=0),
         default=DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
         show_default=True,
-        help="Handshakes one source may have in progress at once; more are told busy."
-        " 0 turns the limit off.",
+        help="Handshakes one source may have in progress once half the slots are taken;"
+        " more are told busy. 0 turns the limit off.",
     )(command)
     command = click.option(
         "--handshake-burst",

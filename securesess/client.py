@@ -282,7 +282,14 @@ class Session:
         """End the session for every member (needs the admin right)."""
         self._check_open()
         wire.check_reason(reason)
-        await self._connection._request(Op.CLOSE, self.name, reason)
+        try:
+            await self._connection._request(Op.CLOSE, self.name, reason)
+        except HubTimeout:
+            # Closed or not, this side must not keep a session it cannot
+            # tell about: leave it without waiting, as an abandoned join does.
+            self._connection._leave_quietly(self.name)
+            self._finish(None)
+            raise
         self._finish(None)
 
     async def leave(self) -> None:

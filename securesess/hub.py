@@ -386,8 +386,11 @@ class Hub:
         """Disconnect a peer when the certificate it was admitted by expires:
         a trust store checks validity at the handshake, and a connection may
         outlive it."""
-        # not_after is the last valid second (inclusive), in Unix time.
-        await trio.sleep(max(0.0, certificate.not_after + 1 - time.time()))
+        # not_after is the last valid second (inclusive), in Unix time,
+        # which Trio's clock does not follow (it stands still while the
+        # machine sleeps): look at the wall clock again every minute.
+        while (left := certificate.not_after + 1 - time.time()) > 0:
+            await trio.sleep(min(left, 60.0))
         if connection in self._connections:
             log.info("%s: its certificate expired", connection.peer)
             self._disconnect(connection, "its certificate expired")

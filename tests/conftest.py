@@ -12,3 +12,9 @@ settings.register_profile(
 )
 settings.register_profile("long", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# Files the tests write by hand (a peers.toml, say) get the mode the umask
+# gives. The keystore refuses trust files other users may write, so the
+# suite runs under the usual 022 whatever the machine's default (Debian
+# and Fedora give users 002).
+os.umask(0o022)

@@ -300,3 +300,12 @@ def test_a_trust_file_others_may_write_is_refused(tmp_path: Path, filename: str)
         store.trust()
     (store.path / filename).chmod(0o644)  # readable is fine: these hold public keys
     assert store.trust().peer_by_key(bytes(range(32))) is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+def test_a_trust_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    store = Keystore.open(tmp_path / "home")
+    store.add_peer("api", bytes(range(32)))
+    os.chown(store.path / "peers.toml", 12345, 12345)
+    with pytest.raises(InsecurePermissionsError, match=r"peers\.toml belongs to another user"):
+        store.trust()
