@@ -183,6 +183,11 @@ class RecordReader:
         # the next read, once the data before it has been delivered.
         self._failed: RecordAuthenticationFailed | ProtocolViolation | None = None
 
+    @property
+    def records_read(self) -> int:
+        """How many records have authenticated so far (REKEY included)."""
+        return self._cipher.n
+
     def read(self, limit: int) -> tuple[bytearray, tuple[int, bytearray] | None] | None:
         """Decrypt received records: ``(data, control)``, or None if none is complete.
 

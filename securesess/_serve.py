@@ -26,12 +26,13 @@ from securesess._ratelimit import (
     HandshakeRateLimit,
     source_of,
 )
-from securesess._records import REKEY_AFTER_RECORDS
+from securesess._records import REKEY_AFTER_RECORDS, CloseCode
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import HandshakeFailed
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_HANDSHAKES",
+    "DEFAULT_MAX_CONNECTIONS_PER_PEER",
     "DEFAULT_MAX_HANDSHAKES_PER_SOURCE",
     "SecureListener",
     "open_secure_stream",
@@ -47,6 +48,11 @@ DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
 #: once half the slots are taken: one source then holds at most 128 of the
 #: 256, and taking them all needs at least 5 sources.
 DEFAULT_MAX_HANDSHAKES_PER_SOURCE: Final = 32
+#: Established connections one peer (one static key) may hold at once. At
+#: the limit, a new connection takes the place of the peer's oldest one that
+#: has not proved it is live (see SecureStream.confirmed: in practice, one
+#: opened by a replayed IK message 1), or is refused if all have.
+DEFAULT_MAX_CONNECTIONS_PER_PEER: Final = 256
 # The negotiation answer "allowed: (nothing)", which means busy (protocol.md §2).
 _BUSY: Final = b"\0\0" + frame(b"")
 # How long a refused connection may linger so the client reads the refusal.
@@ -245,11 +251,48 @@ def _source(stream: SecureStream) -> str | None:
         return None
 
 
+@final
+class _Established:
+    """Each peer's established connections, oldest first, with the scope
+    that ends each: what ``max_connections_per_peer`` counts."""
+
+    __slots__ = ("_by_peer", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._by_peer: dict[bytes, dict[SecureStream, trio.CancelScope]] = {}
+
+    def admit(self, stream: SecureStream, scope: trio.CancelScope) -> str | None:
+        """Count ``stream`` in, displacing if need be; or why it may not be."""
+        key = stream.peer.public_key
+        held = self._by_peer.setdefault(key, {})
+        if self.limit is not None and len(held) >= self.limit:
+            # A replayed IK message 1 opens connections in a real peer's
+            # name that never prove they are live: those go first, so a
+            # replay holds at most `limit` connections and never locks the
+            # peer itself out.
+            unconfirmed = next((other for other in held if not other.confirmed), None)
+            if unconfirmed is None:
+                return f"{stream.peer} already has {self.limit} connections"
+            held.pop(unconfirmed).cancel()
+        held[stream] = scope
+        return None
+
+    def release(self, stream: SecureStream) -> None:
+        key = stream.peer.public_key
+        held = self._by_peer.get(key)
+        if held is not None:
+            held.pop(stream, None)
+            if not held:
+                del self._by_peer[key]
+
+
 def handshake_first(
     handler: Callable[[SecureStream], Awaitable[object]],
     *,
     max_concurrent_handshakes: int,
     max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    max_connections_per_peer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
     handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
     handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
     on_failure: Callable[[SecureStream, HandshakeFailed | str], object] = _log_failure,
@@ -278,6 +321,14 @@ def handshake_first(
     slow ones short. So one source holds at most half the slots, and taking
     all of them needs several.
 
+    Once handshaken, a peer (one static key) may hold
+    ``max_connections_per_peer`` connections at once (None: no limit). At
+    the limit, a new one takes the place of the peer's oldest connection
+    that has not proved it is live (:attr:`SecureStream.confirmed`), which
+    is closed with ``CLOSE`` 6; if every one has, the new one is refused
+    with ``CLOSE`` 6. So a recorded ``IK`` message 1, replayed, holds at
+    most that many connections, and never the peer's live ones.
+
     ``on_failure(stream, why)`` hears of each refusal (``why`` a string) and
     failed handshake (``why`` the error) before the stream is closed. Any
     other error, in the handshake or in ``handler``, closes that connection
@@ -287,6 +338,9 @@ def handshake_first(
         raise ValueError("max_concurrent_handshakes must be at least 1")
     if max_handshakes_per_source is not None and max_handshakes_per_source < 1:
         raise ValueError("max_handshakes_per_source must be at least 1 (or None)")
+    if max_connections_per_peer is not None and max_connections_per_peer < 1:
+        raise ValueError("max_connections_per_peer must be at least 1 (or None)")
+    established = _Established(max_connections_per_peer)
     rate_limit = (
         None if handshake_rate is None else HandshakeRateLimit(handshake_rate, handshake_burst)
     )
@@ -298,13 +352,16 @@ def handshake_first(
     # a flood must not turn into a flood of log lines.
     quiet_until: dict[str | None, float] = {}
 
-    async def refuse(stream: SecureStream, why: str, source: str | None) -> None:
+    def report(stream: SecureStream, why: str, source: str | None) -> None:
         now = trio.current_time()
         if quiet_until.get(source, -math.inf) <= now:
             if len(quiet_until) > 4096:
                 quiet_until.clear()
             quiet_until[source] = now + _QUIET
             on_failure(stream, why)
+
+    async def refuse(stream: SecureStream, why: str, source: str | None) -> None:
+        report(stream, why, source)
         await _refuse_busy(stream)
 
     def release(stream: SecureStream) -> None:
@@ -364,7 +421,28 @@ def handshake_first(
             why = f"busy: displaced, as {source} held more than its share of handshakes"
             await refuse(stream, why, source)
             return
-        await handler(stream)
+        scope = trio.CancelScope()
+        refusal = established.admit(stream, scope)
+        if refusal is not None:
+            report(stream, refusal, source)
+            await stream.abort(CloseCode.UNAVAILABLE, refusal)
+            return
+        try:
+            with scope:
+                await handler(stream)
+        finally:
+            established.release(stream)
+        if scope.cancelled_caught:
+            log.info(
+                "closed a connection of %s from %s that had not proved it is live, "
+                "for a newer one (at its limit of %s)",
+                stream.peer,
+                peer_address(stream),
+                max_connections_per_peer,
+            )
+            await stream.abort(
+                CloseCode.UNAVAILABLE, "displaced by a newer connection of the same peer"
+            )
 
     return contained(handshake_then_handle)
 
@@ -384,6 +462,7 @@ async def serve_secure(
     authorize: Callable[[Peer], str | None] | None = None,
     max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    max_connections_per_peer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
     handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
     handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
     backlog: int | None = None,
@@ -406,7 +485,8 @@ async def serve_secure(
     address or IPv6 /64) that has ``max_handshakes_per_source`` in progress,
     or that starts more than ``handshake_rate`` handshakes a second on
     average, beyond bursts of ``handshake_burst`` (None turns either limit
-    off).
+    off). A peer may hold ``max_connections_per_peer`` connections at once
+    (see :func:`handshake_first`).
     """
 
     async def handle_then_close(stream: SecureStream) -> None:
@@ -418,6 +498,7 @@ async def serve_secure(
         handle_then_close,
         max_concurrent_handshakes=max_concurrent_handshakes,
         max_handshakes_per_source=max_handshakes_per_source,
+        max_connections_per_peer=max_connections_per_peer,
         handshake_rate=handshake_rate,
         handshake_burst=handshake_burst,
     )

@@ -270,6 +270,25 @@ class SecureStream(trio.abc.HalfCloseableStream):
         return self._peer
 
     @property
+    def confirmed(self) -> bool:
+        """Whether the peer has proved it is live in this session, not a replay.
+
+        Always true once a handshake has completed, except for the responder
+        of a pattern whose last message it writes itself (``IK``,
+        ``IKpsk1``): message 1 can be replayed by anyone who recorded it, so
+        such a peer is confirmed only by its first record, which only the
+        holder of its ephemeral key can encrypt. A server that acts for a
+        peer before hearing from it can wait for this; ``serve_secure``
+        displaces unconfirmed connections first when a peer has too many.
+        """
+        if self._reader is None or not self._handshake_done.is_set():
+            return False
+        if not self._server_side or self._protocol is None:
+            return True
+        # Message i is the initiator's when i is even: an odd count ends with its.
+        return len(self._protocol.pattern.messages) % 2 == 1 or self._reader.records_read > 0
+
+    @property
     def handshake_hash(self) -> bytes:
         """The Noise handshake hash, unique to this session: a channel binding.
 

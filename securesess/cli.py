@@ -20,7 +20,11 @@ from keystore import Keystore, KeystoreError
 from keystore import cli as keystore_cli
 from securesess import demo as demo_module
 from securesess._ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
-from securesess._serve import DEFAULT_MAX_HANDSHAKES_PER_SOURCE, format_address
+from securesess._serve import (
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    format_address,
+)
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.errors import PolicyError
 from securesess.hub import DEFAULT_MAX_BACKLOG, Hub
@@ -67,9 +71,29 @@ def _optional_address(
     return None if value is None else _address(ctx, param, value)
 
 
-def _handshake_rate_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--handshake-rate, --handshake-burst and --max-handshakes-per-source:
-    the per-source handshake limits."""
+def _handshake_rate_options(
+    per_peer: int | None, why: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--handshake-rate, --handshake-burst and --max-handshakes-per-source,
+    the per-source handshake limits; and --max-connections-per-peer, its
+    default ``per_peer`` (None: off) and ``why`` that default."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--max-connections-per-peer",
+            type=click.IntRange(min=0),
+            default=per_peer or 0,
+            show_default=True,
+            help="Connections one peer (one key) may hold at once; at the limit a new one"
+            " displaces the oldest that has not proved it is live (a replayed IK message 1),"
+            f" or is refused. 0 turns the limit off{why}.",
+        )(command)
+        return _per_source_options(command)
+
+    return decorate
+
+
+def _per_source_options(command: Callable[..., None]) -> Callable[..., None]:
     command = click.option(
         "--max-handshakes-per-source",
         type=click.IntRange(min=0),
@@ -95,11 +119,12 @@ def _handshake_rate_options(command: Callable[..., None]) -> Callable[..., None]
     )(command)
 
 
-def _rate_options(rate: float, burst: int, per_source: int) -> dict[str, Any]:
+def _rate_options(rate: float, burst: int, per_source: int, per_peer: int) -> dict[str, Any]:
     return {
         "handshake_rate": rate or None,
         "handshake_burst": burst,
         "max_handshakes_per_source": per_source or None,
+        "max_connections_per_peer": per_peer or None,
     }
 
 
@@ -288,7 +313,7 @@ def bench(
     default="info",
     show_default=True,
 )
-@_handshake_rate_options
+@_handshake_rate_options(DEFAULT_MAX_CONNECTIONS_PER_PEER, "")
 @keystore_cli.passphrase_file_option
 @keystore_cli.home_option
 def hub(
@@ -300,6 +325,7 @@ def hub(
     handshake_rate: float,
     handshake_burst: int,
     max_handshakes_per_source: int,
+    max_connections_per_peer: int,
     log_level: str,
     passphrase_file: Path | None,
     home: Path | None,
@@ -322,7 +348,10 @@ def hub(
     limits = {} if max_backlog is None else {"max_backlog": max_backlog}
     server = Hub(identity=identity, trust=trust, policy=policy, **limits)
     serve = partial(
-        server.serve, **_rate_options(handshake_rate, handshake_burst, max_handshakes_per_source)
+        server.serve,
+        **_rate_options(
+            handshake_rate, handshake_burst, max_handshakes_per_source, max_connections_per_peer
+        ),
     )
     failure = trio.run(_run_hub, server, serve, listen, policy_path, home)
     if failure is not None:
@@ -438,7 +467,11 @@ async def _run_hub(
     default="info",
     show_default=True,
 )
-@_handshake_rate_options
+@_handshake_rate_options(
+    None,
+    " (the default at the server end: --max-connections bounds them, and a replay cannot"
+    " open one there)",
+)
 @keystore_cli.passphrase_file_option
 @keystore_cli.home_option
 def tunnel(
@@ -457,6 +490,7 @@ def tunnel(
     handshake_rate: float,
     handshake_burst: int,
     max_handshakes_per_source: int,
+    max_connections_per_peer: int,
     log_level: str,
     passphrase_file: Path | None,
     home: Path | None,
@@ -508,7 +542,9 @@ def tunnel(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
-            **_rate_options(handshake_rate, handshake_burst, max_handshakes_per_source),
+            **_rate_options(
+                handshake_rate, handshake_burst, max_handshakes_per_source, max_connections_per_peer
+            ),
         )
     else:
         assert connect is not None
