@@ -67,6 +67,8 @@ class CloseCode(enum.IntEnum):
     UNAVAILABLE = 6
     #: The connection the sender relays (a tunnel's plain leg) ended abnormally.
     RELAY_FAILED = 7
+    #: The sender ended a connection that carried nothing for too long.
+    IDLE = 8
 
 
 #: Most plaintext sealed into one output buffer: bounds a send's memory to ~1 MiB.

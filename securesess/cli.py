@@ -31,6 +31,7 @@ from securesess.hub import DEFAULT_MAX_BACKLOG, Hub
 from securesess.policy import Policy
 from securesess.tunnel import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     TunnelClient,
     TunnelServer,
@@ -455,6 +456,13 @@ async def _run_hub(
     help="Seconds to wait for the TCP connection to the far side.",
 )
 @click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    help="Seconds a connection may carry nothing either way before it is cut. 0: never.",
+)
+@click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
     default=30.0,
@@ -486,6 +494,7 @@ def tunnel(
     max_connections: int,
     handshake_timeout: float,
     connect_timeout: float,
+    idle_timeout: float,
     drain_timeout: float,
     handshake_rate: float,
     handshake_burst: int,
@@ -542,6 +551,7 @@ def tunnel(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout or None,
             **_rate_options(
                 handshake_rate, handshake_burst, max_handshakes_per_source, max_connections_per_peer
             ),
@@ -556,6 +566,7 @@ def tunnel(
             max_connections=max_connections,
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout or None,
         )
     _allow_descriptors(2 * max_connections + 64)  # two sockets per carried connection
     failure = trio.run(_run_tunnel, end, listen, policy_path, home, drain_timeout)

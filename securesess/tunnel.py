@@ -27,7 +27,14 @@ take a cut stream for a complete one:
 * anything abnormal (a reset, a record that fails authentication, a
   connection cut without ``END``) ends the whole connection: the plain leg
   is reset (RST), and the secure leg gets a ``CLOSE`` record with the
-  reason, which the other end turns into a reset of its own plain leg.
+  reason, which the other end turns into a reset of its own plain leg;
+  or, once this end has sent ``END`` (after which the other end reads no
+  record), a TCP reset of its own;
+* a leg whose direction has ended is still watched, for that reset: an
+  application that sends its request and FIN, then resets, ends the
+  connection at once, not when the service next writes;
+* a connection that carries nothing either way for ``idle_timeout`` (12
+  hours by default) is cut, with ``CLOSE`` 8.
 
 Every connection ends with one log line on the ``securesess.tunnel``
 logger, in logfmt: its number, from where, the authenticated peer, to where,
@@ -38,13 +45,15 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import itertools
 import json
 import logging
 import os
+import select
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, final
@@ -81,6 +90,7 @@ from securesess.policy import Policy, readmission
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "Outcome",
     "TunnelClient",
@@ -93,6 +103,12 @@ log = logging.getLogger("securesess.tunnel")
 DEFAULT_MAX_CONNECTIONS: Final = 1024
 #: How long a tunnel end waits for a TCP connection to the far side.
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+#: How long a connection may carry nothing, either way, before it is cut
+#: (stunnel's default too): long enough for an idle pool, short enough that
+#: connections whose ends vanished without a word do not pile up for ever.
+DEFAULT_IDLE_TIMEOUT: Final = 12 * 3600.0
+# Where epoll is missing, how often a half-closed plain leg is checked for a reset.
+_RESET_POLL: Final = 1.0
 # Bytes a relay reads at once: enough for SecureStream to seal full batches
 # of records, little enough that a thousand connections stay cheap.
 _CHUNK: Final = 256 * 1024
@@ -112,7 +128,8 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"
     #: Ended abnormally: a reset, tampering, a cut connection, a timeout.
     FAILED = "failed"
-    #: Ended by this tunnel end: it is shutting down, or the peer lost its access.
+    #: Ended by this tunnel end: it is shutting down, the connection was idle
+    #: too long, or the peer lost its access.
     CUT = "cut"
 
 
@@ -167,6 +184,8 @@ class _Connection:
     # The CLOSE record owed to the secure leg; None when that leg itself
     # broke (or the connection closed cleanly).
     close: tuple[CloseCode, str] | None = None
+    # Whether this end has sent END on the secure leg.
+    secure_ended: bool = False
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def end_with(
@@ -235,9 +254,11 @@ async def _relay(
     source: trio.abc.HalfCloseableStream,
     sink: trio.abc.HalfCloseableStream,
     names: tuple[str, str],
-    counted: list[int],
+    count: Callable[[int], None],
 ) -> None:
     """Copy ``source`` to ``sink`` until end of stream, then half-close ``sink``.
+
+    ``count(n)`` hears of each ``n`` bytes handed on.
 
     Raises:
         _LegFailed: naming (by ``names``: source's, sink's) the leg that broke.
@@ -254,7 +275,48 @@ async def _relay(
             await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _LegFailed(names[1], sink, exc) from exc
-        counted[0] += len(data)
+        count(len(data))
+
+
+async def _reset_after_eof(leg: trio.abc.Stream, name: str) -> None:
+    """Wait for the reset of a leg that has ended its direction; raise it.
+
+    After a FIN a socket reads as "end of stream" at once, for ever, and
+    after ``END`` a SecureStream reads nothing more, not even a ``CLOSE``;
+    so reading cannot wait for what comes next, and no relay reads the leg
+    any more. A reset would go unseen until something is written to it
+    (perhaps never, if the far side has nothing to say). Polled with no
+    events, a socket wakes only with an error or a hang-up: the reset, or
+    both directions closed (nothing more to watch). Returns in that last
+    case, and at once for a leg that is not over a socket.
+
+    Raises:
+        _LegFailed: naming ``name``, once the leg is reset.
+    """
+    stream = leg.transport_stream if isinstance(leg, SecureStream) else leg
+    if not isinstance(stream, trio.SocketStream):
+        return
+    sock = stream.socket
+    if hasattr(select, "epoll"):
+        # An epoll set is itself a file that polls readable when a member
+        # is ready: waiting on it leaves the socket to the other relay.
+        with select.epoll(1) as watch:
+            watch.register(sock.fileno(), 0)
+            await trio.lowlevel.wait_readable(watch.fileno())
+    elif hasattr(select, "poll"):
+        poll = select.poll()
+        poll.register(sock.fileno(), 0)
+        while not poll.poll(0):
+            await trio.sleep(_RESET_POLL)
+    else:  # nothing to wait with: a reset shows when the other relay writes
+        await trio.sleep_forever()
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        # A reset after the peer's FIN reads as EPIPE (the pipe it closed).
+        if error == errno.EPIPE:
+            error = errno.ECONNRESET
+        cause = ConnectionResetError(error, os.strerror(error))
+        raise _LegFailed(name, leg, cause) from cause
 
 
 @contextlib.contextmanager
@@ -290,13 +352,18 @@ class _TunnelEnd:
         trust: TrustStore,
         max_connections: int,
         connect_timeout: float,
+        idle_timeout: float | None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError("idle_timeout must be positive (or None)")
         self.max_connections: Final = max_connections
         self.connect_timeout: Final = connect_timeout
+        #: How long a connection may carry nothing either way before it is cut.
+        self.idle_timeout: Final = idle_timeout
         self._target = target
         self._target_text = format_address(*target)
         self._trust = trust
@@ -433,6 +500,8 @@ class _TunnelEnd:
         to_plain = (secure, plain, (secure_leg, plain_leg))
         # Where the application's bytes come in: the plain leg at the client end.
         upward, downward = (to_secure, to_plain) if self._end == "client" else (to_plain, to_secure)
+        active = [trio.current_time()]  # when a byte last went either way
+        ended = [0]  # directions that ended cleanly
 
         async def relay(
             nursery: trio.Nursery,
@@ -441,8 +510,21 @@ class _TunnelEnd:
             ],
             counted: list[int],
         ) -> None:
+            def count(size: int) -> None:
+                counted[0] += size
+                active[0] = trio.current_time()
+
+            source, sink, (source_leg, _) = streams
             try:
-                await _relay(*streams, counted)
+                await _relay(*streams, count)
+                if sink is secure:
+                    connection.secure_ended = True
+                ended[0] += 1
+                if ended[0] == 2:
+                    nursery.cancel_scope.cancel()
+                else:
+                    # The other way goes on: a reset of this leg must still end it.
+                    await _reset_after_eof(source, source_leg)
             except _LegFailed as failure:
                 reason = str(failure)
                 if failure.refused:
@@ -453,10 +535,19 @@ class _TunnelEnd:
                     connection.end_with(Outcome.FAILED, reason, (CloseCode.RELAY_FAILED, reason))
                 nursery.cancel_scope.cancel()
 
+        async def cut_when_idle(nursery: trio.Nursery, timeout: float) -> None:
+            while (deadline := active[0] + timeout) > trio.current_time():
+                await trio.sleep_until(deadline)
+            reason = f"idle for {timeout:g} s"
+            connection.end_with(Outcome.CUT, reason, (CloseCode.IDLE, reason))
+            nursery.cancel_scope.cancel()
+
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(relay, nursery, upward, up)
                 nursery.start_soon(relay, nursery, downward, down)
+                if self.idle_timeout is not None:
+                    nursery.start_soon(cut_when_idle, nursery, self.idle_timeout)
             connection.end_with(Outcome.CLOSED, "")  # unless a relay failed first
         finally:
             connection.up, connection.down = up[0], down[0]
@@ -483,7 +574,12 @@ class _TunnelEnd:
                 else:
                     if plain is not None:
                         await _reset(plain)
-                    if secure is not None and connection.close is not None:
+                    transport = None if secure is None else secure.transport_stream
+                    if connection.secure_ended and isinstance(transport, trio.SocketStream):
+                        # After our END the peer reads nothing, not even a
+                        # CLOSE: a reset is what it can see (and watches for).
+                        await _reset(transport)
+                    elif secure is not None and connection.close is not None:
                         # Linger, so that a reset cannot overtake the reason.
                         await secure.abort(*connection.close, linger=_LINGER)
             # Whatever the grace period left undone: nothing stays open.
@@ -532,6 +628,7 @@ class TunnelServer(_TunnelEnd):
         psk: bytes | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
         max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
@@ -541,7 +638,11 @@ class TunnelServer(_TunnelEnd):
         rekey_after_records: int = REKEY_AFTER_RECORDS,
     ) -> None:
         super().__init__(
-            forward, trust=trust, max_connections=max_connections, connect_timeout=connect_timeout
+            forward,
+            trust=trust,
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
         )
         self.forward: Final = forward
         self.identity: Final = identity
@@ -659,11 +760,16 @@ class TunnelClient(_TunnelEnd):
         psk: bytes | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         rekey_after_records: int = REKEY_AFTER_RECORDS,
     ) -> None:
         super().__init__(
-            connect, trust=trust, max_connections=max_connections, connect_timeout=connect_timeout
+            connect,
+            trust=trust,
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
         )
         self.connect: Final = connect
         self.identity: Final = identity

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -614,4 +617,127 @@ async def test_the_client_end_re_checks_its_server_on_reload() -> None:
         assert await apps[0].receive_some() == b"still here"
         with trio.fail_after(5):
             assert await outcome_of(apps[1]) == (b"", "reset")
+        nursery.cancel_scope.cancel()
+
+
+def _reset_socket(stream: trio.SocketStream) -> None:
+    """Make closing ``stream`` send a TCP reset, as a crashing application's does."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def test_a_reset_after_a_half_close_ends_the_connection_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An application that sends its request and its FIN, then resets: no
+    relay reads its leg any more, and the backend has nothing to write yet."""
+    capture_tunnel_logs(caplog)
+    world = TunnelWorld()
+    backend_outcome: list[tuple[bytes, str]] = []
+    answer_now = trio.Event()
+
+    async def listen_then_think(stream: trio.SocketStream) -> None:
+        request = await read_all(stream)
+        await answer_now.wait()  # thinks for a while
+        try:
+            await stream.send_all(b"200 OK")
+            # A write may go out before the reset comes back; a read sees it.
+            await stream.receive_some()
+        except trio.BrokenResourceError:
+            backend_outcome.append((request, "reset"))
+        else:
+            backend_outcome.append((request, "answered"))
+
+    async with trio.open_nursery() as nursery:
+        await world.start(nursery, Backend(listen_then_think))
+        app = await world.open()
+        with trio.fail_after(10):
+            await app.send_all(b"GET /slow")
+            await app.send_eof()
+            while world.server is None or not world.server.connections:
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)  # the FIN has gone through both ends
+            _reset_socket(app)
+            await app.aclose()
+            # Both ends let go before the backend has said anything.
+            assert world.client is not None
+            while world.client.connections or world.server.connections:
+                await trio.sleep(0.01)
+            answer_now.set()
+            while not backend_outcome:
+                await trio.sleep(0.01)
+        assert backend_outcome == [(b"GET /slow", "reset")]
+        [client_line] = tunnel_lines(caplog, "client")
+        assert client_line["outcome"] == "failed"
+        assert "application" in client_line["reason"]
+        assert "reset" in client_line["reason"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_connection_is_cut_and_a_busy_one_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    capture_tunnel_logs(caplog)
+    world = TunnelWorld()
+    async with trio.open_nursery() as nursery:
+        await backend_start(world, nursery, idle_timeout=0.5)
+        busy, idle = await world.open(), await world.open()
+        with trio.fail_after(10):
+            for stream in (busy, idle):
+                await stream.send_all(b"ping")
+                assert await stream.receive_some() == b"ping"
+            started = trio.current_time()
+
+            async def keep_busy() -> None:
+                # One byte every 0.2 s keeps a connection alive past the timeout.
+                for _ in range(8):
+                    await trio.sleep(0.2)
+                    await busy.send_all(b".")
+                    assert await busy.receive_some() == b"."
+
+            async with trio.open_nursery() as activity:
+                activity.start_soon(keep_busy)
+                assert await outcome_of(idle) == (b"", "reset")
+                assert 0.5 <= trio.current_time() - started < 1.5
+        [cut] = [line for line in tunnel_lines(caplog, "server") if line["outcome"] == "cut"]
+        assert cut["reason"] == "idle for 0.5 s"
+        await busy.aclose()
+        await idle.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def backend_start(world: TunnelWorld, nursery: trio.Nursery, **options: Any) -> None:
+    backend = Backend()
+    await backend.start(nursery)
+    await world.start_server(nursery, backend.port, **options)
+    await world.start_client(nursery)
+
+
+async def test_a_backend_that_resets_after_its_half_close_resets_the_application() -> None:
+    """The mirror image: the service answers, sends its FIN, then resets
+    while the application still has its side open."""
+    world = TunnelWorld()
+    reset_now = trio.Event()
+
+    async def answer_then_crash(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"partial answer")
+        await stream.send_eof()
+        await reset_now.wait()
+        _reset_socket(stream)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await world.start(nursery, Backend(answer_then_crash))
+        app = await world.open()
+        with trio.fail_after(10):
+            assert await read_all(app) == b"partial answer"
+            reset_now.set()
+            # The application, silent, hears of it without writing anything.
+            assert world.client is not None
+            while world.client.connections:
+                await trio.sleep(0.01)
+            await trio.sleep(0.1)  # the reset's way from the tunnel end
+            # After a FIN, Linux reports a reset to writes only.
+            with pytest.raises(trio.BrokenResourceError):
+                await app.send_all(b"are you there?")
+        await app.aclose()
         nursery.cancel_scope.cancel()
