@@ -27,7 +27,12 @@ from securesess._serve import (
 )
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.errors import PolicyError
-from securesess.hub import DEFAULT_MAX_BACKLOG, Hub
+from securesess.hub import (
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_CONNECTION_BACKLOG,
+    DEFAULT_MAX_PEER_BACKLOG,
+    Hub,
+)
 from securesess.policy import Policy
 from securesess.tunnel import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -309,6 +314,20 @@ def bench(
     help=f"Undelivered bytes per member before it is removed.  [default: {DEFAULT_MAX_BACKLOG}]",
 )
 @click.option(
+    "--max-connection-backlog",
+    metavar="SIZE",
+    callback=_byte_size,
+    help="Undelivered bytes of all one connection's memberships before it is disconnected."
+    f"  [default: {DEFAULT_MAX_CONNECTION_BACKLOG}]",
+)
+@click.option(
+    "--max-peer-backlog",
+    metavar="SIZE",
+    callback=_byte_size,
+    help="Undelivered bytes of all one peer's connections before the one that goes over is"
+    f" disconnected.  [default: {DEFAULT_MAX_PEER_BACKLOG}]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -323,6 +342,8 @@ def hub(
     identity_name: str,
     policy_path: Path,
     max_backlog: int | None,
+    max_connection_backlog: int | None,
+    max_peer_backlog: int | None,
     handshake_rate: float,
     handshake_burst: int,
     max_handshakes_per_source: int,
@@ -346,7 +367,12 @@ def hub(
         policy = Policy.load(policy_path, trust=trust)
     except (KeystoreError, PolicyError, ValueError) as exc:
         keystore_cli.fail(str(exc))
-    limits = {} if max_backlog is None else {"max_backlog": max_backlog}
+    given = {
+        "max_backlog": max_backlog,
+        "max_connection_backlog": max_connection_backlog,
+        "max_peer_backlog": max_peer_backlog,
+    }
+    limits = {name: value for name, value in given.items() if value is not None}
     server = Hub(identity=identity, trust=trust, policy=policy, **limits)
     serve = partial(
         server.serve,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Final, final
@@ -48,12 +48,25 @@ from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import ProtocolViolation
 from securesess.policy import Grant, Policy, Right, readmission
 
-__all__ = ["DEFAULT_MAX_BACKLOG", "Hub", "serve_hub"]
+__all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "DEFAULT_MAX_CONNECTION_BACKLOG",
+    "DEFAULT_MAX_PEER_BACKLOG",
+    "Hub",
+    "serve_hub",
+]
 
 log = logging.getLogger("securesess.hub")
 
 #: Undelivered bytes a member may have queued before the hub removes it.
 DEFAULT_MAX_BACKLOG: Final = 8 << 20
+#: Undelivered bytes of all one connection's memberships before the hub
+#: disconnects it: without it, a connection in many sessions that never
+#: reads would hold ``max_memberships`` times ``max_backlog``.
+DEFAULT_MAX_CONNECTION_BACKLOG: Final = 32 << 20
+#: Undelivered bytes of all one peer's connections (one key) before the hub
+#: disconnects the connection that went over.
+DEFAULT_MAX_PEER_BACKLOG: Final = 64 << 20
 DEFAULT_MAX_SESSIONS: Final = 10_000
 DEFAULT_MAX_MEMBERSHIPS: Final = 1_000
 DEFAULT_MAX_MEMBERS: Final = 10_000
@@ -71,6 +84,8 @@ _REQUESTS_PER_TURN: Final = 64
 _LIMITS: Final = frozenset(
     {
         "max_backlog",
+        "max_connection_backlog",
+        "max_peer_backlog",
         "max_sessions",
         "max_memberships",
         "max_members",
@@ -142,6 +157,7 @@ class _Session:
 @final
 class _Connection:
     __slots__ = (
+        "backlog",
         "close",
         "closing",
         "draining",
@@ -163,6 +179,8 @@ class _Connection:
         #: ``peer`` is as it was when the handshake checked it).
         self.peer: Final = peer
         self.memberships: dict[str, _Member] = {}
+        #: Undelivered bytes of all its memberships.
+        self.backlog = 0
         self.replies: deque[bytes] = deque()
         self.reply_bytes = 0
         self.ready: deque[_Member] = deque()
@@ -192,6 +210,10 @@ class Hub:
         trust: whom it accepts; :meth:`reload` can replace it.
         policy: the access policy, a :class:`Policy` or a path to one.
         max_backlog: undelivered bytes per member before it is removed.
+        max_connection_backlog: undelivered bytes of all one connection's
+            memberships before it is disconnected.
+        max_peer_backlog: undelivered bytes of all one peer's connections
+            before the one that goes over is disconnected.
         max_sessions: sessions the hub holds at once.
         max_memberships: sessions one connection may be a member of.
         max_members: members per session.
@@ -206,6 +228,8 @@ class Hub:
         trust: TrustStore,
         policy: Policy | str,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_connection_backlog: int = DEFAULT_MAX_CONNECTION_BACKLOG,
+        max_peer_backlog: int = DEFAULT_MAX_PEER_BACKLOG,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_memberships: int = DEFAULT_MAX_MEMBERSHIPS,
         max_members: int = DEFAULT_MAX_MEMBERS,
@@ -214,6 +238,8 @@ class Hub:
     ) -> None:
         for name, value in (
             ("max_backlog", max_backlog),
+            ("max_connection_backlog", max_connection_backlog),
+            ("max_peer_backlog", max_peer_backlog),
             ("max_sessions", max_sessions),
             ("max_memberships", max_memberships),
             ("max_members", max_members),
@@ -226,6 +252,11 @@ class Hub:
         self._trust = trust
         self._policy = policy if isinstance(policy, Policy) else Policy.load(policy, trust=trust)
         self._max_backlog = max_backlog
+        self._max_connection_backlog = max_connection_backlog
+        self._max_peer_backlog = max_peer_backlog
+        # Undelivered bytes per peer key, over all its connections.
+        self._peer_backlog: Counter[bytes] = Counter()
+        self._overflowing: list[_Connection] = []
         self._max_sessions = max_sessions
         self._max_memberships = max_memberships
         self._max_members = max_members
@@ -470,6 +501,7 @@ class Hub:
                         chunks.append(item)
                         taken += len(item)
                     member.backlog -= taken
+                    self._delivered(connection, taken)
                     size += taken
                     if queue:
                         ready.append(member)
@@ -486,8 +518,17 @@ class Hub:
     def _enqueue(self, member: _Member, data: bytes) -> None:
         member.queue.append(data)
         member.backlog += len(data)
+        connection = member.connection
+        connection.backlog += len(data)
+        key = connection.peer.public_key
+        self._peer_backlog[key] += len(data)
         if member.backlog > self._max_backlog:
             self._lagging.append(member)
+        elif (
+            connection.backlog > self._max_connection_backlog
+            or self._peer_backlog[key] > self._max_peer_backlog
+        ):
+            self._overflowing.append(connection)
         if not member.scheduled:
             member.scheduled = True
             member.connection.ready.append(member)
@@ -505,7 +546,32 @@ class Hub:
             if member is not skip:
                 self._enqueue(member, data)
 
+    def _delivered(self, connection: _Connection, size: int) -> None:
+        """``size`` undelivered bytes of ``connection`` are sent, or dropped."""
+        connection.backlog -= size
+        key = connection.peer.public_key
+        self._peer_backlog[key] -= size
+        if not self._peer_backlog[key]:
+            del self._peer_backlog[key]
+
     def _evict_laggards(self) -> None:
+        while self._overflowing:
+            connection = self._overflowing.pop()
+            if connection in self._connections and connection.close is None:
+                if connection.backlog > self._max_connection_backlog:
+                    reason = (
+                        f"fell too far behind (over {self._max_connection_backlog} bytes "
+                        "undelivered on this connection)"
+                    )
+                elif self._peer_backlog[connection.peer.public_key] > self._max_peer_backlog:
+                    reason = (
+                        f"fell too far behind (over {self._max_peer_backlog} bytes "
+                        "undelivered to this peer)"
+                    )
+                else:  # a membership ended since, and took its backlog with it
+                    continue
+                log.info("%s: %s", connection.peer, reason)
+                self._disconnect(connection, reason, CloseCode.UNAVAILABLE)
         while self._lagging:
             member = self._lagging.pop()
             if member.active:
@@ -532,6 +598,7 @@ class Hub:
         session = member.session
         member.active = False
         member.queue.clear()
+        self._delivered(member.connection, member.backlog)
         member.backlog = 0
         del member.connection.memberships[session.name]
         del session.members[member.id]
@@ -787,11 +854,13 @@ class Hub:
                     member.receives = Right.RECEIVE in grant
         self._evict_laggards()
 
-    def _disconnect(self, connection: _Connection, reason: str) -> None:
+    def _disconnect(
+        self, connection: _Connection, reason: str, code: CloseCode = CloseCode.ACCESS_DENIED
+    ) -> None:
         # Leave every session now, not when the connection's task gets to it.
         for member in list(connection.memberships.values()):
             self._drop(member, "disconnected: " + reason)
-        self._end(connection, CloseCode.ACCESS_DENIED, reason)
+        self._end(connection, code, reason)
 
 
 async def serve_hub(

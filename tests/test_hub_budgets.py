@@ -1,0 +1,107 @@
+"""The hub's memory is bounded per connection and per peer, not only per membership.
+
+A member whose undelivered backlog exceeds ``max_backlog`` is removed from
+its session; but one connection may be in ``max_memberships`` sessions, and
+one peer may open many connections. These tests keep a client that never
+reads in several sessions, each under ``max_backlog``, and check that the
+hub lets go of it once its connection (or its peer) holds too much.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from securesess._hubwire import Op, pack
+from securesess._records import CloseCode
+from securesess.errors import PeerAborted
+from tests.hubs import HubWorld, RawClient
+
+MIB = 1 << 20
+SESSIONS = [f"orders/{number}" for number in range(8)]
+CHUNK = b"x" * (64 * 1024)
+
+
+async def _stalled_member(world: HubWorld, name: str, sessions: list[str]) -> RawClient:
+    """A connection in ``sessions`` that reads its answers, then nothing more."""
+    stalled = RawClient(await world.raw(name))
+    for rid, session in enumerate(sessions, 1):
+        await stalled.stream.send_all(pack(Op.JOIN, rid, session, True))
+    answered = 0
+    while answered < len(sessions):
+        message = await stalled.next()
+        assert message is not None
+        if message[0] == Op.OK:
+            answered += 1
+    return stalled
+
+
+async def _flood(world: HubWorld, sessions: list[str], per_session: int) -> None:
+    """``per_session`` bytes into each session, round-robin, as api."""
+    async with world.connect("api") as api:
+        joined = [await api.join(name) for name in sessions]
+        for _ in range(per_session // len(CHUNK)):
+            for session in joined:
+                await session.send(CHUNK)
+
+
+async def _cut_reason(stalled: RawClient) -> str:
+    """Read what the hub had queued, to the CLOSE it ended with."""
+    kinds: list[int] = []
+
+    async def read_to_the_end() -> None:
+        async for message in stalled.all():
+            kinds.append(message[0])
+
+    with pytest.raises(trio.BrokenResourceError) as broken:
+        await read_to_the_end()
+    assert Op.MESSAGE in kinds  # what was queued before the cut still came
+    assert Op.ENDED not in kinds  # removed as a connection, not per session
+    cause = broken.value.__cause__
+    assert isinstance(cause, PeerAborted)
+    assert cause.code == CloseCode.UNAVAILABLE
+    return cause.reason
+
+
+async def test_a_connection_in_many_sessions_that_never_reads_is_disconnected(
+    nursery: trio.Nursery,
+) -> None:
+    world = HubWorld()
+    # Each membership stays under max_backlog: 3 MiB each, less what the
+    # socket buffers take; together they are far over the connection's 6.
+    hub = await world.start(nursery, max_backlog=4 * MIB, max_connection_backlog=6 * MIB)
+    with trio.fail_after(30):
+        stalled = await _stalled_member(world, "cache", SESSIONS)
+        await _flood(world, SESSIONS, 3 * MIB)
+        assert not any(
+            name.startswith("cache#") for names in hub.sessions().values() for name in names
+        )
+        reason = await _cut_reason(stalled)
+    assert reason == "fell too far behind (over 6291456 bytes undelivered on this connection)"
+    assert not hub._peer_backlog  # every byte counted in is counted out
+    await stalled.stream.aclose()
+
+
+async def _cut_reason_if_any(stalled: RawClient) -> str | None:
+    with trio.move_on_after(2):
+        return await _cut_reason(stalled)
+    return None
+
+
+async def test_a_peer_whose_connections_together_hold_too_much_is_cut(
+    nursery: trio.Nursery,
+) -> None:
+    world = HubWorld()
+    hub = await world.start(
+        nursery, max_backlog=4 * MIB, max_connection_backlog=64 * MIB, max_peer_backlog=8 * MIB
+    )
+    with trio.fail_after(30):
+        first = await _stalled_member(world, "cache", SESSIONS[:4])
+        second = await _stalled_member(world, "cache", SESSIONS[4:])
+        await _flood(world, SESSIONS, 3 * MIB)
+        reasons = {await _cut_reason_if_any(first), await _cut_reason_if_any(second)}
+    # Neither connection went over its own budget: the peer's total did.
+    assert reasons - {None} == {"fell too far behind (over 8388608 bytes undelivered to this peer)"}
+    assert sum(hub._peer_backlog.values()) <= 8 * MIB
+    for stalled in (first, second):
+        await stalled.stream.aclose()
