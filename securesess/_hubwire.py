@@ -44,6 +44,11 @@ MAX_REQUEST: Final = MAX_DATA + 4096
 #: Largest message a hub may send: the answer to a JOIN carries every member
 #: and every variable (at most ``max_variable_bytes``, 4 MiB by default).
 MAX_ANSWER: Final = 64 << 20
+#: Most arrays one hub message may hold: a JOIN answer has two per member
+#: and one per variable (some 21,000 at the hub's default limits). Each
+#: costs a Python list, ~64 bytes from as little as one encoded byte, so
+#: without a cap the largest answer could decode to some 4 GiB.
+MAX_ANSWER_ARRAYS: Final = 1 << 17
 #: How much a reader asks its stream for at once.
 RECEIVE_SIZE: Final = 64 * 1024
 _MAX_ID: Final = (1 << 63) - 1
@@ -166,13 +171,15 @@ class MessageReader:
     it is decoded); a client reads with ``MAX_ANSWER``.
     """
 
-    __slots__ = ("_boundary", "_fed", "_max_message", "_unpacker")
+    __slots__ = ("_arrays", "_boundary", "_fed", "_max_message", "_unpacker")
 
     def __init__(self, max_message: int = MAX_REQUEST) -> None:
         self._max_message = max_message
         self._fed = 0
         # Where the last complete message ended, in bytes fed so far.
         self._boundary = 0
+        # Arrays decoded in the current message (an answer's, see MAX_ANSWER_ARRAYS).
+        self._arrays = 0
         requests_only = max_message <= MAX_REQUEST
         self._unpacker = msgpack.Unpacker(
             max_buffer_size=max_message + RECEIVE_SIZE,
@@ -189,8 +196,16 @@ class MessageReader:
             ext_hook=_no_extensions,
             # max_map_len=0 still lets an empty map through: refuse every one.
             object_pairs_hook=_no_maps,
-            **({"list_hook": _flat} if requests_only else {}),
+            list_hook=_flat if requests_only else self._count_array,
         )
+
+    def _count_array(self, array: list[Any]) -> list[Any]:
+        self._arrays += 1
+        if self._arrays > MAX_ANSWER_ARRAYS:
+            raise ProtocolViolation(
+                f"a hub protocol message holds more than {MAX_ANSWER_ARRAYS} arrays"
+            )
+        return array
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[list[Any]]:
         """Add received bytes and yield every complete message.
@@ -205,6 +220,7 @@ class MessageReader:
                 # tell() is exact only here, between messages: the unpacker
                 # consumes the bytes of a message it has begun.
                 self._boundary = self._unpacker.tell()
+                self._arrays = 0
                 if type(message) is not list or not message or type(message[0]) is not int:
                     raise ProtocolViolation("a hub protocol message is not an [op, ...] array")
                 if _has_timestamp(message):

@@ -8,15 +8,18 @@ cancelled ``send_all`` would break the stream for everyone).
 
 Every request, and the hub's WELCOME, is awaited for at most
 ``request_timeout`` seconds (30 by default): a hub that stalls, or one that
-is not a hub, cannot hang a client forever. A request that times out raises
-:class:`HubTimeout`; the connection stays usable, and a late answer is
-dropped.
+is not a hub, cannot hang a client forever. A request's answer is awaited
+from when the request has gone out; until then it waits as long as the
+writer makes progress, so a slow link is no timeout. A request that times
+out raises :class:`HubTimeout`; the connection stays usable, and a late
+answer is dropped.
 
 Each session buffers at most ``max_backlog`` bytes of events that the
-application has not yet taken. A session that falls further behind is ended
-locally, exactly as the hub ends a member that falls behind on the network:
-its iterator raises :class:`SessionClosed` after the events it already has,
-and the client leaves the session. The reader itself never blocks, so one
+application has not yet taken, and keeps at most ``max_session_state``
+bytes of members and variables (what the hub says they are). A session
+over either is ended locally, exactly as the hub ends a member that falls
+behind on the network: its iterator raises :class:`SessionClosed` after
+the events it already has, and the client leaves the session. The reader itself never blocks, so one
 neglected session cannot stall the others, or the replies.
 """
 
@@ -62,6 +65,7 @@ from securesess.policy import Right
 
 __all__ = [
     "DEFAULT_CLIENT_BACKLOG",
+    "DEFAULT_CLIENT_SESSION_STATE",
     "DEFAULT_REQUEST_TIMEOUT",
     "HubConnection",
     "Session",
@@ -70,6 +74,10 @@ __all__ = [
 
 #: Bytes of events a session may hold unread before it is ended locally.
 DEFAULT_CLIENT_BACKLOG: Final = 16 << 20
+#: Bytes of members and variables a session may hold before it is ended
+#: locally: room for the hub's default limits (10,000 members, 4 MiB of
+#: variables), and a bound on what a hub could make a client keep.
+DEFAULT_CLIENT_SESSION_STATE: Final = 32 << 20
 #: Seconds a client waits for the hub's WELCOME and for each answer.
 DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 # What one buffered event costs beyond its data (an estimate for the bound).
@@ -102,6 +110,14 @@ def _member(fields: object) -> Member:
     ):
         raise ProtocolViolation("the hub described a member malformedly")
     return Member(fields[0], fields[1], fields[2], frozenset(fields[3]))
+
+
+def _member_size(member: Member) -> int:
+    return len(member.name or "") + sum(len(group) for group in member.groups) + _EVENT_OVERHEAD
+
+
+def _variable_size(key: str, value: bytes) -> int:
+    return len(key) + len(value) + _EVENT_OVERHEAD
 
 
 def _peer(fields: object) -> Peer:
@@ -142,6 +158,7 @@ class Session:
         "_events",
         "_members",
         "_seq",
+        "_state",
         "_variables",
         "_wake",
         "me",
@@ -162,6 +179,8 @@ class Session:
         self._connection = connection
         self.name: Final = name
         self._members = {member.id: member for member in map(_member, reply[2])}
+        # What the members and variables hold, for max_session_state.
+        self._state = sum(map(_member_size, self._members.values()))
         me = self._members.get(reply[0])
         if me is None:
             raise ProtocolViolation("the hub's answer to JOIN does not list us as a member")
@@ -177,7 +196,7 @@ class Session:
                 or type(entry[2]) is not int
             ):
                 raise ProtocolViolation("the hub's answer to JOIN has a malformed variable")
-            self._variables[entry[0]] = Variable(entry[1], entry[2])
+            self._set_variable(entry[0], entry[1], entry[2])
         try:
             self.rights: Final = frozenset(Right(right) for right in reply[4])
         except ValueError:
@@ -263,13 +282,46 @@ class Session:
         if type(reply) is not list or len(reply) != 2 or not all(type(x) is int for x in reply):
             raise ProtocolViolation("the hub's answer to SET is malformed")
         self._set_variable(key, payload, reply[0])
+        self._check_state()
         return int(reply[0])
 
     def _set_variable(self, key: str, value: bytes, version: int) -> None:
         # Our own SET's answer can overtake an earlier change queued for us.
         current = self._variables.get(key)
         if current is None or current.version < version:
+            if current is not None:
+                self._state -= _variable_size(key, current.value)
             self._variables[key] = Variable(value, version)
+            self._state += _variable_size(key, value)
+
+    def _add_member(self, member: Member) -> None:
+        previous = self._members.get(member.id)
+        if previous is not None:
+            self._state -= _member_size(previous)
+        self._members[member.id] = member
+        self._state += _member_size(member)
+
+    def _remove_member(self, member_id: int) -> Member | None:
+        gone = self._members.pop(member_id, None)
+        if gone is not None:
+            self._state -= _member_size(gone)
+        return gone
+
+    def _check_state(self) -> None:
+        """End the session locally if its members and variables hold too much:
+        a hub could otherwise make us keep as many as it likes."""
+        limit = self._connection._max_session_state
+        if self._state > limit:
+            self._end_locally(
+                f"its members and variables hold more than {limit} bytes", "too large"
+            )
+
+    def _end_locally(self, why: str, reason: str) -> None:
+        """End it as the hub ends a member: SessionClosed, and LEAVE without waiting."""
+        self._finish(
+            SessionClosed(f"left session {self.name!r}: {why}", session=self.name, reason=reason)
+        )
+        self._connection._leave_quietly(self.name)
 
     async def remove(self, member: Member | int, reason: str = "") -> None:
         """Remove another member from the session (needs the admin right)."""
@@ -309,7 +361,15 @@ class Session:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        # Leaving locally never fails; telling the hub may time out, which
+        # must not hide an error of the body that is ending the block.
+        quiet: tuple[type[BaseException], ...] = (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        )
+        if exc_info[0] is not None:
+            quiet += (HubTimeout,)
+        with contextlib.suppress(*quiet):
             await self.leave()
 
     # -- events --------------------------------------------------------------------
@@ -343,15 +403,8 @@ class Session:
         self._notify()
         limit = self._connection._max_backlog
         if self._backlog > limit:
-            self._finish(
-                SessionClosed(
-                    f"left session {self.name!r}: it fell too far behind (over {limit} bytes of "
-                    "events unread)",
-                    session=self.name,
-                    reason="fell behind",
-                )
-            )
-            self._connection._leave_quietly(self.name)
+            why = f"it fell too far behind (over {limit} bytes of events unread)"
+            self._end_locally(why, "fell behind")
 
     def _finish(self, error: BaseException | None) -> None:
         """No more events: we left (``None``), or ``error`` ends the session."""
@@ -409,10 +462,14 @@ class HubConnection:
         stream: SecureStream,
         *,
         max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+        max_session_state: int = DEFAULT_CLIENT_SESSION_STATE,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
+        if max_session_state < 1:
+            raise ValueError("max_session_state must be at least 1")
+        self._max_session_state = max_session_state
         if request_timeout is not None and not request_timeout > 0:
             raise ValueError("request_timeout must be positive (or None: wait for ever)")
         self._timeout = math.inf if request_timeout is None else request_timeout
@@ -427,8 +484,13 @@ class HubConnection:
         self._settling: dict[str, trio.Event] = {}
         self._outgoing: deque[bytes] = deque()
         self._outgoing_bytes = 0
+        # Bytes queued, and handed to the stream, since the start: a
+        # request's answer is awaited from when its last byte went out.
+        self._queued_total = 0
+        self._sent_total = 0
         self._wake_writer = trio.Event()
         self._room = trio.Event()  # set (and replaced) when the writer drains
+        self._sent = trio.Event()  # set (and replaced) when a batch has gone out
         self._failure: BaseException | None = None
         self._welcome = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -453,6 +515,7 @@ class HubConnection:
         stream: SecureStream,
         *,
         max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+        max_session_state: int = DEFAULT_CLIENT_SESSION_STATE,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> AsyncIterator[HubConnection]:
         """Speak the hub protocol over ``stream`` (a client-side SecureStream).
@@ -460,7 +523,12 @@ class HubConnection:
         Raises:
             HubTimeout: no WELCOME within ``request_timeout`` seconds.
         """
-        connection = cls(stream, max_backlog=max_backlog, request_timeout=request_timeout)
+        connection = cls(
+            stream,
+            max_backlog=max_backlog,
+            max_session_state=max_session_state,
+            request_timeout=request_timeout,
+        )
         single: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -547,7 +615,20 @@ class HubConnection:
     def _queue(self, data: bytes) -> None:
         self._outgoing.append(data)
         self._outgoing_bytes += len(data)
+        self._queued_total += len(data)
         self._wake_writer.set()
+
+    async def _until_sent(self, end: int) -> None:
+        """Wait until the first ``end`` bytes queued have gone out, for as
+        long as the writer makes progress: a slow link may take a while
+        over a big request, a hub that reads nothing never lets it go."""
+        while self._sent_total < end:
+            sent = self._sent
+            with trio.move_on_after(self._timeout) as waiting:
+                await sent.wait()
+            self._raise_failure()
+            if waiting.cancelled_caught:
+                raise HubTimeout(f"the hub took none of our requests for {self._timeout:g} s")
 
     async def _request(
         self, op: Op, *fields: Any, join: str | None = None, settles: str | None = None
@@ -571,6 +652,7 @@ class HubConnection:
             self._settle(settles)
         self._queue(pack(op, rid, *fields))
         try:
+            await self._until_sent(self._queued_total)
             with trio.move_on_after(self._timeout):
                 await reply.done.wait()
             if not reply.done.is_set():
@@ -595,12 +677,21 @@ class HubConnection:
                     self._wake_writer = trio.Event()
                     await self._wake_writer.wait()
                     continue
-                batch = b"".join(self._outgoing)
-                self._outgoing.clear()
-                self._outgoing_bytes = 0
+                # Up to a limit's worth at a time, so that progress shows
+                # (see _until_sent) even over a slow link.
+                taken: list[bytes] = []
+                size = 0
+                while self._outgoing and size < _OUTGOING_LIMIT:
+                    item = self._outgoing.popleft()
+                    taken.append(item)
+                    size += len(item)
+                self._outgoing_bytes -= size
                 self._room.set()
                 self._room = trio.Event()
-                await self.stream.send_all(batch)
+                await self.stream.send_all(b"".join(taken))
+                self._sent_total += size
+                self._sent.set()
+                self._sent = trio.Event()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail(exc)
 
@@ -628,6 +719,7 @@ class HubConnection:
         self._failure = error
         self._welcome.set()
         self._room.set()
+        self._sent.set()
         for reply in self._replies.values():
             reply.error = error
             reply.done.set()
@@ -659,13 +751,14 @@ class HubConnection:
             session = self._sessions.get(message[1])
             if session is not None and message[2] > session._seq:
                 member = _member(message[3])
-                session._members[member.id] = member
+                session._add_member(member)
                 session._push(message[2], MemberJoined(member, message[2]))
+                session._check_state()
         elif op == Op.LEFT:
             wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.STR)
             session = self._sessions.get(message[1])
             if session is not None and message[2] > session._seq:
-                gone = session._members.pop(message[3], None)
+                gone = session._remove_member(message[3])
                 if gone is None:
                     raise wire.field_error(message, "the member is not in the session")
                 session._push(message[2], MemberLeft(gone, message[4], message[2]))
@@ -679,6 +772,7 @@ class HubConnection:
                     key, value, version, session.member(message[6]), message[2]
                 )
                 session._push(message[2], change)
+                session._check_state()
         elif op == Op.ENDED:
             wire.expect_shape(message, wire.STR, wire.INT, wire.STR)
             session = self._sessions.get(message[1])
@@ -715,7 +809,17 @@ class HubConnection:
                 session = Session(self, reply.join, message[2])
                 reply.value = session
                 self._sessions[session.name] = session
-                if reply.abandoned:
+                if session._state > self._max_session_state:
+                    # The hub made us a member of more than we keep: leave.
+                    reply.error = LimitExceeded(
+                        f"session {session.name!r} has members and variables of more than "
+                        f"{self._max_session_state} bytes (max_session_state)",
+                        session=session.name,
+                    )
+                    session._finish(None)
+                    self._leave_quietly(session.name)
+                    reply.settles = None
+                elif reply.abandoned:
                     # The caller gave up on this join, but the hub made us a
                     # member: undo it; that LEAVE's answer settles the name.
                     session._finish(None)
@@ -754,6 +858,7 @@ async def connect_hub(
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_backlog: int = DEFAULT_CLIENT_BACKLOG,
+    max_session_state: int = DEFAULT_CLIENT_SESSION_STATE,
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
 ) -> AsyncIterator[HubConnection]:
     """Connect to a hub: ``async with connect_hub(host, port, identity=..., trust=...,
@@ -766,6 +871,10 @@ async def connect_hub(
     ``request_timeout`` bounds the wait for the hub's WELCOME and for each
     answer (None: no bound); a request that times out raises
     :class:`HubTimeout` and leaves the connection usable.
+
+    ``max_backlog`` bounds each session's unread events, and
+    ``max_session_state`` the bytes of its members and variables: a
+    session over either is left, and ends with :class:`SessionClosed`.
 
     Raises:
         OSError: no TCP connection.
@@ -787,6 +896,9 @@ async def connect_hub(
         handshake_timeout=handshake_timeout,
     )
     async with HubConnection.over(
-        stream, max_backlog=max_backlog, request_timeout=request_timeout
+        stream,
+        max_backlog=max_backlog,
+        max_session_state=max_session_state,
+        request_timeout=request_timeout,
     ) as connection:
         yield connection

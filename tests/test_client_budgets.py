@@ -1,0 +1,221 @@
+"""The hub client bounds what a hub can make it hold, and how long it waits.
+
+A hub is trusted with the sessions' data, not with the client's memory: a
+malicious or broken one could describe members and variables without end,
+or send answers of nested arrays that decode to many times their size.
+Each test plays such a hub over a real SecureStream, from its side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from securesess import SecureStream
+from securesess._hubwire import MAX_ANSWER, VERSION, MessageReader, Op, pack
+from securesess.client import HubConnection
+from securesess.errors import HubTimeout, LimitExceeded, ProtocolViolation, SessionClosed
+from tests.hubs import HubWorld
+
+Scenario = Callable[[SecureStream, list[Any]], Awaitable[None]]
+
+
+async def _play_hub(world: HubWorld, scenario: Scenario, **options: Any) -> list[object]:
+    """Run a client that joins "orders" against a hub that answers the join,
+    then does ``scenario(stream, join_request)``; what the client saw."""
+    api = world.identities["api"]
+    ours, theirs = trio.testing.memory_stream_pair()
+    client = SecureStream(ours, identity=api, trust=world.client_trust)
+    fake = SecureStream(theirs, identity=world.hub_identity, trust=world.trust, server_side=True)
+    seen: list[object] = []
+
+    async def hub() -> None:
+        reader = MessageReader()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await fake.receive_some():
+                for request in reader.feed(data):
+                    if request[0] == Op.HELLO:
+                        me = ["api", api.public_key, ["services"]]
+                        await fake.send_all(pack(Op.WELCOME, VERSION, me))
+                    elif request[0] == Op.JOIN:
+                        await scenario(fake, request)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub)
+            try:
+                async with HubConnection.over(client, **options) as connection:
+                    session = await connection.join("orders")
+                    async for event in session:
+                        seen.append(event)
+            except (SessionClosed, LimitExceeded, trio.BrokenResourceError) as exc:
+                seen.append(exc)
+            nursery.cancel_scope.cancel()
+    return seen
+
+
+def _answer(request: list[Any], api_key: bytes) -> bytes:
+    members = [[1, "api", api_key, ["services"]]]
+    return pack(Op.OK, request[1], [1, 1, members, [], ["join", "receive", "set"]])
+
+
+async def test_a_hub_describing_members_without_end_gets_the_session_left() -> None:
+    world = HubWorld()
+    key = world.identities["api"].public_key
+
+    async def members_without_end(stream: SecureStream, request: list[Any]) -> None:
+        await stream.send_all(_answer(request, key))
+        for n in range(5000):  # each read at once: the backlog stays empty
+            member = [10 + n, f"member-{n}", bytes(32), ["g" * 100]]
+            await stream.send_all(pack(Op.JOINED, "orders", 2 + n, member))
+        await trio.sleep_forever()
+
+    seen = await _play_hub(world, members_without_end, max_session_state=256 * 1024)
+    ended = seen[-1]
+    assert isinstance(ended, SessionClosed)
+    assert "members and variables hold more than 262144 bytes" in str(ended)
+    assert 500 < len(seen) < 5000
+
+
+async def test_a_hub_setting_variables_without_end_gets_the_session_left() -> None:
+    world = HubWorld()
+    key = world.identities["api"].public_key
+
+    async def variables_without_end(stream: SecureStream, request: list[Any]) -> None:
+        await stream.send_all(_answer(request, key))
+        for n in range(5000):
+            change = pack(Op.VARIABLE, "orders", 2 + n, f"key-{n}", b"v" * 1000, 1, 1)
+            await stream.send_all(change)
+        await trio.sleep_forever()
+
+    seen = await _play_hub(world, variables_without_end, max_session_state=256 * 1024)
+    assert isinstance(seen[-1], SessionClosed)
+    assert len(seen) < 300
+
+
+async def test_a_join_answer_bigger_than_the_client_keeps_is_refused() -> None:
+    world = HubWorld()
+    key = world.identities["api"].public_key
+
+    async def huge_answer(stream: SecureStream, request: list[Any]) -> None:
+        members = [[1, "api", key, ["services"]]] + [
+            [2 + n, f"m{n}", bytes(32), ["g" * 200]] for n in range(2000)
+        ]
+        answer = [1, 1, members, [], ["join", "receive"]]
+        await stream.send_all(pack(Op.OK, request[1], answer))
+        await trio.sleep_forever()
+
+    seen = await _play_hub(world, huge_answer, max_session_state=64 * 1024)
+    assert len(seen) == 1
+    assert isinstance(seen[0], LimitExceeded)
+    assert "max_session_state" in str(seen[0])
+
+
+def test_an_answer_of_nested_empty_arrays_is_refused_before_it_is_decoded() -> None:
+    # 4 MiB of empty arrays in one answer would decode to some 256 MiB.
+    count = (1 << 20) - 1  # the longest array an answer may have
+    chunk = b"\xdd" + count.to_bytes(4, "big") + b"\x90" * count
+    attack = b"\x93" + bytes([Op.OK, 1]) + b"\x94" + chunk * 4
+    assert len(attack) < MAX_ANSWER
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolViolation, match="more than 131072 arrays"):
+            list(MessageReader(MAX_ANSWER).feed(attack))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+class _SlowLink(trio.abc.Stream):
+    """A transport that sends 64 KiB every 50 ms: about 1.3 MB/s."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), 65536):
+            await trio.sleep(0.05)
+            await self.inner.send_all(view[start : start + 65536])
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_big_requests_over_a_slow_link_do_not_time_out_while_they_go_out(
+    nursery: trio.Nursery,
+) -> None:
+    # Each 1 MiB SEND takes ~0.8 s to go out, under the 1.2 s timeout; three
+    # sent at once take ~2.5 s. The answer is awaited from when a request
+    # has gone out, not from when it was queued behind the others.
+    world = HubWorld()
+    await world.start(nursery)
+    transport = await trio.open_tcp_stream("127.0.0.1", world.port)
+    stream = SecureStream(
+        _SlowLink(transport),
+        identity=world.identities["api"],
+        trust=world.client_trust,
+        expect="hub",
+    )
+    ids: list[int] = []
+    with trio.fail_after(20):
+        async with HubConnection.over(stream, request_timeout=1.2) as hub:
+            session = await hub.join("orders", create=True)
+
+            async def send_one() -> None:
+                ids.append((await session.send(b"x" * (1 << 20))).seq)
+
+            async with trio.open_nursery() as senders:
+                for _ in range(3):
+                    senders.start_soon(send_one)
+    assert sorted(ids) == [2, 3, 4]
+
+
+async def test_a_timeout_while_leaving_does_not_hide_the_error_that_ended_the_block() -> None:
+    world = HubWorld()
+    key = world.identities["api"].public_key
+
+    async def answer_the_join_only(stream: SecureStream, request: list[Any]) -> None:
+        await stream.send_all(_answer(request, key))
+
+    api = world.identities["api"]
+    ours, theirs = trio.testing.memory_stream_pair()
+    client = SecureStream(ours, identity=api, trust=world.client_trust)
+    fake = SecureStream(theirs, identity=world.hub_identity, trust=world.trust, server_side=True)
+
+    async def hub() -> None:
+        reader = MessageReader()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await fake.receive_some():
+                for request in reader.feed(data):
+                    if request[0] == Op.HELLO:
+                        me = ["api", api.public_key, ["services"]]
+                        await fake.send_all(pack(Op.WELCOME, VERSION, me))
+                    elif request[0] == Op.JOIN:
+                        await answer_the_join_only(fake, request)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub)
+            async with HubConnection.over(client, request_timeout=0.3) as connection:
+                with pytest.raises(KeyError, match="the body's own error"):
+                    async with await connection.join("orders"):
+                        raise KeyError("the body's own error")
+                # Without an error in the body, the timeout is the news.
+                with pytest.raises(HubTimeout):
+                    async with await connection.join("orders/2"):
+                        pass
+            nursery.cancel_scope.cancel()
