@@ -260,10 +260,12 @@ class Session:
     async def set(
         self, key: str, value: bytes | bytearray | memoryview, *, expect_version: int | None = None
     ) -> int:
-        """Set a session variable; returns its new version.
+        """Set a session variable; returns its new version (0 without the
+        receive right, which the version would tell about others' changes).
 
         With ``expect_version``, only if the variable is at that version now
-        (0: only if it is unset): a compare-and-set.
+        (0: only if it is unset): a compare-and-set, which needs the receive
+        right.
 
         Raises:
             VersionConflict: the variable is at another version (``.version``).
@@ -281,8 +283,9 @@ class Session:
         reply = await self._connection._request(Op.SET, self.name, key, payload, expect_version)
         if type(reply) is not list or len(reply) != 2 or not all(type(x) is int for x in reply):
             raise ProtocolViolation("the hub's answer to SET is malformed")
-        self._set_variable(key, payload, reply[0])
-        self._check_state()
+        if reply[0]:  # 0: we may not receive, and are not told the version
+            self._set_variable(key, payload, reply[0])
+            self._check_state()
         return int(reply[0])
 
     def _set_variable(self, key: str, value: bytes, version: int) -> None:

@@ -752,6 +752,13 @@ class Hub:
         expected = message[5]
         self._require(member, Right.SET)
         session = member.session
+        if expected is not None and not member.receives:
+            # Whether it conflicts would tell whether the variable exists,
+            # and its version: what only the receive right may learn.
+            raise _Refused(
+                ErrorCode.ACCESS_DENIED,
+                f"a compare-and-set in session {session.name!r} needs the receive right",
+            )
         current = session.variables.get(key)
         version = current[1] if current is not None else 0
         if expected is not None and expected != version:
@@ -785,7 +792,8 @@ class Hub:
             pack(Op.VARIABLE, session.name, session.seq, key, value, version, member.id),
             skip=member,
         )
-        connection.reply(pack(Op.OK, rid, [version, session.seq]))
+        # The new version would say how often the variable was set before.
+        connection.reply(pack(Op.OK, rid, [version if member.receives else 0, session.seq]))
 
     def _remove(self, connection: _Connection, message: list[Any]) -> None:
         wire.expect_shape(message, wire.INT, wire.STR, wire.INT, wire.STR)

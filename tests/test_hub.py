@@ -43,6 +43,7 @@ from securesess.errors import (
 )
 from securesess.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
 from securesess.hub import Hub
+from securesess.policy import Right
 from securesess.testing import Delay, FaultyStream
 from tests.hubs import PEERS, POLICY, HubWorld, RawClient
 
@@ -168,6 +169,59 @@ async def test_variables_compare_and_set(world: HubWorld) -> None:
         async with world.connect("cache") as cache:
             cache_s = await cache.join("orders")
             assert cache_s.get("leader") == (b"db", 2)
+
+
+WRITERS = (
+    POLICY
+    + """
+[[rule]]
+name = "writers"
+groups = ["feeders"]
+sessions = ["orders"]
+rights = ["join", "set"]
+"""
+)
+
+
+async def test_a_member_that_may_set_but_not_receive_learns_nothing_of_the_variables(
+    nursery: trio.Nursery,
+) -> None:
+    world = HubWorld()
+    await world.start(nursery, WRITERS)
+    async with world.connect("api") as api, world.connect("feeder") as feeder:
+        api_s = await api.join("orders", create=True)
+        for value in (b"a", b"b", b"c"):
+            await api_s.set("leader", value)
+        feeder_s = await feeder.join("orders")
+        assert Right.RECEIVE not in feeder_s.rights
+        # A compare-and-set would tell whether it exists, and its version.
+        for expected in (0, 3, 4):
+            with pytest.raises(AccessDenied, match=r"compare-and-set .* needs the receive right"):
+                await feeder_s.set("leader", b"f", expect_version=expected)
+        # A blind write works; its answer says the same for a key set three
+        # times and for a new one.
+        assert await feeder_s.set("leader", b"f") == 0
+        assert await feeder_s.set("brand-new", b"f") == 0
+        assert feeder_s.variables == {}
+        with trio.fail_after(5):
+            changes = [
+                event async for event in _first(api_s, 2) if isinstance(event, VariableChanged)
+            ]
+        assert [(c.key, c.value, c.version) for c in changes] == [
+            ("leader", b"f", 4),
+            ("brand-new", b"f", 1),
+        ]
+
+
+async def _first(session: Session, count: int) -> AsyncIterator[Event]:
+    """The session's events until ``count`` variable changes have come."""
+    seen = 0
+    async for event in session:
+        yield event
+        if isinstance(event, VariableChanged):
+            seen += 1
+            if seen == count:
+                return
 
 
 async def test_joining_errors_are_typed_and_precise(world: HubWorld) -> None:
