@@ -528,13 +528,18 @@ async def open_secure_stream(
     *,
     identity: Identity,
     trust: TrustStore,
-    expect: bytes | str | None = None,
+    expect: bytes | str | None,
     protocol: str | None = None,
     psk: bytes | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     happy_eyeballs_delay: float | None = 0.25,
 ) -> SecureStream:
     """Connect over TCP and complete the handshake (like ``open_ssl_over_tcp_stream``).
+
+    ``expect`` is required, as trio's TLS helper checks the host name: the
+    server's pinned or certified name, or its raw public key. ``None``
+    accepts any server the trust store accepts, which every service
+    certified by the same CA is: say so only on purpose.
 
     Raises:
         OSError: the TCP connection could not be made.

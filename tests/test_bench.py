@@ -51,7 +51,12 @@ def test_quick_bench_reports_every_metric_for_every_transport(
         assert set(values) == TRANSPORTS, metric
         for transport, value in values.items():
             assert isinstance(value, float), (metric, transport)
-            assert value > 0, (metric, transport, value)
+            if metric == "idle_kib_per_conn" and transport == "tcp":
+                # RSS grows by whole pages: a quick run's few raw sockets may
+                # fit in pages already resident.
+                assert value >= 0, (metric, transport, value)
+            else:
+                assert value > 0, (metric, transport, value)
 
 
 def test_quick_bench_reports_the_hub(quick_report: dict[str, Any]) -> None:

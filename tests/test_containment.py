@@ -44,7 +44,9 @@ def _local_address(stream: SecureStream) -> str:
 
 
 async def _connect(ids: Identities, port: int) -> SecureStream:
-    return await open_secure_stream(HOST, port, identity=ids.client, trust=ids.client_trust)
+    return await open_secure_stream(
+        HOST, port, identity=ids.client, trust=ids.client_trust, expect="server"
+    )
 
 
 def _assert_logged_once(caplog: pytest.LogCaptureFixture, address: str) -> None:
@@ -157,7 +159,9 @@ async def test_an_error_in_a_handshake_ends_only_its_connection(
             # The second connection's handshake fails on the server in a way
             # no handshake error covers: the client sees the connection end.
             transport = await trio.open_tcp_stream(HOST, port)
-            doomed = SecureStream(transport, identity=ids.client, trust=ids.client_trust)
+            doomed = SecureStream(
+                transport, identity=ids.client, trust=ids.client_trust, expect="server"
+            )
             address = _local_address(doomed)
             with pytest.raises(trio.BrokenResourceError):
                 await doomed.do_handshake()

@@ -78,7 +78,7 @@ async def test_an_untrusted_client_never_reaches_the_handler(
     with caplog.at_level(logging.INFO, logger="securesess"), trio.fail_after(10):
         with pytest.raises(PeerRejected, match="is not pinned") as raised:
             await open_secure_stream(
-                "127.0.0.1", port, identity=ids.stranger, trust=ids.client_trust
+                "127.0.0.1", port, identity=ids.stranger, trust=ids.client_trust, expect="server"
             )
         await trio.sleep(0.1)  # let the server log the refusal
     assert raised.value.code == 1
@@ -93,7 +93,7 @@ async def test_a_stalled_client_does_not_block_others(nursery: trio.Nursery) -> 
         stalled = await trio.open_tcp_stream("127.0.0.1", port)
         await stalled.send_all(b"\x00")  # half a length field, then nothing
         stream = await open_secure_stream(
-            "127.0.0.1", port, identity=ids.client, trust=ids.client_trust
+            "127.0.0.1", port, identity=ids.client, trust=ids.client_trust, expect="server"
         )
         await stream.send_all(b"still served")
         assert await stream.receive_some() == b"still served"
@@ -108,7 +108,9 @@ async def test_busy_servers_say_so(nursery: trio.Nursery) -> None:
         stalled = await trio.open_tcp_stream("127.0.0.1", port)
         await trio.sleep(0.2)  # the stalled client now holds the only slot
         with pytest.raises(NegotiationFailed, match="too busy") as raised:
-            await open_secure_stream("127.0.0.1", port, identity=ids.client, trust=ids.client_trust)
+            await open_secure_stream(
+                "127.0.0.1", port, identity=ids.client, trust=ids.client_trust, expect="server"
+            )
         assert raised.value.busy
         await stalled.aclose()
 
@@ -121,7 +123,7 @@ async def test_garbage_does_not_disturb_the_server(nursery: trio.Nursery) -> Non
         await garbage.send_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
         assert await garbage.receive_some() == b""  # the server hangs up
         stream = await open_secure_stream(
-            "127.0.0.1", port, identity=ids.client, trust=ids.client_trust
+            "127.0.0.1", port, identity=ids.client, trust=ids.client_trust, expect="server"
         )
         await stream.send_all(b"ok")
         assert await stream.receive_some() == b"ok"
@@ -131,7 +133,7 @@ async def test_garbage_does_not_disturb_the_server(nursery: trio.Nursery) -> Non
 async def test_wrap_socket_on_a_unix_socketpair() -> None:
     ids = Identities()
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    client = wrap_socket(left, identity=ids.client, trust=ids.client_trust)
+    client = wrap_socket(left, identity=ids.client, trust=ids.client_trust, expect="server")
     server = wrap_socket(right, identity=ids.server, trust=ids.server_trust, server_side=True)
     with trio.fail_after(10):
         await handshake_both(client, server)
@@ -149,7 +151,7 @@ async def test_wrap_socket_on_connected_tcp_sockets() -> None:
     client_sock = socket.create_connection(listener.getsockname())
     server_sock, _ = listener.accept()
     listener.close()
-    client = wrap_socket(client_sock, identity=ids.client, trust=ids.client_trust)
+    client = wrap_socket(client_sock, identity=ids.client, trust=ids.client_trust, expect="server")
     server = wrap_socket(server_sock, identity=ids.server, trust=ids.server_trust, server_side=True)
     with trio.fail_after(10):
         await handshake_both(client, server)
@@ -162,7 +164,7 @@ async def test_wrap_socket_on_connected_tcp_sockets() -> None:
 async def test_wrap_socket_takes_an_access_check() -> None:
     ids = Identities()
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    client = wrap_socket(left, identity=ids.client, trust=ids.client_trust)
+    client = wrap_socket(left, identity=ids.client, trust=ids.client_trust, expect="server")
     server = wrap_socket(
         right,
         identity=ids.server,
@@ -212,7 +214,9 @@ async def test_any_trio_stream_over_a_unix_listener(nursery: trio.Nursery, tmp_p
     nursery.start_soon(serve_one)
     with trio.fail_after(10):
         transport = await trio.open_unix_socket(path)
-        client = SecureStream(transport, identity=ids.client, trust=ids.client_trust)
+        client = SecureStream(
+            transport, identity=ids.client, trust=ids.client_trust, expect="server"
+        )
         await client.send_all(b"unix")
         assert await client.receive_some() == b"unix"
         await client.aclose()

@@ -177,7 +177,12 @@ class Secure(Transport):
     async def connect(self, port: int) -> trio.abc.Stream:
         # Returns once the server's ACCEPT arrived: it has authorized us too.
         return await open_secure_stream(
-            HOST, port, identity=self._client, trust=self._client_trust, protocol=self._protocol
+            HOST,
+            port,
+            identity=self._client,
+            trust=self._client_trust,
+            expect=self._server.public_key,
+            protocol=self._protocol,
         )
 
 
