@@ -46,6 +46,9 @@ PROTOCOLS = [
     for cipher in ("AESGCM", "ChaChaPoly")
     for hash_ in ("SHA256", "SHA512", "BLAKE2s", "BLAKE2b")
 ] + ["Noise_IK_25519_AESGCM_SHA256", "Noise_IK_25519_ChaChaPoly_BLAKE2s"]
+# The patterns of a network key (PSK), section 2, both one and two round trips.
+PSK_PROTOCOLS = ["Noise_XXpsk3_25519_ChaChaPoly_SHA256", "Noise_IKpsk1_25519_AESGCM_BLAKE2b"]
+PSK = bytes(range(32))
 
 HELLO = b"hello"
 REPLY = b"hello yourself"
@@ -125,6 +128,7 @@ class NoisePeer:
         initiator: bool,
         private_key: bytes,
         remote_static: bytes | None = None,
+        psk: bytes | None = None,
     ) -> NoisePeer:
         peer = cls(sock, name, initiator)
         conn = NoiseConnection.from_name(name.encode("ascii"))
@@ -136,6 +140,8 @@ class NoisePeer:
         conn.set_keypair_from_private_bytes(Keypair.STATIC, private_key)
         if remote_static is not None:
             conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote_static)
+        if psk is not None:
+            conn.set_psks(psk=psk)
         conn.start_handshake()
         peer.conn = conn
         peer._state = conn.noise_protocol.handshake_state
@@ -257,6 +263,7 @@ async def start_server(
     identity: Identity,
     trust: TrustStore,
     protocol: list[str] | None = None,
+    psk: bytes | None = None,
 ) -> int:
     """Run serve_secure on 127.0.0.1, port 0; return the port it got."""
     listeners = await nursery.start(
@@ -268,6 +275,7 @@ async def start_server(
             identity=identity,
             trust=trust,
             protocol=protocol,
+            psk=psk,
         )
     )
     transport = listeners[0].transport_listener
@@ -279,7 +287,7 @@ async def start_server(
 # -- 1. securesess responder, noiseprotocol initiator ----------------------------------
 
 
-@pytest.mark.parametrize("name", PROTOCOLS)
+@pytest.mark.parametrize("name", PROTOCOLS + PSK_PROTOCOLS)
 async def test_noise_initiator_to_securesess_responder(name: str) -> None:
     server = Identity.generate("server")
     client_private, client_public = new_keypair()
@@ -301,9 +309,15 @@ async def test_noise_initiator_to_securesess_responder(name: str) -> None:
     def client(port: int) -> tuple[bytes, bytes]:
         with connect(port) as sock:
             # IK: the initiator knows the responder's key in advance.
-            remote = server.public_key if "_IK_" in name else None
+            remote = server.public_key if "_IK" in name else None
+            psk = PSK if "psk" in name else None
             noise = NoisePeer.start(
-                sock, name, initiator=True, private_key=client_private, remote_static=remote
+                sock,
+                name,
+                initiator=True,
+                private_key=client_private,
+                remote_static=remote,
+                psk=psk,
             )
             noise.offer()
             noise.finish_handshake(my_turn=False, check_remote=check_server)
@@ -319,7 +333,8 @@ async def test_noise_initiator_to_securesess_responder(name: str) -> None:
 
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            port = await start_server(nursery, handler, identity=server, trust=trust)
+            psk = PSK if "psk" in name else None
+            port = await start_server(nursery, handler, identity=server, trust=trust, psk=psk)
             received, noise_hash = await trio.to_thread.run_sync(client, port)
             nursery.cancel_scope.cancel()
 
@@ -336,7 +351,7 @@ async def test_noise_initiator_to_securesess_responder(name: str) -> None:
 # -- 2. securesess initiator, noiseprotocol responder ----------------------------------
 
 
-@pytest.mark.parametrize("name", PROTOCOLS)
+@pytest.mark.parametrize("name", PROTOCOLS + PSK_PROTOCOLS)
 async def test_securesess_initiator_to_noise_responder(name: str) -> None:
     client = Identity.generate("client")
     server_private, server_public = new_keypair()
@@ -349,7 +364,10 @@ async def test_securesess_initiator_to_noise_responder(name: str) -> None:
         with sock:
             sock.settimeout(SOCKET_TIMEOUT)
             assert recv_frame(sock) == name.encode("ascii")
-            noise = NoisePeer.start(sock, name, initiator=False, private_key=server_private)
+            psk = PSK if "psk" in name else None
+            noise = NoisePeer.start(
+                sock, name, initiator=False, private_key=server_private, psk=psk
+            )
             assert noise.conn.read_message(recv_frame(sock)) == b""
             noise.finish_handshake(my_turn=True)
             # The responder authorizes the initiator, then accepts it.
@@ -369,6 +387,7 @@ async def test_securesess_initiator_to_noise_responder(name: str) -> None:
             trust=trust,
             expect="noise-server",
             protocol=name,
+            psk=PSK if "psk" in name else None,
         )
         async with stream:
             note_peer(seen, stream)
@@ -443,6 +462,43 @@ async def test_a_name_the_responder_does_not_allow_gets_the_allowed_list(
         assert "Noise_IK_25519_ChaChaPoly_BLAKE2s" in names
     else:
         assert names == allowed
+
+
+@pytest.mark.parametrize("name", PSK_PROTOCOLS)
+async def test_an_initiator_with_the_wrong_psk_is_never_admitted(name: str) -> None:
+    # Its key is trusted; only the network key is wrong. In IKpsk1 the PSK
+    # is in message 1, in XXpsk3 in message 3: either way, no ACCEPT, no handler.
+    server = Identity.generate("server")
+    client_private, client_public = new_keypair()
+    trust = TrustStore()
+    trust.add_peer("noise-client", client_public)
+    seen = Seen()
+
+    async def handler(stream: SecureStream) -> None:
+        seen.handled += 1
+
+    def client(port: int) -> None:
+        with connect(port) as sock:
+            remote = server.public_key if "_IK" in name else None
+            noise = NoisePeer.start(
+                sock,
+                name,
+                initiator=True,
+                private_key=client_private,
+                remote_static=remote,
+                psk=bytes(32),
+            )
+            noise.offer()
+            if "_XX" in name:
+                noise.finish_handshake(my_turn=False)  # message 3 carries the wrong PSK
+            assert_closed(sock)
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await start_server(nursery, handler, identity=server, trust=trust, psk=PSK)
+            await trio.to_thread.run_sync(client, port)
+            nursery.cancel_scope.cancel()
+    assert seen.handled == 0
 
 
 # -- 4. refusal of an untrusted initiator ---------------------------------------------
