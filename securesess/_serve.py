@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar, final
 
 import trio
 
-from keystore import Identity, Peer, TrustStore
+from keystore import Certificate, Identity, Peer, TrustStore
 from securesess._frames import frame
 from securesess._protocols import check_psk, server_protocols
 from securesess._ratelimit import (
@@ -239,6 +240,16 @@ def split_errors(exc: BaseException) -> tuple[BaseException | None, BaseExceptio
     if isinstance(exc, Exception):
         return exc, None
     return None, exc
+
+
+async def until_expired(certificate: Certificate) -> None:
+    """Return once ``certificate`` has expired: a trust store checks validity
+    at the handshake, and a connection may outlive it."""
+    # not_after is the last valid second (inclusive), in Unix time, which
+    # Trio's clock does not follow (it stands still while the machine
+    # sleeps): look at the wall clock again every minute.
+    while (left := certificate.not_after + 1 - time.time()) > 0:
+        await trio.sleep(min(left, 60.0))
 
 
 def _source(stream: SecureStream) -> str | None:

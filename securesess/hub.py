@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -43,7 +42,7 @@ from keystore import Certificate, Identity, Peer, TrustStore, UntrustedPeerError
 from securesess import _hubwire as wire
 from securesess._hubwire import ErrorCode, Op, pack
 from securesess._records import CloseCode
-from securesess._serve import SecureListener, serve_secure
+from securesess._serve import SecureListener, serve_secure, until_expired
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import ProtocolViolation
 from securesess.policy import Grant, Policy, Right, readmission
@@ -414,14 +413,8 @@ class Hub:
             log.info("%s gone: %s", connection.peer, reason)
 
     async def _expire(self, connection: _Connection, certificate: Certificate) -> None:
-        """Disconnect a peer when the certificate it was admitted by expires:
-        a trust store checks validity at the handshake, and a connection may
-        outlive it."""
-        # not_after is the last valid second (inclusive), in Unix time,
-        # which Trio's clock does not follow (it stands still while the
-        # machine sleeps): look at the wall clock again every minute.
-        while (left := certificate.not_after + 1 - time.time()) > 0:
-            await trio.sleep(min(left, 60.0))
+        """Disconnect a peer when the certificate it was admitted by expires."""
+        await until_expired(certificate)
         if connection in self._connections:
             log.info("%s: its certificate expired", connection.peer)
             self._disconnect(connection, "its certificate expired")

@@ -61,7 +61,7 @@ from typing import Final, final
 import trio
 
 from handshake import NoiseProtocol
-from keystore import Identity, Peer, TrustStore
+from keystore import Certificate, Identity, Peer, TrustStore
 from securesess._protocols import server_protocols
 from securesess._ratelimit import (
     DEFAULT_HANDSHAKE_BURST,
@@ -77,6 +77,7 @@ from securesess._serve import (
     handshake_first,
     peer_address,
     split_errors,
+    until_expired,
 )
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import (
@@ -535,6 +536,12 @@ class _TunnelEnd:
                     connection.end_with(Outcome.FAILED, reason, (CloseCode.RELAY_FAILED, reason))
                 nursery.cancel_scope.cancel()
 
+        async def cut_at_expiry(nursery: trio.Nursery, certificate: Certificate) -> None:
+            await until_expired(certificate)
+            reason = "the peer's certificate expired"
+            connection.end_with(Outcome.CUT, reason, (CloseCode.NOT_TRUSTED, reason))
+            nursery.cancel_scope.cancel()
+
         async def cut_when_idle(nursery: trio.Nursery, timeout: float) -> None:
             while (deadline := active[0] + timeout) > trio.current_time():
                 await trio.sleep_until(deadline)
@@ -548,6 +555,8 @@ class _TunnelEnd:
                 nursery.start_soon(relay, nursery, downward, down)
                 if self.idle_timeout is not None:
                     nursery.start_soon(cut_when_idle, nursery, self.idle_timeout)
+                if connection.peer is not None and connection.peer.certificate is not None:
+                    nursery.start_soon(cut_at_expiry, nursery, connection.peer.certificate)
             connection.end_with(Outcome.CLOSED, "")  # unless a relay failed first
         finally:
             connection.up, connection.down = up[0], down[0]

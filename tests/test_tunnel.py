@@ -6,13 +6,15 @@ import logging
 import os
 import socket
 import struct
+import time
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keystore import Identity, TrustStore
+from keystore import Identity, TrustStore, sign_certificate
 from securesess import open_secure_stream
 from securesess.errors import NegotiationFailed, PeerRejected
 from securesess.tunnel import TunnelClient, TunnelServer
@@ -739,5 +741,43 @@ async def test_a_backend_that_resets_after_its_half_close_resets_the_application
             # After a FIN, Linux reports a reset to writes only.
             with pytest.raises(trio.BrokenResourceError):
                 await app.send_all(b"are you there?")
+        await app.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_is_cut_when_the_peer_certificate_expires(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    capture_tunnel_logs(caplog)
+    world = TunnelWorld()
+    ca = Ed25519PrivateKey.generate()
+    world.server_trust.add_ca("ops", ca.public_key().public_bytes_raw())
+    temp = Identity.generate("temp")
+    now = int(time.time())
+    certificate = sign_certificate(
+        ca,
+        subject_key=temp.public_key,
+        name="temp",
+        serial=1,
+        not_before=now - 60,
+        not_after=now + 2,
+    )
+    async with trio.open_nursery() as nursery:
+        backend = Backend()
+        await backend.start(nursery)
+        await world.start_server(nursery, backend.port)
+        await world.start_client(nursery, identity=temp.with_certificate(certificate))
+        app = await world.open()
+        with trio.fail_after(10):
+            await app.send_all(b"ping")
+            assert await app.receive_some() == b"ping"
+            assert await outcome_of(app) == (b"", "reset")
+            assert time.time() >= now + 3
+            # The server end logs once it has closed (after lingering on the CLOSE).
+            while not (lines := tunnel_lines(caplog, "server")):
+                await trio.sleep(0.05)
+        assert [(line["outcome"], line["reason"]) for line in lines] == [
+            ("cut", "the peer's certificate expired")
+        ]
         await app.aclose()
         nursery.cancel_scope.cancel()
