@@ -6,22 +6,22 @@ import pytest
 import trio
 
 from keystore import Identity
+from tests.test_tunnel import ADMIT_SERVICES
 from tests.tunnels import Backend, TunnelWorld, capture_tunnel_logs, outcome_of, tunnel_lines
 
-ADMIT_SERVICES = """
-[[rule]]
-name = "services"
-groups = ["services"]
-"""
 
-
+@pytest.mark.parametrize(
+    ("pinned", "reason"),
+    [(False, "not pinned"), (True, "no rule of the tunnel's policy admits visitor")],
+    ids=["untrusted", "not admitted"],
+)
 async def test_a_refused_peer_line_names_no_service_it_never_reached(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, pinned: bool, reason: str
 ) -> None:
     capture_tunnel_logs(caplog)
-    world, backend = TunnelWorld(), Backend()
-    visitor = Identity.generate("visitor")
-    world.server_trust.add_peer("visitor", visitor.public_key, ["visitors"])  # trusted, no rule
+    backend, world, visitor = Backend(), TunnelWorld(), Identity.generate("visitor")
+    if pinned:
+        world.server_trust.add_peer("visitor", visitor.public_key, ["visitors"])
     async with trio.open_nursery() as nursery:
         await backend.start(nursery)
         server = await world.start_server(nursery, backend.port, policy=ADMIT_SERVICES)
@@ -35,7 +35,7 @@ async def test_a_refused_peer_line_names_no_service_it_never_reached(
     assert backend.accepted == 0
     (refused,) = tunnel_lines(caplog, "server")
     assert refused["outcome"] == "refused"
-    assert "no rule of the tunnel's policy admits visitor" in refused["reason"]
+    assert reason in refused["reason"]
     assert "to" not in refused
     # The client end did reach the server end, and says so.
     (client_line,) = tunnel_lines(caplog, "client")
