@@ -1,30 +1,29 @@
 """Key management verbs of the ``securesess`` command: ``keys``, ``peers``, ``ca``.
 
 Every verb takes ``--home`` (else ``$SECURESESS_HOME``, else the per-user
-config directory), prints data as text or, with ``--json``, as JSON, exits 0
-on success and 1 on an error, which it reports in one line on stderr.
-Passphrases come from ``--passphrase-file``, ``$SECURESESS_PASSPHRASE`` or a
-prompt, in that order.
+config directory) and prints its result as text or, with ``--json``, as JSON;
+errors and exit codes follow :mod:`keystore.cli_output`. Passphrases come
+from ``--passphrase-file``, ``$SECURESESS_PASSPHRASE`` or a prompt, in that
+order.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, NoReturn, ParamSpec, TypeVar
+from typing import Any, Final
 
 import click
 
+from keystore.certificate import Certificate
+from keystore.cli_output import EXIT_CODES, Refused, Result, fail, prints_result, warn
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
 from keystore.identity import Identity
-from keystore.store import Keystore, armor_certificate, read_certificate_file
+from keystore.store import Keystore, armor_certificate, default_home, read_certificate_file
 
 __all__ = [
     "ca",
@@ -33,7 +32,6 @@ __all__ = [
     "keys",
     "passphrase_file_option",
     "peers",
-    "reports_errors",
     "unlock_identity",
 ]
 
@@ -41,30 +39,6 @@ ENV_PASSPHRASE: Final = "SECURESESS_PASSPHRASE"
 ENV_NEW_PASSPHRASE: Final = "SECURESESS_NEW_PASSPHRASE"
 _SOON: Final = 30 * 86_400
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"securesess: error: {message}", err=True)
-    sys.exit(1)
-
-
-def _warn(message: str) -> None:
-    click.echo(f"securesess: warning: {message}", err=True)
-
-
-def reports_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn the library's typed errors into one line on stderr and exit code 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return command(*args, **kwargs)
-        except (KeystoreError, ValueError) as exc:
-            fail(str(exc))
-
-    return wrapper
 
 
 def parse_duration(text: str) -> int:
@@ -84,20 +58,16 @@ home_option = click.option(
     envvar="SECURESESS_HOME",
     help="Keystore directory [default: $SECURESESS_HOME, else the per-user config directory].",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+# Not exists=True: a missing file is an error (exit 1, one line), not a usage error.
 passphrase_file_option = click.option(
     "--passphrase-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read the passphrase from this file [default: ${ENV_PASSPHRASE}, else a prompt].",
 )
 
 
 def _store(home: Path | None) -> Keystore:
     return Keystore.open(home)
-
-
-def _print(as_json: bool, data: Any, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def _read_passphrase(
@@ -141,24 +111,37 @@ def _new_passphrase(no_passphrase: bool, passphrase_file: Path | None, what: str
 def _expiry_warning(not_after: int, what: str) -> None:
     left = not_after - time.time()
     if left < 0:
-        _warn(f"{what} has expired")
+        warn(f"{what} has expired")
     elif left < _SOON:
         # Rounded, not floored: a certificate signed for 11 days is seen
         # within seconds of its start, and must not say 10.
         days = round(left / 86_400)
         when = "less than a day" if not days else f"{days} day{'s' if days != 1 else ''}"
-        _warn(f"{what} expires in {when}")
+        warn(f"{what} expires in {when}")
 
 
-def _certificate_text(summary: dict[str, object]) -> str:
-    groups = ", ".join(str(g) for g in summary["groups"]) or "(none)"  # type: ignore[attr-defined]
+def _ca_names(store: Keystore | None) -> dict[bytes, str]:
+    """The names of the CAs ``store`` trusts, by public key."""
+    return {} if store is None else {key: name for name, key in store.trust().cas().items()}
+
+
+def _certificate_summary(certificate: Certificate, cas: dict[bytes, str]) -> dict[str, Any]:
+    """``certificate.describe()`` and ``issuer_name``: the trusted CA's name, or None."""
+    return {**certificate.describe(), "issuer_name": cas.get(certificate.issuer)}
+
+
+def _certificate_text(summary: dict[str, Any]) -> str:
+    groups = ", ".join(str(g) for g in summary["groups"]) or "(none)"
+    issuer = summary["issuer"]
+    if summary["issuer_name"] is not None:
+        issuer = f"{summary['issuer_name']} ({issuer})"
     return "\n".join(
         [
             f"  name:       {summary['name']}",
             f"  groups:     {groups}",
             f"  serial:     {summary['serial']}",
             f"  key:        {summary['subject_key']}",
-            f"  issuer:     {summary['issuer']}",
+            f"  issuer:     {issuer}",
             f"  valid:      {summary['not_before']} to {summary['not_after']}",
         ]
     )
@@ -167,38 +150,43 @@ def _certificate_text(summary: dict[str, object]) -> str:
 # -- keys ------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES)
 def keys() -> None:
     """Identities: this process's own key pairs."""
 
 
-@keys.command("new")
+@keys.command("new", epilog=EXIT_CODES)
 @click.argument("name")
 @click.option("--no-passphrase", is_flag=True, help="Store the key unencrypted (for services).")
 @passphrase_file_option
 @home_option
-@json_option
-@reports_errors
+@prints_result
 def keys_new(
-    name: str, no_passphrase: bool, passphrase_file: Path | None, home: Path | None, as_json: bool
-) -> None:
+    name: str, no_passphrase: bool, passphrase_file: Path | None, home: Path | None
+) -> Result:
     """Create identity NAME with a new key."""
     store = _store(home)
     identity = store.new_identity(
         name, passphrase=_new_passphrase(no_passphrase, passphrase_file, f"identity {name!r}")
     )
-    data = {"name": name, "public_key": encode_key(identity.public_key)}
-    data["fingerprint"] = identity.fingerprint
-    _print(as_json, data, f"created {name}: {data['public_key']} ({identity.fingerprint})")
+    data = {
+        "name": name,
+        "public_key": encode_key(identity.public_key),
+        "fingerprint": identity.fingerprint,
+    }
+    return Result(data, f"created {name}: {data['public_key']} ({identity.fingerprint})")
 
 
-@keys.command("list")
+@keys.command("list", epilog=EXIT_CODES)
 @home_option
-@json_option
-@reports_errors
-def keys_list(home: Path | None, as_json: bool) -> None:
-    """List identities."""
+@prints_result
+def keys_list(home: Path | None) -> Result:
+    """List identities (a JSON array of them, with --json).
+
+    Exits 1, after listing the others, if a key file is damaged.
+    """
     store = _store(home)
+    cas = _ca_names(store)
     rows: list[dict[str, Any]] = []
     damaged: list[str] = []
     for name in store.identity_names():
@@ -209,7 +197,9 @@ def keys_list(home: Path | None, as_json: bool) -> None:
                     "name": name,
                     "fingerprint": fingerprint(store.public_key(name)),
                     "encrypted": store.is_encrypted(name),
-                    "certificate": None if certificate is None else certificate.describe(),
+                    "certificate": None
+                    if certificate is None
+                    else _certificate_summary(certificate, cas),
                 }
             )
         except KeystoreError as exc:
@@ -224,29 +214,27 @@ def keys_list(home: Path | None, as_json: bool) -> None:
         + ("  (certified)" if row["certificate"] else "")
         for row in rows
     ]
-    _print(as_json, rows, "\n".join(lines) if lines else "no identities")
     for problem in damaged:
-        _warn(problem)
-    if damaged:
-        sys.exit(1)
+        warn(problem)
+    return Result(rows, "\n".join(lines) if lines else "no identities", status=1 if damaged else 0)
 
 
-@keys.command("show")
+@keys.command("show", epilog=EXIT_CODES)
 @click.argument("name")
 @home_option
-@json_option
-@reports_errors
-def keys_show(name: str, home: Path | None, as_json: bool) -> None:
+@prints_result
+def keys_show(name: str, home: Path | None) -> Result:
     """Show identity NAME: public key, fingerprint, certificate."""
     store = _store(home)
     public = store.public_key(name)
     certificate = store.certificate(name)
+    summary = None if certificate is None else _certificate_summary(certificate, _ca_names(store))
     data = {
         "name": name,
         "public_key": encode_key(public),
         "fingerprint": fingerprint(public),
         "encrypted": store.is_encrypted(name),
-        "certificate": None if certificate is None else certificate.describe(),
+        "certificate": summary,
     }
     text = [
         f"identity {name}",
@@ -254,44 +242,43 @@ def keys_show(name: str, home: Path | None, as_json: bool) -> None:
         f"  fingerprint: {data['fingerprint']}",
         f"  encrypted:  {'yes' if data['encrypted'] else 'no'}",
     ]
-    if certificate is None:
+    if certificate is None or summary is None:
         text.append("  certificate: none")
     else:
-        text += ["certificate", _certificate_text(certificate.describe())]
+        text += ["certificate", _certificate_text(summary)]
         _expiry_warning(certificate.not_after, f"the certificate of {name!r}")
-    _print(as_json, data, "\n".join(text))
+    return Result(data, "\n".join(text))
 
 
-@keys.command("export")
+@keys.command("export", epilog=EXIT_CODES)
 @click.argument("name")
 @home_option
-@json_option
-@reports_errors
-def keys_export(name: str, home: Path | None, as_json: bool) -> None:
+@prints_result
+def keys_export(name: str, home: Path | None) -> Result:
     """Print identity NAME's public key (never the private key)."""
     public = _store(home).public_key(name)
     data = {"name": name, "public_key": encode_key(public), "fingerprint": fingerprint(public)}
-    _print(as_json, data, encode_key(public))
+    return Result(data, encode_key(public))
 
 
-@keys.command("passwd")
+@keys.command("passwd", epilog=EXIT_CODES)
 @click.argument("name")
 @click.option("--no-passphrase", is_flag=True, help="Store the key unencrypted from now on.")
 @passphrase_file_option
 @click.option(
     "--new-passphrase-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read the new passphrase from this file [default: ${ENV_NEW_PASSPHRASE}, else a prompt].",
 )
 @home_option
-@reports_errors
+@prints_result
 def keys_passwd(
     name: str,
     no_passphrase: bool,
     passphrase_file: Path | None,
     new_passphrase_file: Path | None,
     home: Path | None,
-) -> None:
+) -> Result:
     """Change the passphrase of identity NAME."""
     store = _store(home)
     old = _current_passphrase(store, name, passphrase_file)
@@ -306,19 +293,18 @@ def keys_passwd(
         if not new:
             fail("an empty passphrase is not allowed; use --no-passphrase instead")
     store.change_passphrase(name, old=old, new=new)
+    data = {"name": name, "encrypted": new is not None}
     if new is None:
-        click.echo(f"removed the passphrase of {name}: its key is now stored unencrypted")
-    else:
-        click.echo(f"changed the passphrase of {name}")
+        return Result(data, f"removed the passphrase of {name}: its key is now stored unencrypted")
+    return Result(data, f"changed the passphrase of {name}")
 
 
-@keys.command("rotate")
+@keys.command("rotate", epilog=EXIT_CODES)
 @click.argument("name")
 @passphrase_file_option
 @home_option
-@json_option
-@reports_errors
-def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None, as_json: bool) -> None:
+@prints_result
+def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None) -> Result:
     """Give identity NAME a new key; the old one is kept as retired."""
     store = _store(home)
     passphrase = _current_passphrase(store, name, passphrase_file)
@@ -330,100 +316,101 @@ def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None, as_j
         "public_key": encode_key(identity.public_key),
         "fingerprint": identity.fingerprint,
     }
-    _print(
-        as_json,
+    return Result(
         data,
         f"rotated {name}: new key {data['public_key']} ({identity.fingerprint}); {old} retired. "
         "Peers that pinned the old key, and its certificate, need the new one.",
     )
 
 
-@keys.command("delete")
+@keys.command("delete", epilog=EXIT_CODES)
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @home_option
-@reports_errors
-def keys_delete(name: str, yes: bool, home: Path | None) -> None:
+@prints_result
+def keys_delete(name: str, yes: bool, home: Path | None) -> Result:
     """Delete identity NAME and its certificate."""
     store = _store(home)
-    store.public_key(name)  # fail on an unknown name before asking
+    deleted = fingerprint(store.public_key(name))  # fail on an unknown name before asking
     if not yes:
         if not sys.stdin.isatty():
             fail("deleting a key needs --yes when not run in a terminal")
         click.confirm(f"Delete identity {name!r}? This cannot be undone", abort=True)
     store.delete_identity(name)
-    click.echo(f"deleted {name}")
+    return Result({"name": name, "fingerprint": deleted}, f"deleted {name}")
 
 
 # -- peers -----------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES)
 def peers() -> None:
     """Pinned peers: keys this process trusts by name, like known_hosts."""
 
 
-@peers.command("add")
+def _peer_data(name: str, public_key: bytes, groups: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "public_key": encode_key(public_key),
+        "fingerprint": fingerprint(public_key),
+        "groups": groups,
+    }
+
+
+@peers.command("add", epilog=EXIT_CODES)
 @click.argument("name")
 @click.argument("public_key")
 @click.option("--group", "groups", multiple=True, help="A group the peer belongs to (repeatable).")
 @home_option
-@reports_errors
-def peers_add(name: str, public_key: str, groups: tuple[str, ...], home: Path | None) -> None:
+@prints_result
+def peers_add(name: str, public_key: str, groups: tuple[str, ...], home: Path | None) -> Result:
     """Pin PUBLIC_KEY (base64, as 'keys export' prints it) under NAME."""
     key = decode_key(public_key)
     _store(home).add_peer(name, key, groups)
-    click.echo(f"pinned {name}: {fingerprint(key)}")
+    return Result(_peer_data(name, key, sorted(set(groups))), f"pinned {name}: {fingerprint(key)}")
 
 
-@peers.command("list")
+@peers.command("list", epilog=EXIT_CODES)
 @home_option
-@json_option
-@reports_errors
-def peers_list(home: Path | None, as_json: bool) -> None:
-    """List pinned peers."""
+@prints_result
+def peers_list(home: Path | None) -> Result:
+    """List pinned peers (a JSON array of them, with --json)."""
     rows = [
-        {
-            "name": peer.name,
-            "public_key": encode_key(peer.public_key),
-            "fingerprint": peer.fingerprint,
-            "groups": sorted(peer.groups),
-        }
+        _peer_data(peer.name or "", peer.public_key, sorted(peer.groups))
         for peer in _store(home).trust()
     ]
     lines = [
-        f"{row['name']:<20} {row['fingerprint']}  {', '.join(row['groups'])}".rstrip()  # type: ignore[arg-type]
+        f"{row['name']:<20} {row['fingerprint']}  {', '.join(row['groups'])}".rstrip()
         for row in rows
     ]
-    _print(as_json, rows, "\n".join(lines) if lines else "no pinned peers")
+    return Result(rows, "\n".join(lines) if lines else "no pinned peers")
 
 
-@peers.command("remove")
+@peers.command("remove", epilog=EXIT_CODES)
 @click.argument("name")
 @home_option
-@reports_errors
-def peers_remove(name: str, home: Path | None) -> None:
+@prints_result
+def peers_remove(name: str, home: Path | None) -> Result:
     """Unpin peer NAME."""
     _store(home).remove_peer(name)
-    click.echo(f"removed {name}")
+    return Result({"name": name}, f"removed {name}")
 
 
 # -- ca --------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES)
 def ca() -> None:
     """A small certificate authority: issue, inspect, trust and revoke certificates."""
 
 
-@ca.command("init")
+@ca.command("init", epilog=EXIT_CODES)
 @click.argument("name")
 @click.option("--valid", default="10y", show_default=True, help="How long the CA is valid.")
 @click.option("--no-passphrase", is_flag=True, help="Store the CA key unencrypted.")
 @passphrase_file_option
 @home_option
-@json_option
-@reports_errors
+@prints_result
 def ca_init(
     *,
     name: str,
@@ -431,8 +418,7 @@ def ca_init(
     no_passphrase: bool,
     passphrase_file: Path | None,
     home: Path | None,
-    as_json: bool,
-) -> None:
+) -> Result:
     """Create CA NAME (trusted by this keystore) and print its public key."""
     public = _store(home).init_ca(
         name,
@@ -440,15 +426,14 @@ def ca_init(
         valid_seconds=parse_duration(valid),
     )
     data = {"name": name, "public_key": encode_key(public), "fingerprint": fingerprint(public)}
-    _print(
-        as_json,
+    return Result(
         data,
         f"created CA {name}: {data['public_key']}\n"
         f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name}",
     )
 
 
-@ca.command("sign")
+@ca.command("sign", epilog=EXIT_CODES)
 @click.option("--ca", "ca_name", required=True, help="The CA that signs.")
 @click.option("--name", "subject", required=True, help="The name the certificate binds.")
 @click.option("--group", "groups", multiple=True, help="A group (repeatable).")
@@ -460,7 +445,7 @@ def ca_init(
 @click.argument("public_key", required=False)
 @passphrase_file_option
 @home_option
-@reports_errors
+@prints_result
 def ca_sign(
     *,
     ca_name: str,
@@ -472,8 +457,12 @@ def ca_sign(
     public_key: str | None,
     passphrase_file: Path | None,
     home: Path | None,
-) -> None:
-    """Issue a certificate for PUBLIC_KEY, or for --identity NAME."""
+) -> Result:
+    """Issue a certificate for PUBLIC_KEY, or for --identity NAME.
+
+    Without --identity or -o, prints the certificate itself (its armoured
+    text; under "certificate" with --json).
+    """
     if (public_key is None) == (identity is None):
         fail("give either a PUBLIC_KEY or --identity NAME")
     store = _store(home)
@@ -495,71 +484,100 @@ def ca_sign(
         groups=groups,
         valid_seconds=parse_duration(valid),
     )
+    armored = armor_certificate(certificate).decode("ascii")
+    lines = []
     if identity is not None:
         store.store_certificate(identity, certificate)
-        click.echo(f"certified identity {identity} as {subject!r} (serial {certificate.serial})")
+        lines.append(f"certified identity {identity} as {subject!r} (serial {certificate.serial})")
     if output is not None:
-        output.write_bytes(armor_certificate(certificate))
-        click.echo(f"wrote {output}")
+        output.write_text(armored, encoding="ascii")
+        lines.append(f"wrote {output}")
     elif identity is None:
-        click.echo(armor_certificate(certificate).decode("ascii"), nl=False)
+        lines.append(armored)
+    data = {
+        **_certificate_summary(certificate, _ca_names(store)),
+        "identity": identity,
+        "output": None if output is None else str(output),
+        "certificate": armored,
+    }
+    return Result(data, "\n".join(lines))
 
 
-@ca.command("print")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@json_option
-@reports_errors
-def ca_print(file: Path, as_json: bool) -> None:
-    """Print the contents of certificate FILE."""
-    certificate = read_certificate_file(file)
-    _expiry_warning(certificate.not_after, f"certificate {file}")
-    _print(
-        as_json, certificate.describe(), "certificate\n" + _certificate_text(certificate.describe())
-    )
-
-
-@ca.command("verify")
+@ca.command("print", epilog=EXIT_CODES)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @home_option
-@json_option
-@reports_errors
-def ca_verify(file: Path, home: Path | None, as_json: bool) -> None:
-    """Check certificate FILE against this keystore's CAs and revocations."""
+@prints_result
+def ca_print(file: Path, home: Path | None) -> Result:
+    """Print the contents of certificate FILE; name its issuer if the keystore trusts it."""
     certificate = read_certificate_file(file)
-    try:
-        peer = _store(home).trust().verify_certificate(certificate)
-    except UntrustedPeerError as exc:
-        if as_json:
-            click.echo(json.dumps({"valid": False, "reason": str(exc)}, indent=2))
-            sys.exit(1)
-        fail(f"not valid: {exc}")
+    # Only to name the issuer: a keystore that does not exist is not made.
+    existing = (home or default_home()).is_dir()
+    summary = _certificate_summary(certificate, _ca_names(_store(home) if existing else None))
     _expiry_warning(certificate.not_after, f"certificate {file}")
-    data = {"valid": True, "name": peer.name, "groups": sorted(peer.groups)}
-    _print(as_json, data, f"valid: {peer.name} ({', '.join(sorted(peer.groups)) or 'no groups'})")
+    return Result(summary, "certificate\n" + _certificate_text(summary))
 
 
-@ca.command("trust")
+@ca.command("verify", epilog=EXIT_CODES)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@home_option
+@prints_result
+def ca_verify(file: Path, home: Path | None) -> Result:
+    """Check certificate FILE against this keystore's CAs and revocations.
+
+    Exits 1 if it is not valid (with --json, after printing why).
+    """
+    certificate = read_certificate_file(file)
+    store = _store(home)
+    issuer = _ca_names(store).get(certificate.issuer)
+    try:
+        peer = store.trust().verify_certificate(certificate)
+    except UntrustedPeerError as exc:
+        data = {"valid": False, "reason": str(exc), "issuer_name": issuer}
+        raise Refused(f"not valid: {exc}", data) from None
+    _expiry_warning(certificate.not_after, f"certificate {file}")
+    groups = sorted(peer.groups)
+    data = {"valid": True, "name": peer.name, "groups": groups, "issuer_name": issuer}
+    by = "" if issuer is None else f", by CA {issuer}"
+    return Result(data, f"valid: {peer.name} ({', '.join(groups) or 'no groups'}){by}")
+
+
+@ca.command("trust", epilog=EXIT_CODES)
 @click.argument("file_or_key")
 @click.option("--name", help="What to call the CA here [default: derived from its key].")
 @home_option
-@reports_errors
-def ca_trust(file_or_key: str, name: str | None, home: Path | None) -> None:
+@prints_result
+def ca_trust(file_or_key: str, name: str | None, home: Path | None) -> Result:
     """Trust the CA whose public key is FILE_OR_KEY (base64, or a file holding it)."""
     path = Path(file_or_key)
     text = path.read_text(encoding="utf-8").strip() if path.is_file() else file_or_key
     key = decode_key(text.split()[0] if text else text, "CA public key")
     ca_name = name or "ca-" + re.sub(r"[^A-Za-z0-9]", "", fingerprint(key)[7:])[:12]
     _store(home).trust_ca(ca_name, key)
-    click.echo(f"trusting CA {ca_name}: {fingerprint(key)}")
+    data = {"name": ca_name, "public_key": encode_key(key), "fingerprint": fingerprint(key)}
+    return Result(data, f"trusting CA {ca_name}: {fingerprint(key)}")
 
 
-@ca.command("revoke")
+def _issued_here(store: Keystore, ca_name: str, ca_key: bytes) -> int | None:
+    """How many serials CA ``ca_name`` has issued from this keystore (1 to that
+    number); None when its key is not here, where it may sign elsewhere."""
+    if ca_name not in store.ca_names():
+        return None
+    info = store.ca_info(ca_name)
+    return info["next_serial"] - 1 if info["public_key"] == ca_key else None
+
+
+@ca.command("revoke", epilog=EXIT_CODES)
 @click.argument("what")
 @click.option("--ca", "ca_name", help="The trusted CA whose SERIAL this is.")
 @home_option
-@reports_errors
-def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> None:
-    """Revoke WHAT: a public key (base64), a certificate SERIAL (with --ca), or a CA's name."""
+@prints_result
+def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> Result:
+    """Revoke WHAT: a public key (base64), a certificate SERIAL (with --ca), or a CA's name.
+
+    A serial that the CA, kept in this keystore, never issued is revoked
+    all the same (a copy of its key may have issued it elsewhere), with a
+    warning.
+    """
     store = _store(home)
     cas = store.trust().cas()
     if what.isdigit() and not what.isascii():
@@ -571,12 +589,24 @@ def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> None:
             ca_name = next(iter(cas))
         if ca_name not in cas:
             fail(f"no trusted CA is named {ca_name!r}")
-        store.revoke_serial(cas[ca_name], int(what))
-        click.echo(f"revoked serial {what} of CA {ca_name}")
-    elif what in cas:
+        serial = int(what)
+        store.revoke_serial(cas[ca_name], serial)
+        issued = _issued_here(store, ca_name, cas[ca_name])
+        known = None if issued is None else 1 <= serial <= issued
+        if known is False and issued is not None:
+            so_far = {0: "no serial yet", 1: "serial 1"}.get(issued, f"serials 1 to {issued}")
+            warn(
+                f"serial {serial} was never issued by CA {ca_name} (it has issued {so_far});"
+                " revoked anyway"
+            )
+        data = {"revoked": "serial", "serial": serial, "ca": ca_name, "issued_here": known}
+        return Result(data, f"revoked serial {serial} of CA {ca_name}")
+    if what in cas:
         store.revoke_key(cas[what])
-        click.echo(f"revoked CA {what}: every certificate it issued is now refused")
-    else:
-        key = decode_key(what)
-        store.revoke_key(key)
-        click.echo(f"revoked key {fingerprint(key)}")
+        data = {"revoked": "ca", "ca": what, "fingerprint": fingerprint(cas[what])}
+        return Result(data, f"revoked CA {what}: every certificate it issued is now refused")
+    key = decode_key(what)
+    store.revoke_key(key)
+    return Result(
+        {"revoked": "key", "fingerprint": fingerprint(key)}, f"revoked key {fingerprint(key)}"
+    )

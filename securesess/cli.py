@@ -11,13 +11,21 @@ import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 import trio
 
-from keystore import Keystore, KeystoreError
+from keystore import Keystore
 from keystore import cli as keystore_cli
+from keystore.cli_output import (
+    EXIT_CODES,
+    OPERATIONAL_ERRORS,
+    Result,
+    describe_error,
+    fail,
+    prints_result,
+)
 from securesess import demo as demo_module
 from securesess._ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
 from securesess._serve import (
@@ -26,7 +34,6 @@ from securesess._serve import (
     format_address,
 )
 from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
-from securesess.errors import PolicyError
 from securesess.hub import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_CONNECTION_BACKLOG,
@@ -56,10 +63,41 @@ def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return int(match[1]) * _SCALES[match[2].upper()]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Commands without --json: they run until stopped (or, the demo, narrate),
+#: and what they print on stdout is one "listening on" line; their log is on stderr.
+WITHOUT_JSON: Final = ("hub", "tunnel", "demo")
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_EPILOG: Final = (
+    "Every command that prints a result prints it as JSON with --json, except "
+    + ", ".join(WITHOUT_JSON[:-1])
+    + f" and {WITHOUT_JSON[-1]}. "
+    + "hub and tunnel log on stderr at --log-level info by default; warning keeps only"
+    " the trouble. " + EXIT_CODES
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
 @click.version_option(package_name="securesess")
 def main() -> None:
     """Authenticated, encrypted channels and sessions for Trio services."""
+
+
+def _log_level_option(what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--log-level, whose help says what each level keeps of ``what`` the command logs."""
+    return click.option(
+        "--log-level",
+        type=click.Choice(_LOG_LEVELS),
+        default="info",
+        show_default=True,
+        help=f"What to log on stderr. info: {what}; warning keeps only the trouble;"
+        " error, only failures (a reload, an unexpected error); debug adds detail.",
+    )
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -139,7 +177,7 @@ main.add_command(keystore_cli.peers)
 main.add_command(keystore_cli.ca)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES)
 @click.option("--party", type=click.Choice(sorted(demo_module.PARTIES)), hidden=True)
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 @click.option("--port", type=int, hidden=True)
@@ -157,7 +195,7 @@ def demo(party: str | None, home: Path | None, port: int | None) -> None:
     trio.run(demo_module.party, party, home, port, click.echo)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES)
 @click.option(
     "--bytes",
     "total_bytes",
@@ -288,7 +326,7 @@ def bench(
     click.echo(results.to_json() if as_json else results.table())
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES)
 @click.option(
     "--listen",
     metavar="HOST:PORT",
@@ -304,7 +342,7 @@ def bench(
     "policy_path",
     metavar="FILE",
     required=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="The access policy (docs/policy.md). SIGHUP reloads it and the trust store.",
 )
 @click.option(
@@ -327,12 +365,7 @@ def bench(
     help="Undelivered bytes of all one peer's connections before the one that goes over is"
     f" disconnected.  [default: {DEFAULT_MAX_PEER_BACKLOG}]",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@_log_level_option("connections, refusals, joins, leaves and reloads")
 @_handshake_rate_options(DEFAULT_MAX_CONNECTIONS_PER_PEER, "")
 @keystore_cli.passphrase_file_option
 @keystore_cli.home_option
@@ -358,15 +391,13 @@ def hub(
     revocations) and admitted by the policy. SIGHUP reloads both: peers
     that lost access are removed at once. SIGTERM or Ctrl-C stops the hub.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging(log_level)
     try:
         identity = keystore_cli.unlock_identity(home, identity_name, passphrase_file)
         trust = Keystore.open(home).trust()
         policy = Policy.load(policy_path, trust=trust)
-    except (KeystoreError, PolicyError, ValueError) as exc:
-        keystore_cli.fail(str(exc))
+    except OPERATIONAL_ERRORS as exc:
+        fail(describe_error(exc))
     given = {
         "max_backlog": max_backlog,
         "max_connection_backlog": max_connection_backlog,
@@ -382,7 +413,7 @@ def hub(
     )
     failure = trio.run(_run_hub, server, serve, listen, policy_path, home)
     if failure is not None:
-        keystore_cli.fail(f"cannot listen on {format_address(*listen)}: {failure}")
+        fail(f"cannot listen on {format_address(*listen)}: {failure}")
 
 
 async def _run_hub(
@@ -422,7 +453,7 @@ async def _run_hub(
     return None
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES)
 @click.option(
     "--listen",
     metavar="HOST:PORT",
@@ -456,7 +487,7 @@ async def _run_hub(
     "--policy",
     "policy_path",
     metavar="FILE",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Server end: admit only peers a rule of this policy is about (docs/policy.md);"
     " without it, every peer the keystore trusts is admitted.",
 )
@@ -495,12 +526,7 @@ async def _run_hub(
     show_default=True,
     help="On SIGTERM or Ctrl-C, seconds open connections get to finish before they are cut.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@_log_level_option("one line per connection, and reloads")
 @_handshake_rate_options(
     None,
     " (the default at the server end: --max-connections bounds them, and a replay cannot"
@@ -558,15 +584,13 @@ def tunnel(
             raise click.UsageError("give --connect HOST:PORT, or --server with --forward")
         if forward is not None or policy_path is not None:
             raise click.UsageError("--forward and --policy are for the server end (--server)")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging(log_level)
     try:
         identity = keystore_cli.unlock_identity(home, identity_name, passphrase_file)
         trust = Keystore.open(home).trust()
         policy = None if policy_path is None else Policy.load(policy_path, trust=trust)
-    except (KeystoreError, PolicyError, ValueError) as exc:
-        keystore_cli.fail(str(exc))
+    except OPERATIONAL_ERRORS as exc:
+        fail(describe_error(exc))
     end: TunnelServer | TunnelClient
     if forward is not None:
         end = TunnelServer(
@@ -597,7 +621,7 @@ def tunnel(
     _allow_descriptors(2 * max_connections + 64)  # two sockets per carried connection
     failure = trio.run(_run_tunnel, end, listen, policy_path, home, drain_timeout)
     if failure is not None:
-        keystore_cli.fail(f"cannot listen on {format_address(*listen)}: {failure}")
+        fail(f"cannot listen on {format_address(*listen)}: {failure}")
 
 
 def _allow_descriptors(needed: int) -> None:
@@ -677,25 +701,27 @@ def _reload_tunnel(
     log.info("reloaded the trust store%s", "" if policy_path is None else f" and {policy_path}")
 
 
-@main.group()
+@main.group(epilog=EXIT_CODES)
 def policy() -> None:
     """Check access policies."""
 
 
-@policy.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@policy.command("check", epilog=EXIT_CODES)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @keystore_cli.home_option
-def policy_check(file: Path, home: Path | None) -> None:
+@prints_result
+def policy_check(file: Path, home: Path | None) -> Result:
     """Parse policy FILE against the keystore's trust; report rules that can never match.
 
     Exits 1 if the policy is invalid or has such rules.
     """
-    try:
-        parsed = Policy.load(file, trust=Keystore.open(home).trust())
-    except (KeystoreError, PolicyError) as exc:
-        keystore_cli.fail(str(exc))
+    parsed = Policy.load(file, trust=Keystore.open(home).trust())
     for problem in parsed.problems:
         click.echo(f"securesess: problem: {problem}", err=True)
-    click.echo(f"{file}: {len(parsed.rules)} rules, {len(parsed.problems)} problems")
-    if parsed.problems:
-        raise SystemExit(1)
+    data = {
+        "file": str(file),
+        "rules": [rule.name for rule in parsed.rules],
+        "problems": list(parsed.problems),
+    }
+    text = f"{file}: {len(parsed.rules)} rules, {len(parsed.problems)} problems"
+    return Result(data, text, status=1 if parsed.problems else 0)

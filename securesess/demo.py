@@ -3,8 +3,13 @@
 The demo builds a throwaway keystore with a CA, starts a hub, then runs an
 "api" and a "db" service that meet in a session, exchange messages and a
 session variable, and an outsider whose valid certificate the hub's policy
-does not admit. Each process narrates what it did and learnt; the
-coordinator prints their lines as they come, prefixed with the speaker.
+does not admit. Each process narrates what it did and learnt, each line
+prefixed with the speaker.
+
+The narration is in causal order: every party writes its lines to one pipe
+that the coordinator reads, and says what it sends *before* it sends it, so
+a line about a message received always comes after the sender's line about
+sending it (each line is one write, shorter than the pipe's atomic size).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Final
 import trio
 
 from keystore import Keystore, Peer, TrustStore
+from securesess._records import CloseCode
 from securesess.client import Session, connect_hub
 from securesess.errors import PeerRejected
 from securesess.events import Member, MemberJoined, MemberLeft, Message, VariableChanged
@@ -41,6 +47,10 @@ rights = ["create", "join", "send", "receive", "set"]
 PARTIES: Final = {"hub": (), "api": ("services",), "db": ("services",), "outsider": ("visitors",)}
 _TIMEOUT: Final = 30.0
 _WIDTH: Final = 9
+LEGEND: Final = (
+    "a message id SEQ@N is the session's event SEQ (the hub numbers every event of a"
+    " session in one order, the same for all members), sent by member #N"
+)
 
 
 def _command(*args: str) -> list[str]:
@@ -53,12 +63,16 @@ def describe(peer: Peer | Member, trust: TrustStore | None = None) -> str:
     certificate = getattr(peer, "certificate", None)
     if certificate is not None and trust is not None:
         ca = next((n for n, key in trust.cas().items() if key == certificate.issuer), "?")
-        text += f" by its certificate #{certificate.serial} from CA {ca!r}"
+        text += f" by its certificate (serial {certificate.serial}) from CA {ca!r}"
     elif isinstance(peer, Peer) and trust is not None:
         text += " by its pinned key"
     if peer.groups:
         text += f", groups {', '.join(sorted(peer.groups))}"
     return text
+
+
+def _member(member: Member) -> str:
+    return f"{member.name} (member #{member.id}, {member.fingerprint})"
 
 
 def setup(home: Path) -> list[str]:
@@ -85,7 +99,10 @@ def setup(home: Path) -> list[str]:
 # -- the parties (each runs in its own process) ------------------------------------------
 
 
-async def party(role: str, home: Path, port: int, say: Callable[[str], None]) -> None:
+async def party(role: str, home: Path, port: int, echo: Callable[[str], None]) -> None:
+    def say(line: str) -> None:
+        echo(f"{role:<{_WIDTH}}{line}")
+
     store = Keystore.open(home)
     identity, trust = store.identity(role), store.trust()
     if role == "outsider":
@@ -93,7 +110,8 @@ async def party(role: str, home: Path, port: int, say: Callable[[str], None]) ->
             async with connect_hub("127.0.0.1", port, identity=identity, trust=trust, expect="hub"):
                 raise RuntimeError("the hub let the outsider in")
         except PeerRejected as exc:
-            say(f"refused at connect: {exc.reason} (code {exc.code})")
+            code = CloseCode(exc.code).name.lower().replace("_", " ")
+            say(f"refused at connect: {exc.reason} (close code {exc.code}: {code})")
         return
     async with connect_hub("127.0.0.1", port, identity=identity, trust=trust, expect="hub") as hub:
         say(f"authenticated the hub as {describe(hub.peer, trust)}")
@@ -109,15 +127,17 @@ async def _api(session: Session, say: Callable[[str], None]) -> None:
     if len(session.members) < 2:
         async for event in session:
             if isinstance(event, MemberJoined):
-                say(f"sees {event.member.name}#{event.member.id} join: {event.member.fingerprint}")
+                say(f"sees {_member(event.member)} join")
                 break
-    message_id = await session.send(QUERY)
-    say(f"sent message {message_id} to the session: {QUERY.decode()!r}")
-    version = await session.set("currency", b"EUR")
-    say(f"set variable 'currency' = 'EUR' (version {version})")
+    # Said before it is done, so that no one's answer is printed first.
+    say(f"sends the session a message: {QUERY.decode()!r}")
+    await session.send(QUERY)
+    say("sets variable 'currency' = 'EUR'")
+    await session.set("currency", b"EUR")
     async for event in session:
         if isinstance(event, Message) and event.direct:
-            say(f"received direct message {event.id} from {event.sender}: {event.data.decode()!r}")
+            sender = _member(event.sender)
+            say(f"received direct message {event.id} from {sender}: {event.data.decode()!r}")
             break
     say(f"leaves session {SESSION!r}")
 
@@ -127,33 +147,34 @@ async def _db(session: Session, say: Callable[[str], None]) -> None:
     async for event in session:
         if isinstance(event, Message):
             query = event
-            say(f"received message {event.id} from {event.sender}: {event.data.decode()!r}")
+            say(
+                f"received message {event.id} from {_member(event.sender)}: {event.data.decode()!r}"
+            )
         elif isinstance(event, VariableChanged):
             by = event.by.name if event.by is not None else "?"
             value = event.value.decode()
             say(f"sees variable {event.key!r} = {value!r} (version {event.version}, set by {by})")
             break
     assert query is not None
-    reply_id = await session.send(ANSWER, to=query.sender)
-    say(f"sent direct message {reply_id} to {query.sender.name} alone: {ANSWER.decode()!r}")
+    say(f"sends a direct message to {query.sender.name} alone: {ANSWER.decode()!r}")
+    await session.send(ANSWER, to=query.sender)
     async for event in session:
         if isinstance(event, MemberLeft):
-            say(f"sees {event.member.name}#{event.member.id} leave ({event.reason})")
+            say(f"sees {_member(event.member)} leave ({event.reason})")
             break
 
 
 # -- the coordinator ----------------------------------------------------------------------
 
 
-async def _relay(process: trio.Process, name: str, say: Callable[[str], None]) -> None:
-    """Print ``process``'s stdout lines as they come, prefixed with ``name``."""
-    assert process.stdout is not None
+async def _relay(narration: trio.lowlevel.FdStream, say: Callable[[str], None]) -> None:
+    """Print the parties' lines in the order they wrote them, until every writer is gone."""
     buffered = b""
-    async for chunk in process.stdout:
+    async for chunk in narration:
         buffered += chunk
         *lines, buffered = buffered.split(b"\n")
         for line in lines:
-            say(f"{name:<{_WIDTH}}{line.decode('utf-8', 'replace')}")
+            say(line.decode("utf-8", "replace"))
 
 
 async def _coordinate(home: Path, say: Callable[[str], None]) -> None:
@@ -178,10 +199,23 @@ async def _coordinate(home: Path, say: Callable[[str], None]) -> None:
             if match is None:
                 raise RuntimeError(f"the hub said {text!r}, not where it listens")
             port = match[1]
-            for group in (("api", "db"), ("outsider",)):
-                async with trio.open_nursery() as parties:
-                    for role in group:
-                        parties.start_soon(_run_party, role, home, port, env, say)
+            say(f"{'legend':<{_WIDTH}}{LEGEND}")
+            reader, writer = os.pipe()
+            try:
+                narration = trio.lowlevel.FdStream(reader)
+            except BaseException:
+                os.close(reader)
+                os.close(writer)
+                raise
+            async with narration, trio.open_nursery() as relaying:
+                relaying.start_soon(_relay, narration, say)
+                try:
+                    for group in (("api", "db"), ("outsider",)):
+                        async with trio.open_nursery() as parties:
+                            for role in group:
+                                parties.start_soon(_run_party, role, home, port, env, writer)
+                finally:
+                    os.close(writer)  # the relay ends once the parties' copies are gone too
         finally:
             hub.send_signal(signal.SIGTERM)
             with trio.move_on_after(5):
@@ -191,13 +225,10 @@ async def _coordinate(home: Path, say: Callable[[str], None]) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _run_party(
-    role: str, home: Path, port: str, env: dict[str, str], say: Callable[[str], None]
-) -> None:
+async def _run_party(role: str, home: Path, port: str, env: dict[str, str], narration: int) -> None:
     command = _command("demo", "--party", role, "--home", str(home), "--port", port)
-    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, env=env)
+    process = await trio.lowlevel.open_process(command, stdout=narration, env=env)
     try:
-        await _relay(process, role, say)
         await process.wait()
     finally:
         if process.returncode is None:

@@ -276,7 +276,8 @@ class Policy:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"cannot read policy {os.fspath(path)}: {exc}") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise PolicyError(f"cannot read policy {os.fspath(path)}: {why}") from None
         return cls.parse(text, source=os.fspath(path), trust=trust)
 
     # -- questions ---------------------------------------------------------------

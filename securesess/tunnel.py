@@ -175,6 +175,9 @@ class _Connection:
     source: str
     target: str
     peer: Peer | None = None
+    # Whether this end tried to connect to ``target``: a line names only
+    # where it went, not where a refused connection would have gone.
+    dialled: bool = False
     started: float = field(default_factory=trio.current_time)
     up: int = 0
     down: int = 0
@@ -212,8 +215,9 @@ class _Connection:
         if self.peer is not None:
             fields["peer"] = self.peer.name or "-"
             fields["key"] = self.peer.fingerprint
+        if self.dialled:
+            fields["to"] = self.target
         fields |= {
-            "to": self.target,
             "up": self.up,
             "down": self.down,
             "duration": f"{trio.current_time() - self.started:.3f}",
@@ -445,8 +449,9 @@ class _TunnelEnd:
         # Handshakes still running have nothing left to finish for.
         self._everything.cancel()
 
-    async def _dial(self) -> trio.SocketStream | str:
-        """A TCP connection to the far side, or why there is none."""
+    async def _dial(self, connection: _Connection) -> trio.SocketStream | str:
+        """A TCP connection to the far side for ``connection``, or why there is none."""
+        connection.dialled = True
         host, port = self._target
         try:
             with trio.fail_after(self.connect_timeout):
@@ -739,7 +744,7 @@ class TunnelServer(_TunnelEnd):
                     return
                 # Everything from here on stops when the connection is cut.
                 with connection.scope:
-                    dialled = await self._dial()
+                    dialled = await self._dial(connection)
                     if isinstance(dialled, str):
                         reason = f"the service behind the tunnel is unavailable: {dialled}"
                         close = (CloseCode.UNAVAILABLE, reason)
@@ -830,7 +835,7 @@ class TunnelClient(_TunnelEnd):
                     return
                 # Everything from here on stops when the connection is cut.
                 with connection.scope:
-                    dialled = await self._dial()
+                    dialled = await self._dial(connection)
                     if isinstance(dialled, str):
                         reason = f"cannot reach the tunnel server at {self._target_text}: {dialled}"
                         connection.end_with(Outcome.REFUSED, reason)

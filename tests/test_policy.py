@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -998,7 +999,22 @@ def test_policy_check_refuses_a_file_that_is_not_toml(home: Path, tmp_path: Path
     assert result.stderr.startswith(f"securesess: error: {path} is not valid TOML: ")
 
 
-def test_policy_check_needs_an_existing_file(home: Path, tmp_path: Path) -> None:
-    result = check(home, tmp_path / "absent.toml")
-    assert result.exit_code == 2
-    assert "does not exist" in result.stderr
+def test_policy_check_of_a_missing_file_is_an_error_in_one_line(home: Path, tmp_path: Path) -> None:
+    absent = tmp_path / "absent.toml"
+    result = check(home, absent)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"securesess: error: cannot read policy {absent}: No such file or directory\n"
+    )
+
+
+def test_policy_check_json_names_the_rules_and_problems(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(FULL.replace('groups = ["auditors"]', 'names = ["api"]'), encoding="utf-8")
+    result = CliRunner().invoke(main, ["policy", "check", str(path), "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["file"] == str(path)
+    assert len(report["rules"]) == 3
+    assert report["problems"] == []

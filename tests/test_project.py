@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 # Installing the project puts the console script beside the interpreter.
 SECURESESS = Path(sys.executable).with_name("securesess")
@@ -60,11 +62,15 @@ def test_ci_proves_every_declared_minimum() -> None:
     assert 'PIP_CONSTRAINT="$PWD/constraints-minimum.txt"' in ci
 
 
-def test_the_securesess_command_runs_the_demo() -> None:
-    result = subprocess.run(
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [SECURESESS, "demo"], capture_output=True, text=True, timeout=60, check=True
     )
-    lines = result.stdout.splitlines()
+
+
+def test_the_securesess_command_runs_the_demo(demo: subprocess.CompletedProcess[str]) -> None:
+    lines = demo.stdout.splitlines()
 
     def said(speaker: str, text: str) -> bool:
         return any(line.startswith(speaker + " ") and text in line for line in lines)
@@ -72,15 +78,33 @@ def test_the_securesess_command_runs_the_demo() -> None:
     assert said("hub", "listening on 127.0.0.1:")
     for service in ("api", "db"):
         assert said(service, "authenticated the hub as hub (SHA256:")
-        assert said(service, "by its certificate #1 from CA 'demo-ca'")
+        assert said(service, "by its certificate (serial 1) from CA 'demo-ca'")
         assert said(service, f"the hub authenticated us as {service} (SHA256:")
-    assert said("db", "from api#")
+    assert said("legend", "a message id SEQ@N is the session's event SEQ")
+    assert said("db", "from api (member #")
     assert said("db", "'SELECT balance FROM accounts WHERE id = 42'")
     assert said("db", "sees variable 'currency' = 'EUR' (version 1, set by api)")
     assert said("api", "received direct message")
     assert said("outsider", "refused at connect: no rule of the hub's policy admits outsider")
+    assert said("outsider", "(close code 3: access denied)")
     assert "done: the keystore and its keys are deleted" in lines[-1]
-    assert result.stderr == ""
+    assert demo.stderr == ""
+
+
+def test_the_demo_narrates_in_causal_order(demo: subprocess.CompletedProcess[str]) -> None:
+    """What a process learnt from another is printed after that process said it did it."""
+    lines = demo.stdout.splitlines()
+
+    def at(speaker: str, text: str) -> int:
+        (index,) = [
+            i for i, line in enumerate(lines) if line.startswith(speaker + " ") and text in line
+        ]
+        return index
+
+    assert at("api", "sends the session a message") < at("db", "received message")
+    assert at("api", "sets variable 'currency'") < at("db", "sees variable 'currency'")
+    assert at("db", "sends a direct message to api") < at("api", "received direct message")
+    assert at("api", "leaves session") < at("db", "sees api (member #")
 
 
 def test_the_securesess_command_has_help() -> None:
