@@ -23,10 +23,12 @@ from keystore.errors import (
     WrongPassphraseError,
 )
 from keystore.identity import Identity
+from keystore.sealing import Argon2idCost
 from keystore.store import Keystore, armor_certificate, default_home, read_certificate_file
 from keystore.trust import Peer, TrustStore
 
 __all__ = [
+    "Argon2idCost",
     "Certificate",
     "CertificateError",
     "CertificateExpiredError",

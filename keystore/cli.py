@@ -24,6 +24,7 @@ import click
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
 from keystore.identity import Identity
+from keystore.sealing import Argon2idCost
 from keystore.store import Keystore, armor_certificate, read_certificate_file
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 
 ENV_PASSPHRASE: Final = "SECURESESS_PASSPHRASE"
 ENV_NEW_PASSPHRASE: Final = "SECURESESS_NEW_PASSPHRASE"
+ENV_KDF: Final = "SECURESESS_KDF"
 _SOON: Final = 30 * 86_400
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
 _P = ParamSpec("_P")
@@ -90,10 +92,20 @@ passphrase_file_option = click.option(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help=f"Read the passphrase from this file [default: ${ENV_PASSPHRASE}, else a prompt].",
 )
+kdf_option = click.option(
+    "--kdf",
+    type=click.Choice(["moderate", "sensitive", "interactive"]),
+    default="moderate",
+    show_default=True,
+    envvar=ENV_KDF,
+    help="How hard Argon2id works on the new passphrase: moderate is 3 passes over 256 MiB, "
+    "sensitive 4 over 1 GiB, interactive 2 over 64 MiB (for tests, or machines that cannot "
+    f"spare the memory) [also ${ENV_KDF}].",
+)
 
 
-def _store(home: Path | None) -> Keystore:
-    return Keystore.open(home)
+def _store(home: Path | None, kdf: str = "moderate") -> Keystore:
+    return Keystore.open(home, kdf=Argon2idCost.named(kdf))
 
 
 def _print(as_json: bool, data: Any, text: str) -> None:
@@ -176,14 +188,21 @@ def keys() -> None:
 @click.argument("name")
 @click.option("--no-passphrase", is_flag=True, help="Store the key unencrypted (for services).")
 @passphrase_file_option
+@kdf_option
 @home_option
 @json_option
 @reports_errors
 def keys_new(
-    name: str, no_passphrase: bool, passphrase_file: Path | None, home: Path | None, as_json: bool
+    *,
+    name: str,
+    no_passphrase: bool,
+    passphrase_file: Path | None,
+    kdf: str,
+    home: Path | None,
+    as_json: bool,
 ) -> None:
     """Create identity NAME with a new key."""
-    store = _store(home)
+    store = _store(home, kdf)
     identity = store.new_identity(
         name, passphrase=_new_passphrase(no_passphrase, passphrase_file, f"identity {name!r}")
     )
@@ -283,17 +302,20 @@ def keys_export(name: str, home: Path | None, as_json: bool) -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help=f"Read the new passphrase from this file [default: ${ENV_NEW_PASSPHRASE}, else a prompt].",
 )
+@kdf_option
 @home_option
 @reports_errors
 def keys_passwd(
+    *,
     name: str,
     no_passphrase: bool,
     passphrase_file: Path | None,
     new_passphrase_file: Path | None,
+    kdf: str,
     home: Path | None,
 ) -> None:
     """Change the passphrase of identity NAME."""
-    store = _store(home)
+    store = _store(home, kdf)
     old = _current_passphrase(store, name, passphrase_file)
     new = None
     if not no_passphrase:
@@ -315,12 +337,15 @@ def keys_passwd(
 @keys.command("rotate")
 @click.argument("name")
 @passphrase_file_option
+@kdf_option
 @home_option
 @json_option
 @reports_errors
-def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None, as_json: bool) -> None:
+def keys_rotate(
+    name: str, passphrase_file: Path | None, kdf: str, home: Path | None, as_json: bool
+) -> None:
     """Give identity NAME a new key; the old one is kept as retired."""
-    store = _store(home)
+    store = _store(home, kdf)
     passphrase = _current_passphrase(store, name, passphrase_file)
     old = fingerprint(store.public_key(name))
     identity = store.rotate_identity(name, passphrase=passphrase)
@@ -421,6 +446,7 @@ def ca() -> None:
 @click.option("--valid", default="10y", show_default=True, help="How long the CA is valid.")
 @click.option("--no-passphrase", is_flag=True, help="Store the CA key unencrypted.")
 @passphrase_file_option
+@kdf_option
 @home_option
 @json_option
 @reports_errors
@@ -430,11 +456,12 @@ def ca_init(
     valid: str,
     no_passphrase: bool,
     passphrase_file: Path | None,
+    kdf: str,
     home: Path | None,
     as_json: bool,
 ) -> None:
     """Create CA NAME (trusted by this keystore) and print its public key."""
-    public = _store(home).init_ca(
+    public = _store(home, kdf).init_ca(
         name,
         passphrase=_new_passphrase(no_passphrase, passphrase_file, f"CA {name!r}"),
         valid_seconds=parse_duration(valid),

@@ -47,7 +47,7 @@ from keystore.errors import (
     UnknownNameError,
 )
 from keystore.identity import Identity
-from keystore.sealing import is_encrypted, open_secret, seal_secret
+from keystore.sealing import Argon2idCost, is_encrypted, open_secret, seal_secret
 from keystore.trust import TrustStore
 
 __all__ = ["ENV_HOME", "Keystore", "armor_certificate", "default_home", "read_certificate_file"]
@@ -88,20 +88,36 @@ class Keystore:
     """A keystore directory. Every CLI verb is a method here first.
 
     Open one with :meth:`open`; nothing is cached between calls, so several
-    processes can share a keystore safely.
+    processes can share a keystore safely. ``kdf`` is the Argon2id cost of
+    the keys it encrypts from now on; a key file is always opened with the
+    cost it records.
     """
 
-    __slots__ = ("path",)
+    __slots__ = ("kdf", "path")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, kdf: Argon2idCost = Argon2idCost.MODERATE) -> None:
+        if not isinstance(kdf, Argon2idCost):
+            raise TypeError(f"kdf is an Argon2idCost, not {type(kdf).__name__}")
         self.path: Final = path
+        self.kdf: Final = kdf
 
     def __repr__(self) -> str:
         return f"Keystore({str(self.path)!r})"
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None) -> Keystore:
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        kdf: Argon2idCost = Argon2idCost.MODERATE,
+    ) -> Keystore:
         """The keystore at ``path`` (default: :func:`default_home`), created if absent.
+
+        ``kdf`` is how hard Argon2id works on the passphrases of keys this
+        keystore object encrypts: ``Argon2idCost.MODERATE`` (3 passes over
+        256 MiB) unless told. Pass ``Argon2idCost.INTERACTIVE`` only where a
+        key need not resist offline guessing (tests) or the machine cannot
+        spare 256 MiB.
 
         Raises:
             KeystoreError: the directory cannot be created or used.
@@ -110,7 +126,7 @@ class Keystore:
         if home.exists() and not home.is_dir():
             raise KeystoreError(f"{home} exists but is not a directory")
         ensure_directory(home)
-        return cls(home)
+        return cls(home, kdf=kdf)
 
     # -- files ------------------------------------------------------------------------
 
@@ -239,7 +255,9 @@ class Keystore:
 
     def _save_identity(self, path: Path, identity: Identity, passphrase: bytes | None) -> None:
         headers = {"Name": identity.name or "", "Public-Key": encode_key(identity.public_key)}
-        sealed = seal_secret(_IDENTITY_LABEL, identity.private_bytes(), headers, passphrase)
+        sealed = seal_secret(
+            _IDENTITY_LABEL, identity.private_bytes(), headers, passphrase, self.kdf
+        )
         write_atomically(path, sealed)
 
     def identity_names(self) -> list[str]:
@@ -375,6 +393,7 @@ class Keystore:
                 key.private_bytes_raw(),
                 {"Name": name, "Public-Key": encode_key(public)},
                 _passphrase(passphrase),
+                self.kdf,
             )
             write_atomically(key_file, sealed)
             state = {"public_key": encode_key(public), "not_after": now + valid_seconds}

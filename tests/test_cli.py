@@ -167,6 +167,27 @@ def test_passphrase_from_a_file(tmp_path: Path) -> None:
     assert Keystore.open(home).identity("vault", passphrase="from a file").name == "vault"
 
 
+def test_keys_are_sealed_at_the_cost_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cost(name: str) -> str:
+        text = (home / "identities" / f"{name}.key").read_text()
+        return next(line for line in text.splitlines() if line.startswith("Argon2id: "))
+
+    home = tmp_path / "home"
+    run(home, "keys", "new", "fast", "--kdf", "interactive", passphrase="secret")
+    assert cost("fast") == "Argon2id: ops=2,mem=67108864"
+    monkeypatch.delenv("SECURESESS_KDF")  # the suite's own choice of the cheap cost
+    run(home, "keys", "new", "vault", passphrase="secret")
+    assert cost("vault") == "Argon2id: ops=3,mem=268435456"
+    monkeypatch.setenv("SECURESESS_NEW_PASSPHRASE", "new secret")
+    run(home, "keys", "passwd", "fast", passphrase="secret")  # sealed anew: at the default cost
+    assert cost("fast") == "Argon2id: ops=3,mem=268435456"
+    result = run(home, "keys", "new", "x", "--kdf", "weak", passphrase="secret", check=False)
+    assert result.returncode == 2
+    assert "'weak' is not one of" in result.stderr
+
+
 def test_revocation_from_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run(home, "ca", "init", "ops", "--no-passphrase")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from keystore import (
+    Argon2idCost,
     CertificateError,
     DuplicateNameError,
     InsecurePermissionsError,
@@ -38,7 +39,34 @@ def snapshot(path: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Keystore:
-    return Keystore.open(tmp_path / "home")
+    # The cheaper Argon2id cost, asked for by name: the default's 256 MiB
+    # would make each encrypted key of the suite cost most of a second.
+    return Keystore.open(tmp_path / "home", kdf=Argon2idCost.INTERACTIVE)
+
+
+def argon2id_header(path: Path) -> str:
+    return next(
+        line.removeprefix("Argon2id: ")
+        for line in path.read_text().splitlines()
+        if line.startswith("Argon2id: ")
+    )
+
+
+# An identity key file as the keystore wrote it before the default cost was
+# raised: libsodium's interactive parameters, recorded in its header.
+EARLIER_KEY_FILE = """\
+-----BEGIN SECURESESS IDENTITY KEY-----
+Name: old
+Public-Key: fjBXtI5ltRY6RtfnBzqNew6Sw/AIEBZbpg0i0mlnYRM=
+Encryption: argon2id-xchacha20poly1305
+Argon2id: ops=2,mem=67108864
+Salt: 0pglj2Dxoz1d7aanL+rMUA==
+
+PM757gebhE+7nwcLXXapW7zixVnabmow6+itS1ogH6u3jFpDw3rl41a097Y9jkEx
+rFMqBu8eOZsITiH70JrKeBrkwjdBDiIC
+-----END SECURESESS IDENTITY KEY-----
+"""
+EARLIER_PASSPHRASE = "before the change"
 
 
 def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,8 +285,7 @@ def test_a_home_that_is_not_a_directory_is_a_clear_error(tmp_path: Path) -> None
         Keystore.open(home)
 
 
-def test_issue_identity_creates_key_and_certificate_in_one_call(tmp_path: Path) -> None:
-    store = Keystore.open(tmp_path / "ks")
+def test_issue_identity_creates_key_and_certificate_in_one_call(store: Keystore) -> None:
     store.init_ca("ops", passphrase=None, valid_seconds=3600)
     issued = store.issue_identity(
         "api", ca="ops", ca_passphrase=None, passphrase="pw", groups=["web"], valid_seconds=600
@@ -309,3 +336,78 @@ def test_a_trust_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(store.path / "peers.toml", 12345, 12345)
     with pytest.raises(InsecurePermissionsError, match=r"peers\.toml belongs to another user"):
         store.trust()
+
+
+# -- the cost of guessing a passphrase ---------------------------------------------------
+
+
+def test_new_keys_are_sealed_at_the_moderate_argon2id_cost_by_default(tmp_path: Path) -> None:
+    # 3 passes over 256 MiB: four times the memory of the interactive cost
+    # that new files used to get, so each offline guess costs as much more.
+    store = Keystore.open(tmp_path / "home")
+    assert store.kdf == Argon2idCost.MODERATE == Argon2idCost(3, 256 << 20)
+    store.new_identity("api", passphrase="correct horse")
+    store.init_ca("ops", passphrase="ca passphrase", valid_seconds=YEAR)
+    assert argon2id_header(store.path / "identities" / "api.key") == "ops=3,mem=268435456"
+    assert argon2id_header(store.path / "authorities" / "ops.key") == "ops=3,mem=268435456"
+    assert store.identity("api", passphrase="correct horse").name == "api"
+
+
+def test_the_cheaper_cost_is_asked_for_by_name(tmp_path: Path) -> None:
+    assert (
+        Argon2idCost.named("interactive") == Argon2idCost.INTERACTIVE == Argon2idCost(2, 64 << 20)
+    )
+    assert Argon2idCost.named("sensitive") == Argon2idCost(4, 1 << 30)
+    store = Keystore.open(tmp_path / "home", kdf=Argon2idCost.named("interactive"))
+    store.new_identity("api", passphrase="correct horse")
+    assert argon2id_header(store.path / "identities" / "api.key") == "ops=2,mem=67108864"
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: Argon2idCost.named("fast"), ValueError),
+        (lambda: Argon2idCost(0, 64 << 20), ValueError),
+        (lambda: Argon2idCost(3, 1 << 40), ValueError),
+        (lambda: Keystore(Path("home"), kdf="interactive"), TypeError),  # type: ignore[arg-type]
+    ],
+)
+def test_a_bad_cost_is_refused_when_it_is_made(make: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        make()  # type: ignore[operator]
+
+
+def test_a_key_file_of_the_earlier_cost_still_opens(store: Keystore) -> None:
+    path = store.path / "identities" / "old.key"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(EARLIER_KEY_FILE)
+    path.chmod(0o600)
+    default = Keystore.open(store.path)  # its kdf is for new files only
+    loaded = default.identity("old", passphrase=EARLIER_PASSPHRASE)
+    assert encode_key(loaded.public_key) == "fjBXtI5ltRY6RtfnBzqNew6Sw/AIEBZbpg0i0mlnYRM="
+    # A new passphrase is sealed at the keystore's cost: passwd upgrades a file.
+    default.change_passphrase("old", old=EARLIER_PASSPHRASE, new="after the change")
+    assert argon2id_header(path) == "ops=3,mem=268435456"
+    assert default.identity("old", passphrase="after the change").public_key == loaded.public_key
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        "ops=2,mem=1099511627776",  # 1 TiB
+        "ops=2,mem=1073741825",  # a byte over 1 GiB
+        "ops=4294967295,mem=67108864",
+        "ops=0,mem=67108864",
+        "ops=2,mem=1024",
+    ],
+)
+def test_a_key_file_asking_for_absurd_argon2id_parameters_is_refused(
+    store: Keystore, parameters: str
+) -> None:
+    # A planted key file must not make loading it take all memory (or hours).
+    path = store.path / "identities" / "old.key"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(EARLIER_KEY_FILE.replace("ops=2,mem=67108864", parameters))
+    path.chmod(0o600)
+    with pytest.raises(KeystoreCorruptError, match="asks for Argon2id parameters out of range"):
+        store.identity("old", passphrase=EARLIER_PASSPHRASE)
