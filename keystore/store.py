@@ -34,7 +34,13 @@ import platformdirs
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keystore._files import check_private, ensure_directory, locked, write_atomically
+from keystore._files import (
+    check_directories,
+    check_private,
+    ensure_directory,
+    locked,
+    write_atomically,
+)
 from keystore.armor import armor, dearmor
 from keystore.certificate import Certificate, sign_certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
@@ -162,9 +168,13 @@ class Keystore:
 
         Raises:
             InsecurePermissionsError: other users may write the file (or own
-                it), and so pin keys of their own or undo a revocation.
+                it), or a directory it is in, and so pin keys of their own or
+                undo a revocation.
         """
         path = self.path / filename
+        # Before the file is opened: whoever may write the directory decides
+        # what it holds, an absent file included.
+        check_directories(path.parent)
         try:
             with path.open("rb") as file:
                 status = os.fstat(file.fileno())

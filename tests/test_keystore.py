@@ -411,3 +411,64 @@ def test_a_key_file_asking_for_absurd_argon2id_parameters_is_refused(
     path.chmod(0o600)
     with pytest.raises(KeystoreCorruptError, match="asks for Argon2id parameters out of range"):
         store.identity("old", passphrase=EARLIER_PASSPHRASE)
+
+
+# -- directories other users could write --------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777])
+def test_a_keystore_directory_others_may_write_is_refused(store: Keystore, mode: int) -> None:
+    # Whoever may write the directory may replace peers.toml with their own,
+    # or delete revoked.toml, however strict the files' own modes are.
+    store.add_peer("api", bytes(range(32)))
+    store.new_identity("svc", passphrase=None)
+    store.path.chmod(mode)
+    with pytest.raises(InsecurePermissionsError, match=f"{store.path} is writable by other users"):
+        store.trust()
+    with pytest.raises(InsecurePermissionsError, match=f"chmod go-w {store.path}$"):
+        store.identity("svc")
+    store.path.chmod(0o700)
+    assert store.trust().peer_by_key(bytes(range(32))) is not None
+
+
+def test_a_directory_others_may_write_above_the_keystore_is_refused(tmp_path: Path) -> None:
+    # Renaming the keystore away and putting another in its place takes only
+    # the right to write its parent.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    store = Keystore.open(shared / "home", kdf=Argon2idCost.INTERACTIVE)
+    store.add_peer("api", bytes(range(32)))
+    shared.chmod(0o777)
+    with pytest.raises(InsecurePermissionsError, match=f"{shared} is writable by other users"):
+        store.trust()
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot rename what is ours
+    assert store.trust().peer_by_key(bytes(range(32))) is not None
+
+
+def test_a_writable_directory_behind_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    (shared / "home").mkdir(parents=True, mode=0o700)
+    (tmp_path / "link").symlink_to(shared / "home")
+    store = Keystore.open(tmp_path / "link", kdf=Argon2idCost.INTERACTIVE)
+    store.add_peer("api", bytes(range(32)))
+    shared.chmod(0o777)
+    with pytest.raises(InsecurePermissionsError, match=f"{shared} is writable by other users"):
+        store.trust()
+
+
+def test_a_keys_subdirectory_others_may_write_is_refused(store: Keystore) -> None:
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    (store.path / "authorities").chmod(0o777)
+    with pytest.raises(InsecurePermissionsError, match="authorities is writable by other users"):
+        store.ca_info("ops")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+def test_a_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    parent = tmp_path / "theirs"
+    parent.mkdir()
+    store = Keystore.open(parent / "home", kdf=Argon2idCost.INTERACTIVE)
+    store.add_peer("api", bytes(range(32)))
+    os.chown(parent, 12345, 12345)
+    with pytest.raises(InsecurePermissionsError, match=f"{parent} belongs to another user"):
+        store.trust()
