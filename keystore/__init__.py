@@ -6,6 +6,8 @@ Files only, never the network.
 from keystore.certificate import Certificate, sign_certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import (
+    AuthorityExpiredError,
+    AuthorityNotYetValidError,
     CertificateError,
     CertificateExpiredError,
     CertificateMismatchError,
@@ -29,6 +31,8 @@ from keystore.trust import Peer, TrustStore
 
 __all__ = [
     "Argon2idCost",
+    "AuthorityExpiredError",
+    "AuthorityNotYetValidError",
     "Certificate",
     "CertificateError",
     "CertificateExpiredError",

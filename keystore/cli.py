@@ -16,11 +16,13 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from keystore.certificate import _iso
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
 from keystore.identity import Identity
@@ -78,6 +80,17 @@ def parse_duration(text: str) -> int:
     if seconds <= 0:
         raise click.BadParameter("a duration must be positive")
     return seconds
+
+
+def parse_time(text: str) -> int:
+    """``2036-12-07`` or ``2036-12-07T12:00:00Z`` (UTC unless it says) in Unix seconds."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date like 2036-12-07T12:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 home_option = click.option(
@@ -461,7 +474,8 @@ def ca_init(
     as_json: bool,
 ) -> None:
     """Create CA NAME (trusted by this keystore) and print its public key."""
-    public = _store(home, kdf).init_ca(
+    store = _store(home, kdf)
+    public = store.init_ca(
         name,
         passphrase=_new_passphrase(no_passphrase, passphrase_file, f"CA {name!r}"),
         valid_seconds=parse_duration(valid),
@@ -471,7 +485,8 @@ def ca_init(
         as_json,
         data,
         f"created CA {name}: {data['public_key']}\n"
-        f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name}",
+        f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name} "
+        f"--not-after {_iso(store.ca_info(name)['not_after'])}",
     )
 
 
@@ -568,15 +583,22 @@ def ca_verify(file: Path, home: Path | None, as_json: bool) -> None:
 @ca.command("trust")
 @click.argument("file_or_key")
 @click.option("--name", help="What to call the CA here [default: derived from its key].")
+@click.option(
+    "--not-after",
+    metavar="DATE",
+    help="When the CA expires, as 'ca init' printed it: nothing it signed is accepted after "
+    "[default: trusted until removed or revoked].",
+)
 @home_option
 @reports_errors
-def ca_trust(file_or_key: str, name: str | None, home: Path | None) -> None:
+def ca_trust(file_or_key: str, name: str | None, not_after: str | None, home: Path | None) -> None:
     """Trust the CA whose public key is FILE_OR_KEY (base64, or a file holding it)."""
     path = Path(file_or_key)
     text = path.read_text(encoding="utf-8").strip() if path.is_file() else file_or_key
     key = decode_key(text.split()[0] if text else text, "CA public key")
     ca_name = name or "ca-" + re.sub(r"[^A-Za-z0-9]", "", fingerprint(key)[7:])[:12]
-    _store(home).trust_ca(ca_name, key)
+    expiry = None if not_after is None else parse_time(not_after)
+    _store(home).trust_ca(ca_name, key, not_after=expiry)
     click.echo(f"trusting CA {ca_name}: {fingerprint(key)}")
 
 

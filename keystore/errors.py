@@ -7,6 +7,8 @@ none contains key material.
 from __future__ import annotations
 
 __all__ = [
+    "AuthorityExpiredError",
+    "AuthorityNotYetValidError",
     "CertificateError",
     "CertificateExpiredError",
     "CertificateMismatchError",
@@ -78,6 +80,14 @@ class CertificateExpiredError(UntrustedPeerError):
 
 class CertificateNotYetValidError(UntrustedPeerError):
     """The certificate's validity window has not begun."""
+
+
+class AuthorityExpiredError(CertificateExpiredError):
+    """The validity of the CA that issued the certificate has ended."""
+
+
+class AuthorityNotYetValidError(CertificateNotYetValidError):
+    """The validity of the CA that issued the certificate has not begun."""
 
 
 class RevokedError(UntrustedPeerError):

@@ -10,7 +10,7 @@ Layout (docs/keystore.md has the formats)::
       authorities/NAME.key      a CA's armoured Ed25519 signing key
       authorities/NAME.toml     the CA's public key, validity and next serial
       peers.toml                pinned peers: name, public key, groups
-      cas.toml                  trusted CA public keys
+      cas.toml                  trusted CA public keys and their validity
       revoked.toml              revoked keys and (CA, serial) pairs
 
 Every operation that changes a file takes the lock, reads the current state,
@@ -42,7 +42,7 @@ from keystore._files import (
     write_atomically,
 )
 from keystore.armor import armor, dearmor
-from keystore.certificate import Certificate, sign_certificate
+from keystore.certificate import Certificate, _iso, sign_certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import (
     CertificateError,
@@ -389,7 +389,16 @@ class Keystore:
     # -- certificate authorities ----------------------------------------------------------
 
     def init_ca(self, name: str, *, passphrase: Passphrase, valid_seconds: int) -> bytes:
-        """Create CA ``name`` (an Ed25519 key), trust it here, return its public key."""
+        """Create CA ``name`` (an Ed25519 key), trust it here, return its public key.
+
+        The CA is valid from a minute ago (as the certificates it signs are,
+        for clocks that differ) for ``valid_seconds``; this keystore trusts
+        it for that window only.
+        """
+        if type(valid_seconds) is not int or not 0 < valid_seconds < 2**63:
+            raise ValueError(
+                f"a CA's validity is a positive number of seconds, not {valid_seconds!r}"
+            )
         key_file, state_file = self._ca_files(name)
         with self._writing():
             ensure_directory(key_file.parent)
@@ -406,9 +415,10 @@ class Keystore:
                 self.kdf,
             )
             write_atomically(key_file, sealed)
-            state = {"public_key": encode_key(public), "not_after": now + valid_seconds}
+            window = {"not_before": now - 60, "not_after": now + valid_seconds}
+            state = {"public_key": encode_key(public), **window}
             write_atomically(state_file, tomli_w.dumps({"ca": state, "next_serial": 1}).encode())
-            self._trust_ca_locked(name, public)
+            self._trust_ca_locked(name, public, **window)
         return public
 
     def ca_is_encrypted(self, name: str) -> bool:
@@ -433,6 +443,8 @@ class Keystore:
             lambda s: {
                 "name": name,
                 "public_key": decode_key(s["ca"]["public_key"], "CA public key"),
+                # Absent from the files of CAs made before it was recorded.
+                "not_before": _optional_uint64(s["ca"], "not_before"),
                 "not_after": _uint64(s["ca"]["not_after"], "not_after"),
                 "next_serial": _uint64(s["next_serial"], "next_serial"),
             },
@@ -477,25 +489,53 @@ class Keystore:
                 not_before=now - 60,  # tolerate clocks a minute apart
                 not_after=not_after,
             )
-            state = {
-                "ca": {
-                    "public_key": encode_key(info["public_key"]),
-                    "not_after": info["not_after"],
-                },
-                "next_serial": info["next_serial"] + 1,
-            }
+            ca_state: dict[str, Any] = {"public_key": encode_key(info["public_key"])}
+            if info["not_before"] is not None:
+                ca_state["not_before"] = info["not_before"]
+            ca_state["not_after"] = info["not_after"]
+            state = {"ca": ca_state, "next_serial": info["next_serial"] + 1}
             write_atomically(state_file, tomli_w.dumps(state).encode())
         return certificate
 
-    def trust_ca(self, name: str, public_key: bytes) -> None:
-        _check_name(name, "a CA")
-        with self._writing():
-            self._trust_ca_locked(name, public_key)
+    def trust_ca(
+        self,
+        name: str,
+        public_key: bytes,
+        *,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> None:
+        """Trust CA ``public_key`` as ``name``, within its own validity window.
 
-    def _trust_ca_locked(self, name: str, public_key: bytes) -> None:
-        self.trust().add_ca(name, public_key)  # refuses duplicates
+        ``not_after`` (Unix seconds) is when the CA expires, as ``ca init``
+        printed it: after it, nothing the CA signed is accepted, even if its
+        key is stolen. Without it the CA is trusted until it is removed or
+        revoked.
+
+        Raises:
+            DuplicatePeerError: the name or the key is already trusted.
+            ValueError: the window runs backwards or has already ended.
+        """
+        _check_name(name, "a CA")
+        if not_after is not None and type(not_after) is int and not_after < time.time():
+            raise ValueError(
+                f"CA {name!r} expired at {_iso(not_after)}: trusting it would admit no one"
+            )
+        with self._writing():
+            self._trust_ca_locked(name, public_key, not_before=not_before, not_after=not_after)
+
+    def _trust_ca_locked(
+        self, name: str, public_key: bytes, *, not_before: int | None, not_after: int | None
+    ) -> None:
+        # The trust store refuses duplicates and a malformed window.
+        self.trust().add_ca(name, public_key, not_before=not_before, not_after=not_after)
         cas = self._table("cas.toml", "cas")
-        cas[name] = {"public_key": encode_key(public_key)}
+        entry: dict[str, Any] = {"public_key": encode_key(public_key)}
+        if not_before is not None:
+            entry["not_before"] = not_before
+        if not_after is not None:
+            entry["not_after"] = not_after
+        cas[name] = entry
         self._write_toml("cas.toml", {"cas": cas})
 
     # -- revocation ---------------------------------------------------------------------
@@ -547,7 +587,14 @@ class Keystore:
         for name, entry in self._table("cas.toml", "cas").items():
 
             def add_ca(table: Any, name: str = name) -> None:
-                trust.add_ca(name, decode_key(table["public_key"]))
+                key = decode_key(table["public_key"])
+                not_before = _optional_uint64(table, "not_before")
+                not_after = _optional_uint64(table, "not_after")
+                if not_after is None:
+                    # A CA this keystore made before cas.toml recorded its
+                    # validity: its own file knows it.
+                    not_before, not_after = self._local_ca_window(name, key, not_before)
+                trust.add_ca(name, key, not_before=not_before, not_after=not_after)
 
             self._entry("cas.toml", name, entry, add_ca)
         revoked = self._read_toml("revoked.toml")
@@ -563,6 +610,22 @@ class Keystore:
         self._entry("revoked.toml", "keys", revoked, revoke_keys)
         self._entry("revoked.toml", "serials", revoked, revoke_serials)
         return trust
+
+    def _local_ca_window(
+        self, name: str, key: bytes, not_before: int | None
+    ) -> tuple[int | None, int | None]:
+        """The window of this keystore's own CA ``name`` if its key is ``key``."""
+        if not _NAME.fullmatch(name) or not self._ca_files(name)[1].exists():
+            return not_before, None
+        info = self.ca_info(name)
+        if info["public_key"] != key:
+            return not_before, None
+        return (not_before if not_before is not None else info["not_before"]), info["not_after"]
+
+
+def _optional_uint64(table: Any, key: str) -> int | None:
+    value = table.get(key)
+    return None if value is None else _uint64(value, key)
 
 
 def _list(table: Any, key: str) -> list[Any]:

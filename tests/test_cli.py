@@ -188,6 +188,27 @@ def test_keys_are_sealed_at_the_cost_asked_for(
     assert "'weak' is not one of" in result.stderr
 
 
+def test_the_trust_command_ca_init_prints_carries_the_cas_expiry(tmp_path: Path) -> None:
+    home, other = tmp_path / "home", tmp_path / "other"
+    printed = run(home, "ca", "init", "ops", "--valid", "2y", "--no-passphrase").stdout
+    command = printed.splitlines()[-1].split("securesess ", 1)[1].split()
+    assert command[-2] == "--not-after"
+    run(other, *command)
+    expiry = Keystore.open(home).ca_info("ops")["not_after"]
+    assert Keystore.open(other).trust().ca_validity("ops") == (None, expiry)
+    # A date, or a time with its zone; UTC unless it says.
+    run(other, "ca", "trust", base64.b64encode(bytes(32)).decode(), "--name", "next",
+        "--not-after", "2999-01-01")  # fmt: skip
+    assert Keystore.open(other).trust().ca_validity("next") == (None, 32472144000)
+    bad = run(other, "ca", "trust", base64.b64encode(bytes(range(32))).decode(),
+              "--not-after", "next year", check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "is not a date like" in bad.stderr
+    past = run(other, "ca", "trust", base64.b64encode(bytes(range(32))).decode(),
+               "--not-after", "2001-01-01T00:00:00Z", check=False)  # fmt: skip
+    assert "trusting it would admit no one" in error_line(past)
+
+
 def test_revocation_from_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run(home, "ca", "init", "ops", "--no-passphrase")

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keystore import (
     Argon2idCost,
+    AuthorityExpiredError,
     CertificateError,
     DuplicateNameError,
+    Identity,
     InsecurePermissionsError,
     Keystore,
     KeystoreCorruptError,
@@ -23,7 +27,9 @@ from keystore import (
     _files,
     default_home,
     encode_key,
+    sign_certificate,
 )
+from keystore.armor import dearmor
 
 YEAR = 365 * 86_400
 
@@ -472,3 +478,87 @@ def test_a_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(parent, 12345, 12345)
     with pytest.raises(InsecurePermissionsError, match=f"{parent} belongs to another user"):
         store.trust()
+
+
+# -- a CA's own validity -----------------------------------------------------------------
+
+
+def stolen_ca_key(store: Keystore, name: str) -> Ed25519PrivateKey:
+    """CA ``name``'s signing key as a thief who copied its file holds it."""
+    path = store.path / "authorities" / f"{name}.key"
+    return Ed25519PrivateKey.from_private_bytes(dearmor(path.read_bytes(), "CA KEY", "").body)
+
+
+def test_a_certificate_signed_with_a_ca_key_stolen_after_it_expired_is_refused(
+    store: Keystore,
+) -> None:
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    api = store.new_identity("api", passphrase=None)
+    later = int(time.time()) + 2 * YEAR  # the CA expired a year ago
+    forged = sign_certificate(
+        stolen_ca_key(store, "ops"),
+        subject_key=api.public_key,
+        name="api",
+        groups=["admin"],
+        serial=999,
+        not_before=later - 60,
+        not_after=later + 30 * 86_400,
+    )
+    with pytest.raises(AuthorityExpiredError, match="is from CA 'ops', which expired at"):
+        store.trust().verify(api.public_key, forged, now=later)
+
+
+def test_a_ca_is_trusted_for_its_own_window_where_it_was_made(store: Keystore) -> None:
+    before = int(time.time())
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    not_before, not_after = store.trust().ca_validity("ops")
+    assert not_before is not None
+    assert not_after is not None
+    assert before - 60 <= not_before <= int(time.time()) - 60
+    assert not_after == not_before + 60 + YEAR
+    info = store.ca_info("ops")
+    assert (info["not_before"], info["not_after"]) == (not_before, not_after)
+    store.issue_identity(
+        "api", ca="ops", ca_passphrase=None, passphrase=None, valid_seconds=2 * YEAR
+    )
+    assert store.ca_info("ops")["not_before"] == not_before  # kept as the serial moves on
+    api = store.identity("api")
+    assert api.certificate is not None
+    assert store.trust().verify(api.public_key, api.certificate).name == "api"
+
+
+def test_a_ca_made_before_cas_toml_recorded_its_window_expires_with_its_own_file(
+    store: Keystore,
+) -> None:
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    ca_key = store.ca_info("ops")["public_key"]
+    # The entries written before: the key alone.
+    (store.path / "cas.toml").write_text(f'[cas.ops]\npublic_key = "{encode_key(ca_key)}"\n')
+    (store.path / "cas.toml").chmod(0o600)
+    assert store.trust().ca_validity("ops")[1] == store.ca_info("ops")["not_after"]
+
+
+def test_a_ca_trusted_from_elsewhere_carries_the_expiry_it_was_given(store: Keystore) -> None:
+    ca = Ed25519PrivateKey.generate()
+    ca_key = ca.public_key().public_bytes_raw()
+    expiry = int(time.time()) + 86_400
+    store.trust_ca("ops", ca_key, not_after=expiry)
+    assert store.trust().ca_validity("ops") == (None, expiry)
+    api = Identity.generate("api")
+    late = sign_certificate(
+        ca,
+        subject_key=api.public_key,
+        name="api",
+        serial=1,
+        not_before=expiry + 10,
+        not_after=expiry + 100,
+    )
+    with pytest.raises(AuthorityExpiredError):
+        store.trust().verify(api.public_key, late, now=expiry + 50)
+
+
+def test_trusting_a_ca_that_has_expired_is_refused(store: Keystore) -> None:
+    before = snapshot(store.path)
+    with pytest.raises(ValueError, match=r"expired at .*: trusting it would admit no one"):
+        store.trust_ca("ops", bytes(32), not_after=int(time.time()) - 1)
+    assert snapshot(store.path) == before
