@@ -19,6 +19,7 @@ __all__ = [
     "InvalidCertificateError",
     "KeystoreCorruptError",
     "KeystoreError",
+    "RevocationListMissingError",
     "RevokedError",
     "UnknownAuthorityError",
     "UnknownNameError",
@@ -52,6 +53,14 @@ class WrongPassphraseError(KeystoreError):
 
 class KeystoreCorruptError(KeystoreError):
     """A keystore file is truncated, malformed or altered."""
+
+
+class RevocationListMissingError(KeystoreCorruptError):
+    """The keystore keeps a revocation list, and it is gone.
+
+    Read as "nothing revoked", its absence would trust again every key and
+    certificate it named.
+    """
 
 
 class InsecurePermissionsError(KeystoreError):

@@ -13,6 +13,11 @@ Layout (docs/keystore.md has the formats)::
       cas.toml                  trusted CA public keys and their validity
       revoked.toml              revoked keys and (CA, serial) pairs
 
+Once the keystore has written a trust file, revoked.toml exists (empty if
+nothing is revoked), and peers.toml and cas.toml say so (``revocations =
+"required"``): a revocation list that goes missing afterwards is an error,
+not a list of nothing, or deleting it would trust again whatever it named.
+
 Every operation that changes a file takes the lock, reads the current state,
 and writes each file atomically, so a crash or a concurrent call leaves every
 file either as it was or as it should become.
@@ -50,6 +55,7 @@ from keystore.errors import (
     InsecurePermissionsError,
     KeystoreCorruptError,
     KeystoreError,
+    RevocationListMissingError,
     UnknownNameError,
 )
 from keystore.identity import Identity
@@ -63,6 +69,11 @@ _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _IDENTITY_LABEL: Final = "IDENTITY KEY"
 _CA_LABEL: Final = "CA KEY"
 _CERT_LABEL: Final = "CERTIFICATE"
+_REVOKED: Final = "revoked.toml"
+_TRUST_FILES: Final = {"peers.toml": "peers", "cas.toml": "cas"}
+# The top-level key of a trust file that says revoked.toml must exist.
+_REVOCATIONS: Final = "revocations"
+_REQUIRED: Final = "required"
 _T = TypeVar("_T")
 
 Passphrase = str | bytes | None
@@ -164,7 +175,12 @@ class Keystore:
             raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
 
     def _read_toml(self, filename: str) -> dict[str, Any]:
-        """A TOML file of the keystore ({} if absent).
+        """A TOML file of the keystore ({} if absent); see :meth:`_load_toml`."""
+        document = self._load_toml(filename)
+        return {} if document is None else document
+
+    def _load_toml(self, filename: str) -> dict[str, Any] | None:
+        """A TOML file of the keystore (None if absent).
 
         Raises:
             InsecurePermissionsError: other users may write the file (or own
@@ -191,7 +207,7 @@ class Keystore:
                     )
                 text = file.read()
         except FileNotFoundError:
-            return {}
+            return None
         except OSError as exc:
             raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
         try:
@@ -207,6 +223,52 @@ class Keystore:
         if not isinstance(table, dict):
             raise KeystoreCorruptError(f"{self.path / filename} is damaged: [{key}] is not a table")
         return table
+
+    def _requires_revocations(self, filename: str) -> bool:
+        """Whether trust file ``filename`` says revoked.toml must exist."""
+        value = self._read_toml(filename).get(_REVOCATIONS)
+        if value is not None and value != _REQUIRED:
+            raise KeystoreCorruptError(
+                f"{self.path / filename} is damaged: {_REVOCATIONS} is {value!r}, not {_REQUIRED!r}"
+            )
+        return value is not None
+
+    def _revocations(self) -> dict[str, Any]:
+        """The revocation list ({} if there is none, and none is required).
+
+        Raises:
+            RevocationListMissingError: revoked.toml is gone, though a trust
+                file says the keystore keeps it.
+        """
+        revoked = self._load_toml(_REVOKED)
+        if revoked is not None:
+            return revoked
+        for filename in _TRUST_FILES:
+            if self._requires_revocations(filename):
+                path = self.path / _REVOKED
+                raise RevocationListMissingError(
+                    f"{path} is missing, but {self.path / filename} says this keystore keeps "
+                    "one: without it, every key and certificate it revoked would be trusted "
+                    "again. Restore it from a backup; if nothing was ever revoked here, an "
+                    f"empty one will do (install -m 600 /dev/null {path})"
+                )
+        return {}
+
+    def _keep_revocations_locked(self) -> None:
+        """Make sure revoked.toml exists and every trust file requires it.
+
+        Called by each change to the trust, before it writes: from then on a
+        missing revocation list is an error.
+        """
+        if self._load_toml(_REVOKED) is None:
+            self._revocations()  # refuses if it is gone rather than never made
+            self._write_toml(_REVOKED, {"keys": [], "serials": []})
+        for filename, key in _TRUST_FILES.items():
+            if (self.path / filename).exists() and not self._requires_revocations(filename):
+                self._write_trust_file(filename, self._table(filename, key))
+
+    def _write_trust_file(self, filename: str, table: dict[str, Any]) -> None:
+        self._write_toml(filename, {_REVOCATIONS: _REQUIRED, _TRUST_FILES[filename]: table})
 
     def _entry(self, filename: str, name: str, entry: Any, parse: Callable[[Any], _T]) -> _T:
         try:
@@ -374,17 +436,19 @@ class Keystore:
         with self._writing():
             trust = self.trust()  # refuses duplicates by name and by key
             trust.add_peer(name, public_key, groups)
+            self._keep_revocations_locked()
             peers = self._table("peers.toml", "peers")
             peers[name] = {"public_key": encode_key(public_key), "groups": sorted(set(groups))}
-            self._write_toml("peers.toml", {"peers": peers})
+            self._write_trust_file("peers.toml", peers)
 
     def remove_peer(self, name: str) -> None:
         with self._writing():
             peers = self._table("peers.toml", "peers")
             if name not in peers:
                 raise UnknownNameError(f"no pinned peer is named {name!r}")
+            self._keep_revocations_locked()
             del peers[name]
-            self._write_toml("peers.toml", {"peers": peers})
+            self._write_trust_file("peers.toml", peers)
 
     # -- certificate authorities ----------------------------------------------------------
 
@@ -404,6 +468,9 @@ class Keystore:
             ensure_directory(key_file.parent)
             if key_file.exists():
                 raise DuplicateNameError(f"a CA named {name!r} exists")
+            # Before any file is written: the trust must load, and take it.
+            if name in self.trust().cas():
+                raise DuplicateNameError(f"a CA named {name!r} is already trusted here")
             key = Ed25519PrivateKey.generate()
             public = key.public_key().public_bytes_raw()
             now = int(time.time())
@@ -529,6 +596,7 @@ class Keystore:
     ) -> None:
         # The trust store refuses duplicates and a malformed window.
         self.trust().add_ca(name, public_key, not_before=not_before, not_after=not_after)
+        self._keep_revocations_locked()
         cas = self._table("cas.toml", "cas")
         entry: dict[str, Any] = {"public_key": encode_key(public_key)}
         if not_before is not None:
@@ -536,17 +604,18 @@ class Keystore:
         if not_after is not None:
             entry["not_after"] = not_after
         cas[name] = entry
-        self._write_toml("cas.toml", {"cas": cas})
+        self._write_trust_file("cas.toml", cas)
 
     # -- revocation ---------------------------------------------------------------------
 
     def revoke_key(self, public_key: bytes) -> None:
         with self._writing():
-            revoked = self._read_toml("revoked.toml")
+            revoked = self._revocations()
+            self._keep_revocations_locked()
             keys = set(revoked.get("keys", []))
             keys.add(encode_key(public_key))
             revoked["keys"] = sorted(keys)
-            self._write_toml("revoked.toml", revoked)
+            self._write_toml(_REVOKED, revoked)
 
     def revoke_serial(self, ca_key: bytes, serial: int) -> None:
         """Revoke the certificate ``serial`` of the CA ``ca_key``.
@@ -562,18 +631,26 @@ class Keystore:
                 f"a certificate serial is an integer from 0 to 2**64-1, not {serial!r}"
             )
         with self._writing():
-            revoked = self._read_toml("revoked.toml")
+            revoked = self._revocations()
+            self._keep_revocations_locked()
             serials = [dict(entry) for entry in revoked.get("serials", [])]
             entry = {"ca": encode_key(ca_key), "serial": serial}
             if entry not in serials:
                 serials.append(entry)
             revoked["serials"] = serials
-            self._write_toml("revoked.toml", revoked)
+            self._write_toml(_REVOKED, revoked)
 
     # -- the trust store ------------------------------------------------------------------
 
     def trust(self) -> TrustStore:
-        """A TrustStore of this keystore's pinned peers, trusted CAs and revocations."""
+        """A TrustStore of this keystore's pinned peers, trusted CAs and revocations.
+
+        Raises:
+            RevocationListMissingError: revoked.toml is gone, though
+                peers.toml or cas.toml says this keystore keeps one.
+            KeystoreCorruptError: a trust file is damaged.
+            InsecurePermissionsError: other users may change a trust file.
+        """
         trust = TrustStore()
         # Each entry is parsed and added inside _entry: the trust store's own
         # checks (an empty name, a duplicate) are about the file too.
@@ -597,7 +674,7 @@ class Keystore:
                 trust.add_ca(name, key, not_before=not_before, not_after=not_after)
 
             self._entry("cas.toml", name, entry, add_ca)
-        revoked = self._read_toml("revoked.toml")
+        revoked = self._revocations()
 
         def revoke_keys(table: Any) -> None:
             for text in _list(table, "keys"):

@@ -209,6 +209,18 @@ def test_the_trust_command_ca_init_prints_carries_the_cas_expiry(tmp_path: Path)
     assert "trusting it would admit no one" in error_line(past)
 
 
+def test_a_deleted_revocation_list_is_an_error_not_an_empty_one(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "keys", "new", "api", "--no-passphrase")
+    key = run(home, "keys", "export", "api").stdout.strip()
+    run(home, "peers", "add", "api", key)
+    run(home, "ca", "revoke", key)
+    (home / "revoked.toml").unlink()
+    for verb in (("peers", "list"), ("ca", "revoke", key)):
+        assert "revoked.toml is missing" in error_line(run(home, *verb, check=False))
+    assert not (home / "revoked.toml").exists()
+
+
 def test_revocation_from_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run(home, "ca", "init", "ops", "--no-passphrase")

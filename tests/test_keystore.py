@@ -21,6 +21,7 @@ from keystore import (
     Keystore,
     KeystoreCorruptError,
     KeystoreError,
+    RevocationListMissingError,
     RevokedError,
     UnknownNameError,
     WrongPassphraseError,
@@ -562,3 +563,83 @@ def test_trusting_a_ca_that_has_expired_is_refused(store: Keystore) -> None:
     with pytest.raises(ValueError, match=r"expired at .*: trusting it would admit no one"):
         store.trust_ca("ops", bytes(32), not_after=int(time.time()) - 1)
     assert snapshot(store.path) == before
+
+
+# -- a revocation list that goes missing ---------------------------------------------------
+
+
+def test_deleting_revoked_toml_does_not_trust_a_revoked_peer_again(store: Keystore) -> None:
+    api = bytes(range(32))
+    store.add_peer("api", api)
+    store.revoke_key(api)
+    with pytest.raises(RevokedError):
+        store.trust().verify(api)
+    (store.path / "revoked.toml").unlink()
+    before = snapshot(store.path)
+    with pytest.raises(RevocationListMissingError, match=r"revoked\.toml is missing, but .*peers"):
+        store.trust()
+    # Nor does a change to the trust quietly start a new, empty list.
+    with pytest.raises(RevocationListMissingError):
+        store.revoke_key(bytes(range(1, 33)))
+    with pytest.raises(RevocationListMissingError):
+        store.add_peer("db", bytes(range(2, 34)))
+    with pytest.raises(RevocationListMissingError):
+        store.remove_peer("api")
+    with pytest.raises(RevocationListMissingError):
+        store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    assert snapshot(store.path) == before
+
+
+def test_deleting_revoked_toml_does_not_trust_a_revoked_certificate_again(
+    store: Keystore,
+) -> None:
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    api = store.issue_identity(
+        "api", ca="ops", ca_passphrase=None, passphrase=None, valid_seconds=3600
+    )
+    assert api.certificate is not None
+    store.revoke_serial(store.ca_info("ops")["public_key"], api.certificate.serial)
+    (store.path / "revoked.toml").unlink()
+    with pytest.raises(RevocationListMissingError, match=r"cas\.toml says this keystore keeps"):
+        store.trust().verify(api.public_key, api.certificate)
+
+
+def test_a_keystore_keeps_a_revocation_list_from_its_first_trust(store: Keystore) -> None:
+    store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
+    assert (store.path / "revoked.toml").read_text() == "keys = []\nserials = []\n"
+    assert 'revocations = "required"' in (store.path / "cas.toml").read_text()
+    # Deleted before anything was revoked, it is still refused: nothing but
+    # the list itself can say nothing was revoked.
+    (store.path / "revoked.toml").unlink()
+    with pytest.raises(RevocationListMissingError, match="install -m 600 /dev/null"):
+        store.trust()
+    (store.path / "revoked.toml").touch(mode=0o600)
+    assert "ops" in store.trust().cas()
+
+
+def test_a_fresh_keystore_needs_no_revocation_list(store: Keystore) -> None:
+    assert not store.trust().cas()
+    assert not (store.path / "revoked.toml").exists()
+
+
+def test_a_keystore_from_before_the_requirement_still_loads_and_then_keeps_one(
+    store: Keystore,
+) -> None:
+    # Trust files written before they named the requirement, no revoked.toml.
+    (store.path / "peers.toml").write_text(f'[peers.api]\npublic_key = "{encode_key(bytes(32))}"\n')
+    (store.path / "peers.toml").chmod(0o600)
+    assert store.trust().peer_by_name("api") is not None
+    store.revoke_key(bytes(range(1, 33)))  # the first change to the trust marks it
+    assert 'revocations = "required"' in (store.path / "peers.toml").read_text()
+    (store.path / "revoked.toml").unlink()
+    with pytest.raises(RevocationListMissingError):
+        store.trust()
+
+
+def test_a_trust_file_with_a_strange_requirement_is_damaged(store: Keystore) -> None:
+    store.add_peer("api", bytes(32))
+    (store.path / "revoked.toml").unlink()
+    path = store.path / "peers.toml"
+    path.write_text(path.read_text().replace('"required"', '"optional"'))
+    with pytest.raises(KeystoreCorruptError, match="revocations is 'optional', not 'required'"):
+        store.trust()
