@@ -22,7 +22,7 @@ from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from keystore.certificate import _iso
+from keystore.certificate import iso_time
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
 from keystore.identity import Identity
@@ -486,7 +486,7 @@ def ca_init(
         data,
         f"created CA {name}: {data['public_key']}\n"
         f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name} "
-        f"--not-after {_iso(store.ca_info(name)['not_after'])}",
+        f"--not-after {iso_time(store.ca_info(name)['not_after'])}",
     )
 
 

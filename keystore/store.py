@@ -47,7 +47,7 @@ from keystore._files import (
     write_atomically,
 )
 from keystore.armor import armor, dearmor
-from keystore.certificate import Certificate, _iso, sign_certificate
+from keystore.certificate import Certificate, iso_time, sign_certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import (
     CertificateError,
@@ -586,7 +586,7 @@ class Keystore:
         _check_name(name, "a CA")
         if not_after is not None and type(not_after) is int and not_after < time.time():
             raise ValueError(
-                f"CA {name!r} expired at {_iso(not_after)}: trusting it would admit no one"
+                f"CA {name!r} expired at {iso_time(not_after)}: trusting it would admit no one"
             )
         with self._writing():
             self._trust_ca_locked(name, public_key, not_before=not_before, not_after=not_after)

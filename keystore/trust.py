@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import final
 
 from handshake import InvalidKeyError
-from keystore.certificate import Certificate, _iso
+from keystore.certificate import Certificate, iso_time
 from keystore.encoding import fingerprint
 from keystore.errors import (
     AuthorityExpiredError,
@@ -282,23 +282,23 @@ class TrustStore:
         if ca_not_after is not None:
             if moment > ca_not_after:
                 raise AuthorityExpiredError(
-                    f"{subject} is from CA {ca_name!r}, which expired at {_iso(ca_not_after)}"
+                    f"{subject} is from CA {ca_name!r}, which expired at {iso_time(ca_not_after)}"
                 )
             if cert.not_after > ca_not_after:
                 raise InvalidCertificateError(
                     f"{subject} outlives CA {ca_name!r}: it is valid until "
-                    f"{_iso(cert.not_after)}, the CA only until {_iso(ca_not_after)}"
+                    f"{iso_time(cert.not_after)}, the CA only until {iso_time(ca_not_after)}"
                 )
         if ca_not_before is not None:
             if moment < ca_not_before:
                 raise AuthorityNotYetValidError(
                     f"{subject} is from CA {ca_name!r}, which is not valid until "
-                    f"{_iso(ca_not_before)}"
+                    f"{iso_time(ca_not_before)}"
                 )
             if cert.not_before < ca_not_before:
                 raise InvalidCertificateError(
                     f"{subject} starts before CA {ca_name!r}: it is valid from "
-                    f"{_iso(cert.not_before)}, the CA only from {_iso(ca_not_before)}"
+                    f"{iso_time(cert.not_before)}, the CA only from {iso_time(ca_not_before)}"
                 )
         if moment < cert.not_before:
             raise CertificateNotYetValidError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -379,9 +380,11 @@ def test_the_cheaper_cost_is_asked_for_by_name(tmp_path: Path) -> None:
         (lambda: Keystore(Path("home"), kdf="interactive"), TypeError),  # type: ignore[arg-type]
     ],
 )
-def test_a_bad_cost_is_refused_when_it_is_made(make: object, error: type[Exception]) -> None:
+def test_a_bad_cost_is_refused_when_it_is_made(
+    make: Callable[[], object], error: type[Exception]
+) -> None:
     with pytest.raises(error):
-        make()  # type: ignore[operator]
+        make()
 
 
 def test_a_key_file_of_the_earlier_cost_still_opens(store: Keystore) -> None:
