@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import nacl.exceptions
+import nacl.pwhash
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -646,3 +648,17 @@ def test_a_trust_file_with_a_strange_requirement_is_damaged(store: Keystore) -> 
     path.write_text(path.read_text().replace('"required"', '"optional"'))
     with pytest.raises(KeystoreCorruptError, match="revocations is 'optional', not 'required'"):
         store.trust()
+
+
+def test_argon2id_without_the_memory_it_needs_is_a_keystore_error(
+    store: Keystore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.new_identity("api", passphrase="correct horse")
+
+    def no_memory(*args: object, **kwargs: object) -> bytes:
+        raise nacl.exceptions.RuntimeError("Unexpected failure in key derivation")
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", no_memory)
+    with pytest.raises(KeystoreError, match="Argon2id could not have 64 MiB of memory") as caught:
+        store.identity("api", passphrase="correct horse")
+    assert "correct horse" not in str(caught.value)
