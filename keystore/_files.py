@@ -29,12 +29,19 @@ __all__ = ["check_directories", "check_private", "ensure_directory", "locked", "
 
 _PRIVATE_FILE: Final = 0o600
 _PRIVATE_DIRECTORY: Final = 0o700
+_SHARED_DIRECTORY: Final = 0o755
 
 
 def ensure_directory(path: Path) -> None:
-    """Create ``path`` (and parents) as a directory only its owner can enter."""
+    """Create ``path`` as a directory only its owner can enter, and any
+    missing parents as directories only their owner can write."""
     try:
-        path.mkdir(mode=_PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+        # mkdir(parents=True) would give parents the umask's mode, which is
+        # group-writable under a umask of 002, and check_directories refuses.
+        for parent in reversed(path.parents):
+            if not parent.exists():
+                parent.mkdir(mode=_SHARED_DIRECTORY, exist_ok=True)
+        path.mkdir(mode=_PRIVATE_DIRECTORY, exist_ok=True)
     except OSError as exc:
         raise KeystoreError(f"cannot create {path}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):

@@ -662,3 +662,19 @@ def test_argon2id_without_the_memory_it_needs_is_a_keystore_error(
     with pytest.raises(KeystoreError, match="Argon2id could not have 64 MiB of memory") as caught:
         store.identity("api", passphrase="correct horse")
     assert "correct horse" not in str(caught.value)
+
+
+def test_parents_a_keystore_creates_are_not_group_writable_under_umask_002(
+    tmp_path: Path,
+) -> None:
+    # Debian and Fedora give users a umask of 002: a ~/.config the keystore
+    # made would be group-writable, and then refused.
+    old = os.umask(0o002)
+    try:
+        store = Keystore.open(tmp_path / "config" / "securesess", kdf=Argon2idCost.INTERACTIVE)
+        store.add_peer("api", bytes(32))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "config").stat().st_mode) == 0o755
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o700
+    assert store.trust().peer_by_name("api") is not None
