@@ -6,6 +6,8 @@ Files only, never the network.
 from keystore.certificate import Certificate, sign_certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import (
+    AuthorityExpiredError,
+    AuthorityNotYetValidError,
     CertificateError,
     CertificateExpiredError,
     CertificateMismatchError,
@@ -16,6 +18,7 @@ from keystore.errors import (
     InvalidCertificateError,
     KeystoreCorruptError,
     KeystoreError,
+    RevocationListMissingError,
     RevokedError,
     UnknownAuthorityError,
     UnknownNameError,
@@ -23,10 +26,14 @@ from keystore.errors import (
     WrongPassphraseError,
 )
 from keystore.identity import Identity
+from keystore.sealing import Argon2idCost
 from keystore.store import Keystore, armor_certificate, default_home, read_certificate_file
 from keystore.trust import Peer, TrustStore
 
 __all__ = [
+    "Argon2idCost",
+    "AuthorityExpiredError",
+    "AuthorityNotYetValidError",
     "Certificate",
     "CertificateError",
     "CertificateExpiredError",
@@ -41,6 +48,7 @@ __all__ = [
     "KeystoreCorruptError",
     "KeystoreError",
     "Peer",
+    "RevocationListMissingError",
     "RevokedError",
     "TrustStore",
     "UnknownAuthorityError",

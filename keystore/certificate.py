@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from keystore.encoding import fingerprint
 from keystore.errors import CertificateError
 
-__all__ = ["VERSION", "Certificate", "sign_certificate"]
+__all__ = ["VERSION", "Certificate", "iso_time", "sign_certificate"]
 
 VERSION: Final = 1
 _DOMAIN: Final = b"securesess certificate v1\0"
@@ -137,12 +137,13 @@ class Certificate:
             "serial": self.serial,
             "subject_key": fingerprint(self.subject_key),
             "issuer": fingerprint(self.issuer),
-            "not_before": _iso(self.not_before),
-            "not_after": _iso(self.not_after),
+            "not_before": iso_time(self.not_before),
+            "not_after": iso_time(self.not_after),
         }
 
 
-def _iso(timestamp: int) -> str:
+def iso_time(timestamp: int) -> str:
+    """Unix seconds as an ISO 8601 UTC time (``2036-12-07T12:00:00Z``), for people."""
     try:
         return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
     except (ValueError, OverflowError, OSError):

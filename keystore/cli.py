@@ -13,16 +13,18 @@ import os
 import re
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import click
 
-from keystore.certificate import Certificate
+from keystore.certificate import Certificate, iso_time
 from keystore.cli_output import EXIT_CODES, Refused, Result, fail, prints_result, warn
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import KeystoreError, UntrustedPeerError
 from keystore.identity import Identity
+from keystore.sealing import Argon2idCost
 from keystore.store import Keystore, armor_certificate, default_home, read_certificate_file
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
 
 ENV_PASSPHRASE: Final = "SECURESESS_PASSPHRASE"
 ENV_NEW_PASSPHRASE: Final = "SECURESESS_NEW_PASSPHRASE"
+ENV_KDF: Final = "SECURESESS_KDF"
 _SOON: Final = 30 * 86_400
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
 
@@ -52,6 +55,17 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
+def parse_time(text: str) -> int:
+    """``2036-12-07`` or ``2036-12-07T12:00:00Z`` (UTC unless it says) in Unix seconds."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date like 2036-12-07T12:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
 home_option = click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -64,10 +78,20 @@ passphrase_file_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read the passphrase from this file [default: ${ENV_PASSPHRASE}, else a prompt].",
 )
+kdf_option = click.option(
+    "--kdf",
+    type=click.Choice(["moderate", "sensitive", "interactive"]),
+    default="moderate",
+    show_default=True,
+    envvar=ENV_KDF,
+    help="How hard Argon2id works on the new passphrase: moderate is 3 passes over 256 MiB, "
+    "sensitive 4 over 1 GiB, interactive 2 over 64 MiB (for tests, or machines that cannot "
+    f"spare the memory) [also ${ENV_KDF}].",
+)
 
 
-def _store(home: Path | None) -> Keystore:
-    return Keystore.open(home)
+def _store(home: Path | None, kdf: str = "moderate") -> Keystore:
+    return Keystore.open(home, kdf=Argon2idCost.named(kdf))
 
 
 def _read_passphrase(
@@ -159,13 +183,19 @@ def keys() -> None:
 @click.argument("name")
 @click.option("--no-passphrase", is_flag=True, help="Store the key unencrypted (for services).")
 @passphrase_file_option
+@kdf_option
 @home_option
 @prints_result
 def keys_new(
-    name: str, no_passphrase: bool, passphrase_file: Path | None, home: Path | None
+    *,
+    name: str,
+    no_passphrase: bool,
+    passphrase_file: Path | None,
+    kdf: str,
+    home: Path | None,
 ) -> Result:
     """Create identity NAME with a new key."""
-    store = _store(home)
+    store = _store(home, kdf)
     identity = store.new_identity(
         name, passphrase=_new_passphrase(no_passphrase, passphrase_file, f"identity {name!r}")
     )
@@ -270,17 +300,20 @@ def keys_export(name: str, home: Path | None) -> Result:
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read the new passphrase from this file [default: ${ENV_NEW_PASSPHRASE}, else a prompt].",
 )
+@kdf_option
 @home_option
 @prints_result
 def keys_passwd(
+    *,
     name: str,
     no_passphrase: bool,
     passphrase_file: Path | None,
     new_passphrase_file: Path | None,
+    kdf: str,
     home: Path | None,
 ) -> Result:
     """Change the passphrase of identity NAME."""
-    store = _store(home)
+    store = _store(home, kdf)
     old = _current_passphrase(store, name, passphrase_file)
     new = None
     if not no_passphrase:
@@ -302,11 +335,12 @@ def keys_passwd(
 @keys.command("rotate", epilog=EXIT_CODES)
 @click.argument("name")
 @passphrase_file_option
+@kdf_option
 @home_option
 @prints_result
-def keys_rotate(name: str, passphrase_file: Path | None, home: Path | None) -> Result:
+def keys_rotate(name: str, passphrase_file: Path | None, kdf: str, home: Path | None) -> Result:
     """Give identity NAME a new key; the old one is kept as retired."""
-    store = _store(home)
+    store = _store(home, kdf)
     passphrase = _current_passphrase(store, name, passphrase_file)
     old = fingerprint(store.public_key(name))
     identity = store.rotate_identity(name, passphrase=passphrase)
@@ -409,6 +443,7 @@ def ca() -> None:
 @click.option("--valid", default="10y", show_default=True, help="How long the CA is valid.")
 @click.option("--no-passphrase", is_flag=True, help="Store the CA key unencrypted.")
 @passphrase_file_option
+@kdf_option
 @home_option
 @prints_result
 def ca_init(
@@ -417,10 +452,12 @@ def ca_init(
     valid: str,
     no_passphrase: bool,
     passphrase_file: Path | None,
+    kdf: str,
     home: Path | None,
 ) -> Result:
     """Create CA NAME (trusted by this keystore) and print its public key."""
-    public = _store(home).init_ca(
+    store = _store(home, kdf)
+    public = store.init_ca(
         name,
         passphrase=_new_passphrase(no_passphrase, passphrase_file, f"CA {name!r}"),
         valid_seconds=parse_duration(valid),
@@ -429,7 +466,8 @@ def ca_init(
     return Result(
         data,
         f"created CA {name}: {data['public_key']}\n"
-        f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name}",
+        f"other keystores trust it with: securesess ca trust {data['public_key']} --name {name} "
+        f"--not-after {iso_time(store.ca_info(name)['not_after'])}",
     )
 
 
@@ -544,17 +582,32 @@ def ca_verify(file: Path, home: Path | None) -> Result:
 @ca.command("trust", epilog=EXIT_CODES)
 @click.argument("file_or_key")
 @click.option("--name", help="What to call the CA here [default: derived from its key].")
+@click.option(
+    "--not-after",
+    metavar="DATE",
+    help="When the CA expires, as 'ca init' printed it: nothing it signed is accepted after "
+    "[default: trusted until removed or revoked].",
+)
 @home_option
 @prints_result
-def ca_trust(file_or_key: str, name: str | None, home: Path | None) -> Result:
+def ca_trust(
+    file_or_key: str, name: str | None, not_after: str | None, home: Path | None
+) -> Result:
     """Trust the CA whose public key is FILE_OR_KEY (base64, or a file holding it)."""
     path = Path(file_or_key)
     text = path.read_text(encoding="utf-8").strip() if path.is_file() else file_or_key
     key = decode_key(text.split()[0] if text else text, "CA public key")
     ca_name = name or "ca-" + re.sub(r"[^A-Za-z0-9]", "", fingerprint(key)[7:])[:12]
-    _store(home).trust_ca(ca_name, key)
-    data = {"name": ca_name, "public_key": encode_key(key), "fingerprint": fingerprint(key)}
-    return Result(data, f"trusting CA {ca_name}: {fingerprint(key)}")
+    expiry = None if not_after is None else parse_time(not_after)
+    _store(home).trust_ca(ca_name, key, not_after=expiry)
+    data = {
+        "name": ca_name,
+        "public_key": encode_key(key),
+        "fingerprint": fingerprint(key),
+        "not_after": None if expiry is None else iso_time(expiry),
+    }
+    until = "" if expiry is None else f", until {iso_time(expiry)}"
+    return Result(data, f"trusting CA {ca_name}: {fingerprint(key)}{until}")
 
 
 def _issued_here(store: Keystore, ca_name: str, ca_key: bytes) -> int | None:

@@ -7,6 +7,8 @@ none contains key material.
 from __future__ import annotations
 
 __all__ = [
+    "AuthorityExpiredError",
+    "AuthorityNotYetValidError",
     "CertificateError",
     "CertificateExpiredError",
     "CertificateMismatchError",
@@ -17,6 +19,7 @@ __all__ = [
     "InvalidCertificateError",
     "KeystoreCorruptError",
     "KeystoreError",
+    "RevocationListMissingError",
     "RevokedError",
     "UnknownAuthorityError",
     "UnknownNameError",
@@ -52,6 +55,14 @@ class KeystoreCorruptError(KeystoreError):
     """A keystore file is truncated, malformed or altered."""
 
 
+class RevocationListMissingError(KeystoreCorruptError):
+    """The keystore keeps a revocation list, and it is gone.
+
+    Read as "nothing revoked", its absence would trust again every key and
+    certificate it named.
+    """
+
+
 class InsecurePermissionsError(KeystoreError):
     """A private key file or the keystore directory is open to other users."""
 
@@ -78,6 +89,14 @@ class CertificateExpiredError(UntrustedPeerError):
 
 class CertificateNotYetValidError(UntrustedPeerError):
     """The certificate's validity window has not begun."""
+
+
+class AuthorityExpiredError(CertificateExpiredError):
+    """The validity of the CA that issued the certificate has ended."""
+
+
+class AuthorityNotYetValidError(CertificateNotYetValidError):
+    """The validity of the CA that issued the certificate has not begun."""
 
 
 class RevokedError(UntrustedPeerError):

@@ -10,8 +10,13 @@ Layout (docs/keystore.md has the formats)::
       authorities/NAME.key      a CA's armoured Ed25519 signing key
       authorities/NAME.toml     the CA's public key, validity and next serial
       peers.toml                pinned peers: name, public key, groups
-      cas.toml                  trusted CA public keys
+      cas.toml                  trusted CA public keys and their validity
       revoked.toml              revoked keys and (CA, serial) pairs
+
+Once the keystore has written a trust file, revoked.toml exists (empty if
+nothing is revoked), and peers.toml and cas.toml say so (``revocations =
+"required"``): a revocation list that goes missing afterwards is an error,
+not a list of nothing, or deleting it would trust again whatever it named.
 
 Every operation that changes a file takes the lock, reads the current state,
 and writes each file atomically, so a crash or a concurrent call leaves every
@@ -34,9 +39,15 @@ import platformdirs
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keystore._files import check_private, ensure_directory, locked, write_atomically
+from keystore._files import (
+    check_directories,
+    check_private,
+    ensure_directory,
+    locked,
+    write_atomically,
+)
 from keystore.armor import armor, dearmor
-from keystore.certificate import Certificate, sign_certificate
+from keystore.certificate import Certificate, iso_time, sign_certificate
 from keystore.encoding import decode_key, encode_key, fingerprint
 from keystore.errors import (
     CertificateError,
@@ -44,10 +55,11 @@ from keystore.errors import (
     InsecurePermissionsError,
     KeystoreCorruptError,
     KeystoreError,
+    RevocationListMissingError,
     UnknownNameError,
 )
 from keystore.identity import Identity
-from keystore.sealing import is_encrypted, open_secret, seal_secret
+from keystore.sealing import Argon2idCost, is_encrypted, open_secret, seal_secret
 from keystore.trust import TrustStore
 
 __all__ = ["ENV_HOME", "Keystore", "armor_certificate", "default_home", "read_certificate_file"]
@@ -57,6 +69,11 @@ _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _IDENTITY_LABEL: Final = "IDENTITY KEY"
 _CA_LABEL: Final = "CA KEY"
 _CERT_LABEL: Final = "CERTIFICATE"
+_REVOKED: Final = "revoked.toml"
+_TRUST_FILES: Final = {"peers.toml": "peers", "cas.toml": "cas"}
+# The top-level key of a trust file that says revoked.toml must exist.
+_REVOCATIONS: Final = "revocations"
+_REQUIRED: Final = "required"
 _T = TypeVar("_T")
 
 Passphrase = str | bytes | None
@@ -88,20 +105,36 @@ class Keystore:
     """A keystore directory. Every CLI verb is a method here first.
 
     Open one with :meth:`open`; nothing is cached between calls, so several
-    processes can share a keystore safely.
+    processes can share a keystore safely. ``kdf`` is the Argon2id cost of
+    the keys it encrypts from now on; a key file is always opened with the
+    cost it records.
     """
 
-    __slots__ = ("path",)
+    __slots__ = ("kdf", "path")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, kdf: Argon2idCost = Argon2idCost.MODERATE) -> None:
+        if not isinstance(kdf, Argon2idCost):
+            raise TypeError(f"kdf is an Argon2idCost, not {type(kdf).__name__}")
         self.path: Final = path
+        self.kdf: Final = kdf
 
     def __repr__(self) -> str:
         return f"Keystore({str(self.path)!r})"
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None) -> Keystore:
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        kdf: Argon2idCost = Argon2idCost.MODERATE,
+    ) -> Keystore:
         """The keystore at ``path`` (default: :func:`default_home`), created if absent.
+
+        ``kdf`` is how hard Argon2id works on the passphrases of keys this
+        keystore object encrypts: ``Argon2idCost.MODERATE`` (3 passes over
+        256 MiB) unless told. Pass ``Argon2idCost.INTERACTIVE`` only where a
+        key need not resist offline guessing (tests) or the machine cannot
+        spare 256 MiB.
 
         Raises:
             KeystoreError: the directory cannot be created or used.
@@ -110,7 +143,7 @@ class Keystore:
         if home.exists() and not home.is_dir():
             raise KeystoreError(f"{home} exists but is not a directory")
         ensure_directory(home)
-        return cls(home)
+        return cls(home, kdf=kdf)
 
     # -- files ------------------------------------------------------------------------
 
@@ -142,13 +175,22 @@ class Keystore:
             raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
 
     def _read_toml(self, filename: str) -> dict[str, Any]:
-        """A TOML file of the keystore ({} if absent).
+        """A TOML file of the keystore ({} if absent); see :meth:`_load_toml`."""
+        document = self._load_toml(filename)
+        return {} if document is None else document
+
+    def _load_toml(self, filename: str) -> dict[str, Any] | None:
+        """A TOML file of the keystore (None if absent).
 
         Raises:
             InsecurePermissionsError: other users may write the file (or own
-                it), and so pin keys of their own or undo a revocation.
+                it), or a directory it is in, and so pin keys of their own or
+                undo a revocation.
         """
         path = self.path / filename
+        # Before the file is opened: whoever may write the directory decides
+        # what it holds, an absent file included.
+        check_directories(path.parent)
         try:
             with path.open("rb") as file:
                 status = os.fstat(file.fileno())
@@ -165,7 +207,7 @@ class Keystore:
                     )
                 text = file.read()
         except FileNotFoundError:
-            return {}
+            return None
         except OSError as exc:
             raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
         try:
@@ -181,6 +223,52 @@ class Keystore:
         if not isinstance(table, dict):
             raise KeystoreCorruptError(f"{self.path / filename} is damaged: [{key}] is not a table")
         return table
+
+    def _requires_revocations(self, filename: str) -> bool:
+        """Whether trust file ``filename`` says revoked.toml must exist."""
+        value = self._read_toml(filename).get(_REVOCATIONS)
+        if value is not None and value != _REQUIRED:
+            raise KeystoreCorruptError(
+                f"{self.path / filename} is damaged: {_REVOCATIONS} is {value!r}, not {_REQUIRED!r}"
+            )
+        return value is not None
+
+    def _revocations(self) -> dict[str, Any]:
+        """The revocation list ({} if there is none, and none is required).
+
+        Raises:
+            RevocationListMissingError: revoked.toml is gone, though a trust
+                file says the keystore keeps it.
+        """
+        revoked = self._load_toml(_REVOKED)
+        if revoked is not None:
+            return revoked
+        for filename in _TRUST_FILES:
+            if self._requires_revocations(filename):
+                path = self.path / _REVOKED
+                raise RevocationListMissingError(
+                    f"{path} is missing, but {self.path / filename} says this keystore keeps "
+                    "one: without it, every key and certificate it revoked would be trusted "
+                    "again. Restore it from a backup; if nothing was ever revoked here, an "
+                    f"empty one will do (install -m 600 /dev/null {path})"
+                )
+        return {}
+
+    def _keep_revocations_locked(self) -> None:
+        """Make sure revoked.toml exists and every trust file requires it.
+
+        Called by each change to the trust, before it writes: from then on a
+        missing revocation list is an error.
+        """
+        if self._load_toml(_REVOKED) is None:
+            self._revocations()  # refuses if it is gone rather than never made
+            self._write_toml(_REVOKED, {"keys": [], "serials": []})
+        for filename, key in _TRUST_FILES.items():
+            if (self.path / filename).exists() and not self._requires_revocations(filename):
+                self._write_trust_file(filename, self._table(filename, key))
+
+    def _write_trust_file(self, filename: str, table: dict[str, Any]) -> None:
+        self._write_toml(filename, {_REVOCATIONS: _REQUIRED, _TRUST_FILES[filename]: table})
 
     def _entry(self, filename: str, name: str, entry: Any, parse: Callable[[Any], _T]) -> _T:
         try:
@@ -239,7 +327,9 @@ class Keystore:
 
     def _save_identity(self, path: Path, identity: Identity, passphrase: bytes | None) -> None:
         headers = {"Name": identity.name or "", "Public-Key": encode_key(identity.public_key)}
-        sealed = seal_secret(_IDENTITY_LABEL, identity.private_bytes(), headers, passphrase)
+        sealed = seal_secret(
+            _IDENTITY_LABEL, identity.private_bytes(), headers, passphrase, self.kdf
+        )
         write_atomically(path, sealed)
 
     def identity_names(self) -> list[str]:
@@ -346,27 +436,41 @@ class Keystore:
         with self._writing():
             trust = self.trust()  # refuses duplicates by name and by key
             trust.add_peer(name, public_key, groups)
+            self._keep_revocations_locked()
             peers = self._table("peers.toml", "peers")
             peers[name] = {"public_key": encode_key(public_key), "groups": sorted(set(groups))}
-            self._write_toml("peers.toml", {"peers": peers})
+            self._write_trust_file("peers.toml", peers)
 
     def remove_peer(self, name: str) -> None:
         with self._writing():
             peers = self._table("peers.toml", "peers")
             if name not in peers:
                 raise UnknownNameError(f"no pinned peer is named {name!r}")
+            self._keep_revocations_locked()
             del peers[name]
-            self._write_toml("peers.toml", {"peers": peers})
+            self._write_trust_file("peers.toml", peers)
 
     # -- certificate authorities ----------------------------------------------------------
 
     def init_ca(self, name: str, *, passphrase: Passphrase, valid_seconds: int) -> bytes:
-        """Create CA ``name`` (an Ed25519 key), trust it here, return its public key."""
+        """Create CA ``name`` (an Ed25519 key), trust it here, return its public key.
+
+        The CA is valid from a minute ago (as the certificates it signs are,
+        for clocks that differ) for ``valid_seconds``; this keystore trusts
+        it for that window only.
+        """
+        if type(valid_seconds) is not int or not 0 < valid_seconds < 2**63:
+            raise ValueError(
+                f"a CA's validity is a positive number of seconds, not {valid_seconds!r}"
+            )
         key_file, state_file = self._ca_files(name)
         with self._writing():
             ensure_directory(key_file.parent)
             if key_file.exists():
                 raise DuplicateNameError(f"a CA named {name!r} exists")
+            # Before any file is written: the trust must load, and take it.
+            if name in self.trust().cas():
+                raise DuplicateNameError(f"a CA named {name!r} is already trusted here")
             key = Ed25519PrivateKey.generate()
             public = key.public_key().public_bytes_raw()
             now = int(time.time())
@@ -375,11 +479,13 @@ class Keystore:
                 key.private_bytes_raw(),
                 {"Name": name, "Public-Key": encode_key(public)},
                 _passphrase(passphrase),
+                self.kdf,
             )
             write_atomically(key_file, sealed)
-            state = {"public_key": encode_key(public), "not_after": now + valid_seconds}
+            window = {"not_before": now - 60, "not_after": now + valid_seconds}
+            state = {"public_key": encode_key(public), **window}
             write_atomically(state_file, tomli_w.dumps({"ca": state, "next_serial": 1}).encode())
-            self._trust_ca_locked(name, public)
+            self._trust_ca_locked(name, public, **window)
         return public
 
     def ca_is_encrypted(self, name: str) -> bool:
@@ -404,6 +510,8 @@ class Keystore:
             lambda s: {
                 "name": name,
                 "public_key": decode_key(s["ca"]["public_key"], "CA public key"),
+                # Absent from the files of CAs made before it was recorded.
+                "not_before": _optional_uint64(s["ca"], "not_before"),
                 "not_after": _uint64(s["ca"]["not_after"], "not_after"),
                 "next_serial": _uint64(s["next_serial"], "next_serial"),
             },
@@ -448,36 +556,66 @@ class Keystore:
                 not_before=now - 60,  # tolerate clocks a minute apart
                 not_after=not_after,
             )
-            state = {
-                "ca": {
-                    "public_key": encode_key(info["public_key"]),
-                    "not_after": info["not_after"],
-                },
-                "next_serial": info["next_serial"] + 1,
-            }
+            ca_state: dict[str, Any] = {"public_key": encode_key(info["public_key"])}
+            if info["not_before"] is not None:
+                ca_state["not_before"] = info["not_before"]
+            ca_state["not_after"] = info["not_after"]
+            state = {"ca": ca_state, "next_serial": info["next_serial"] + 1}
             write_atomically(state_file, tomli_w.dumps(state).encode())
         return certificate
 
-    def trust_ca(self, name: str, public_key: bytes) -> None:
-        _check_name(name, "a CA")
-        with self._writing():
-            self._trust_ca_locked(name, public_key)
+    def trust_ca(
+        self,
+        name: str,
+        public_key: bytes,
+        *,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> None:
+        """Trust CA ``public_key`` as ``name``, within its own validity window.
 
-    def _trust_ca_locked(self, name: str, public_key: bytes) -> None:
-        self.trust().add_ca(name, public_key)  # refuses duplicates
+        ``not_after`` (Unix seconds) is when the CA expires, as ``ca init``
+        printed it: after it, nothing the CA signed is accepted, even if its
+        key is stolen. Without it the CA is trusted until it is removed or
+        revoked.
+
+        Raises:
+            DuplicatePeerError: the name or the key is already trusted.
+            ValueError: the window runs backwards or has already ended.
+        """
+        _check_name(name, "a CA")
+        if not_after is not None and type(not_after) is int and not_after < time.time():
+            raise ValueError(
+                f"CA {name!r} expired at {iso_time(not_after)}: trusting it would admit no one"
+            )
+        with self._writing():
+            self._trust_ca_locked(name, public_key, not_before=not_before, not_after=not_after)
+
+    def _trust_ca_locked(
+        self, name: str, public_key: bytes, *, not_before: int | None, not_after: int | None
+    ) -> None:
+        # The trust store refuses duplicates and a malformed window.
+        self.trust().add_ca(name, public_key, not_before=not_before, not_after=not_after)
+        self._keep_revocations_locked()
         cas = self._table("cas.toml", "cas")
-        cas[name] = {"public_key": encode_key(public_key)}
-        self._write_toml("cas.toml", {"cas": cas})
+        entry: dict[str, Any] = {"public_key": encode_key(public_key)}
+        if not_before is not None:
+            entry["not_before"] = not_before
+        if not_after is not None:
+            entry["not_after"] = not_after
+        cas[name] = entry
+        self._write_trust_file("cas.toml", cas)
 
     # -- revocation ---------------------------------------------------------------------
 
     def revoke_key(self, public_key: bytes) -> None:
         with self._writing():
-            revoked = self._read_toml("revoked.toml")
+            revoked = self._revocations()
+            self._keep_revocations_locked()
             keys = set(revoked.get("keys", []))
             keys.add(encode_key(public_key))
             revoked["keys"] = sorted(keys)
-            self._write_toml("revoked.toml", revoked)
+            self._write_toml(_REVOKED, revoked)
 
     def revoke_serial(self, ca_key: bytes, serial: int) -> None:
         """Revoke the certificate ``serial`` of the CA ``ca_key``.
@@ -493,18 +631,26 @@ class Keystore:
                 f"a certificate serial is an integer from 0 to 2**64-1, not {serial!r}"
             )
         with self._writing():
-            revoked = self._read_toml("revoked.toml")
+            revoked = self._revocations()
+            self._keep_revocations_locked()
             serials = [dict(entry) for entry in revoked.get("serials", [])]
             entry = {"ca": encode_key(ca_key), "serial": serial}
             if entry not in serials:
                 serials.append(entry)
             revoked["serials"] = serials
-            self._write_toml("revoked.toml", revoked)
+            self._write_toml(_REVOKED, revoked)
 
     # -- the trust store ------------------------------------------------------------------
 
     def trust(self) -> TrustStore:
-        """A TrustStore of this keystore's pinned peers, trusted CAs and revocations."""
+        """A TrustStore of this keystore's pinned peers, trusted CAs and revocations.
+
+        Raises:
+            RevocationListMissingError: revoked.toml is gone, though
+                peers.toml or cas.toml says this keystore keeps one.
+            KeystoreCorruptError: a trust file is damaged.
+            InsecurePermissionsError: other users may change a trust file.
+        """
         trust = TrustStore()
         # Each entry is parsed and added inside _entry: the trust store's own
         # checks (an empty name, a duplicate) are about the file too.
@@ -518,10 +664,17 @@ class Keystore:
         for name, entry in self._table("cas.toml", "cas").items():
 
             def add_ca(table: Any, name: str = name) -> None:
-                trust.add_ca(name, decode_key(table["public_key"]))
+                key = decode_key(table["public_key"])
+                not_before = _optional_uint64(table, "not_before")
+                not_after = _optional_uint64(table, "not_after")
+                if not_after is None:
+                    # A CA this keystore made before cas.toml recorded its
+                    # validity: its own file knows it.
+                    not_before, not_after = self._local_ca_window(name, key, not_before)
+                trust.add_ca(name, key, not_before=not_before, not_after=not_after)
 
             self._entry("cas.toml", name, entry, add_ca)
-        revoked = self._read_toml("revoked.toml")
+        revoked = self._revocations()
 
         def revoke_keys(table: Any) -> None:
             for text in _list(table, "keys"):
@@ -534,6 +687,22 @@ class Keystore:
         self._entry("revoked.toml", "keys", revoked, revoke_keys)
         self._entry("revoked.toml", "serials", revoked, revoke_serials)
         return trust
+
+    def _local_ca_window(
+        self, name: str, key: bytes, not_before: int | None
+    ) -> tuple[int | None, int | None]:
+        """The window of this keystore's own CA ``name`` if its key is ``key``."""
+        if not _NAME.fullmatch(name) or not self._ca_files(name)[1].exists():
+            return not_before, None
+        info = self.ca_info(name)
+        if info["public_key"] != key:
+            return not_before, None
+        return (not_before if not_before is not None else info["not_before"]), info["not_after"]
+
+
+def _optional_uint64(table: Any, key: str) -> int | None:
+    value = table.get(key)
+    return None if value is None else _uint64(value, key)
 
 
 def _list(table: Any, key: str) -> list[Any]:

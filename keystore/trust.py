@@ -4,6 +4,11 @@ A peer is trusted if its static key is pinned (like ssh's known_hosts), or
 if it presents a valid certificate from a trusted CA (like Nebula). A
 revocation list overrides both; it names keys, never encodings, so
 re-encoding a certificate cannot dodge it.
+
+A trusted CA may carry a validity window of its own, as a Nebula CA
+certificate does. Outside it, nothing the CA signed is accepted, so a CA key
+stolen after its expiry certifies no one; and a certificate whose window
+reaches outside its CA's is refused, since the CA never issues one.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import final
 
 from handshake import InvalidKeyError
-from keystore.certificate import Certificate
+from keystore.certificate import Certificate, iso_time
 from keystore.encoding import fingerprint
 from keystore.errors import (
+    AuthorityExpiredError,
+    AuthorityNotYetValidError,
     CertificateError,
     CertificateExpiredError,
     CertificateMismatchError,
@@ -70,12 +77,20 @@ class TrustStore:
     we trust?
     """
 
-    __slots__ = ("_by_key", "_by_name", "_cas", "_revoked_keys", "_revoked_serials")
+    __slots__ = (
+        "_by_key",
+        "_by_name",
+        "_ca_windows",
+        "_cas",
+        "_revoked_keys",
+        "_revoked_serials",
+    )
 
     def __init__(self) -> None:
         self._by_name: dict[str, Peer] = {}
         self._by_key: dict[bytes, Peer] = {}
         self._cas: dict[str, bytes] = {}
+        self._ca_windows: dict[bytes, tuple[int | None, int | None]] = {}
         self._revoked_keys: set[bytes] = set()
         self._revoked_serials: set[tuple[bytes, int]] = set()
 
@@ -135,14 +150,46 @@ class TrustStore:
 
     # -- certificate authorities and revocation ----------------------------------------
 
-    def add_ca(self, name: str, public_key: bytes | bytearray | memoryview) -> None:
-        """Trust certificates signed by the Ed25519 key ``public_key``."""
+    def add_ca(
+        self,
+        name: str,
+        public_key: bytes | bytearray | memoryview,
+        *,
+        not_before: int | None = None,
+        not_after: int | None = None,
+    ) -> None:
+        """Trust certificates signed by the Ed25519 key ``public_key``, from
+        ``not_before`` to ``not_after`` (Unix seconds, inclusive; None: no
+        bound), the CA's own validity.
+
+        Raises:
+            DuplicatePeerError: the name or the key is already trusted.
+            ValueError: the window runs backwards or a bound is not a
+                64-bit unsigned integer.
+        """
         key = _key(public_key, "CA public key")
+        for bound in (not_before, not_after):
+            if bound is not None and (type(bound) is not int or not 0 <= bound < 2**64):
+                raise ValueError(f"a CA's validity bound is Unix seconds, not {bound!r}")
+        if not_before is not None and not_after is not None and not_before > not_after:
+            raise ValueError("a CA's validity window must run forwards")
         if name in self._cas:
             raise DuplicatePeerError(f"a CA named {name!r} is already trusted")
         if key in self._cas.values():
             raise DuplicatePeerError("that CA key is already trusted")
         self._cas[name] = key
+        self._ca_windows[key] = (not_before, not_after)
+
+    def ca_validity(self, name: str) -> tuple[int | None, int | None]:
+        """CA ``name``'s own ``(not_before, not_after)``; None where unbounded.
+
+        Raises:
+            UnknownNameError: no trusted CA has that name.
+        """
+        try:
+            return self._ca_windows[self._cas[name]]
+        except KeyError:
+            raise UnknownNameError(f"no trusted CA is named {name!r}") from None
 
     def cas(self) -> dict[str, bytes]:
         """The trusted CAs, by name."""
@@ -181,7 +228,9 @@ class TrustStore:
             InvalidCertificateError: the certificate is malformed or badly signed.
             CertificateMismatchError: the certificate is for another key.
             UnknownAuthorityError: the certificate's CA is not trusted.
-            CertificateExpiredError, CertificateNotYetValidError: outside its window.
+            CertificateExpiredError, CertificateNotYetValidError: outside its
+                window; their subclasses AuthorityExpiredError and
+                AuthorityNotYetValidError: outside its CA's.
         """
         key_name = fingerprint(public_key)
         if public_key in self._revoked_keys:
@@ -229,6 +278,28 @@ class TrustStore:
         if (cert.issuer, cert.serial) in self._revoked_serials:
             raise RevokedError(f"{subject} has been revoked")
         moment = time.time() if now is None else now
+        ca_not_before, ca_not_after = self._ca_windows[cert.issuer]
+        if ca_not_after is not None:
+            if moment > ca_not_after:
+                raise AuthorityExpiredError(
+                    f"{subject} is from CA {ca_name!r}, which expired at {iso_time(ca_not_after)}"
+                )
+            if cert.not_after > ca_not_after:
+                raise InvalidCertificateError(
+                    f"{subject} outlives CA {ca_name!r}: it is valid until "
+                    f"{iso_time(cert.not_after)}, the CA only until {iso_time(ca_not_after)}"
+                )
+        if ca_not_before is not None:
+            if moment < ca_not_before:
+                raise AuthorityNotYetValidError(
+                    f"{subject} is from CA {ca_name!r}, which is not valid until "
+                    f"{iso_time(ca_not_before)}"
+                )
+            if cert.not_before < ca_not_before:
+                raise InvalidCertificateError(
+                    f"{subject} starts before CA {ca_name!r}: it is valid from "
+                    f"{iso_time(cert.not_before)}, the CA only from {iso_time(ca_not_before)}"
+                )
         if moment < cert.not_before:
             raise CertificateNotYetValidError(
                 f"{subject} is not valid until {cert.describe()['not_before']}"

@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keystore import (
+    AuthorityExpiredError,
+    AuthorityNotYetValidError,
     Certificate,
     CertificateError,
     CertificateExpiredError,
@@ -238,3 +240,65 @@ async def test_a_client_refuses_a_server_certified_by_an_unknown_ca() -> None:
             with pytest.raises(PeerNotTrusted, match="not trusted"):
                 await client.do_handshake()
             nursery.cancel_scope.cancel()
+
+
+# -- the CA's own validity ---------------------------------------------------------------
+
+
+def test_a_certificate_from_a_ca_whose_validity_has_ended_is_refused() -> None:
+    # The CA key was stolen after it expired: whatever window the thief
+    # writes into a certificate, the CA's own has ended.
+    ca, api = CA(), Identity.generate("api")
+    trust = TrustStore()
+    trust.add_ca(ca.name, ca.public_key, not_before=NOW - 400 * DAY, not_after=NOW - DAY)
+    forged = ca.issue(api, start=-60, days=30)
+    with pytest.raises(AuthorityExpiredError, match="is from CA 'ops-ca', which expired at"):
+        trust.verify(api.public_key, forged)
+    with pytest.raises(CertificateExpiredError):  # what callers that check expiry already catch
+        trust.verify_certificate(forged)
+    # While the CA was valid, what it signed was accepted.
+    issued = ca.issue(api, start=-300 * DAY, days=30)
+    assert trust.verify(api.public_key, issued, now=NOW - 280 * DAY).name == "api"
+
+
+def test_a_certificate_from_a_ca_whose_validity_has_not_begun_is_refused() -> None:
+    ca, api = CA(), Identity.generate("api")
+    trust = TrustStore()
+    trust.add_ca(ca.name, ca.public_key, not_before=NOW + DAY, not_after=NOW + 400 * DAY)
+    certificate = ca.issue(api, start=2 * DAY)
+    with pytest.raises(AuthorityNotYetValidError, match="which is not valid until"):
+        trust.verify(api.public_key, certificate)
+    assert trust.verify(api.public_key, certificate, now=NOW + 3 * DAY).name == "api"
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "message"),
+    [(-DAY, 400, "outlives CA 'ops-ca'"), (-10 * DAY, 30, "starts before CA 'ops-ca'")],
+)
+def test_a_certificate_reaching_outside_its_cas_window_is_refused(
+    start: int, days: int, message: str
+) -> None:
+    # The CA never signs one (ca sign clamps to its expiry), so one is forged,
+    # and leaves a connection admitted by it open after the CA expires.
+    ca, api = CA(), Identity.generate("api")
+    trust = TrustStore()
+    trust.add_ca(ca.name, ca.public_key, not_before=NOW - 2 * DAY, not_after=NOW + 100 * DAY)
+    with pytest.raises(InvalidCertificateError, match=message):
+        trust.verify(api.public_key, ca.issue(api, start=start, days=days))
+
+
+def test_a_ca_without_a_window_is_trusted_until_removed() -> None:
+    ca, api = CA(), Identity.generate("api")
+    trust = TrustStore()
+    trust.add_ca(ca.name, ca.public_key)
+    assert trust.ca_validity(ca.name) == (None, None)
+    assert trust.verify(api.public_key, ca.issue(api, days=100_000)).name == "api"
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [((NOW, NOW - 1), "must run forwards"), ((None, -1), "Unix seconds"), ((1.5, None), "Unix")],
+)
+def test_a_bad_ca_window_is_refused(window: tuple[object, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrustStore().add_ca("ops", bytes(32), not_before=window[0], not_after=window[1])  # type: ignore[arg-type]

@@ -167,6 +167,60 @@ def test_passphrase_from_a_file(tmp_path: Path) -> None:
     assert Keystore.open(home).identity("vault", passphrase="from a file").name == "vault"
 
 
+def test_keys_are_sealed_at_the_cost_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cost(name: str) -> str:
+        text = (home / "identities" / f"{name}.key").read_text()
+        return next(line for line in text.splitlines() if line.startswith("Argon2id: "))
+
+    home = tmp_path / "home"
+    run(home, "keys", "new", "fast", "--kdf", "interactive", passphrase="secret")
+    assert cost("fast") == "Argon2id: ops=2,mem=67108864"
+    monkeypatch.delenv("SECURESESS_KDF")  # the suite's own choice of the cheap cost
+    run(home, "keys", "new", "vault", passphrase="secret")
+    assert cost("vault") == "Argon2id: ops=3,mem=268435456"
+    monkeypatch.setenv("SECURESESS_NEW_PASSPHRASE", "new secret")
+    run(home, "keys", "passwd", "fast", passphrase="secret")  # sealed anew: at the default cost
+    assert cost("fast") == "Argon2id: ops=3,mem=268435456"
+    result = run(home, "keys", "new", "x", "--kdf", "weak", passphrase="secret", check=False)
+    assert result.returncode == 2
+    assert "'weak' is not one of" in result.stderr
+
+
+def test_the_trust_command_ca_init_prints_carries_the_cas_expiry(tmp_path: Path) -> None:
+    home, other = tmp_path / "home", tmp_path / "other"
+    printed = run(home, "ca", "init", "ops", "--valid", "2y", "--no-passphrase").stdout
+    command = printed.splitlines()[-1].split("securesess ", 1)[1].split()
+    assert command[-2] == "--not-after"
+    run(other, *command)
+    expiry = Keystore.open(home).ca_info("ops")["not_after"]
+    assert Keystore.open(other).trust().ca_validity("ops") == (None, expiry)
+    # A date, or a time with its zone; UTC unless it says.
+    run(other, "ca", "trust", base64.b64encode(bytes(32)).decode(), "--name", "next",
+        "--not-after", "2999-01-01")  # fmt: skip
+    assert Keystore.open(other).trust().ca_validity("next") == (None, 32472144000)
+    bad = run(other, "ca", "trust", base64.b64encode(bytes(range(32))).decode(),
+              "--not-after", "next year", check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "is not a date like" in bad.stderr
+    past = run(other, "ca", "trust", base64.b64encode(bytes(range(32))).decode(),
+               "--not-after", "2001-01-01T00:00:00Z", check=False)  # fmt: skip
+    assert "trusting it would admit no one" in error_line(past)
+
+
+def test_a_deleted_revocation_list_is_an_error_not_an_empty_one(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run(home, "keys", "new", "api", "--no-passphrase")
+    key = run(home, "keys", "export", "api").stdout.strip()
+    run(home, "peers", "add", "api", key)
+    run(home, "ca", "revoke", key)
+    (home / "revoked.toml").unlink()
+    for verb in (("peers", "list"), ("ca", "revoke", key)):
+        assert "revoked.toml is missing" in error_line(run(home, *verb, check=False))
+    assert not (home / "revoked.toml").exists()
+
+
 def test_revocation_from_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
     run(home, "ca", "init", "ops", "--no-passphrase")
