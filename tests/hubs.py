@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
 import trio
+import trio.testing
 
 from keystore import Identity, TrustStore
 from securesess import SecureStream, open_secure_stream
@@ -145,3 +146,38 @@ class RawClient:
     async def drain(self) -> list[list[Any]]:
         """Every message until the stream ends (or raises)."""
         return [message async for message in self.all()]
+
+
+class FakeHub:
+    """A hub played by hand, over a memory stream, for the client tests: it
+    welcomes api, and answers each JOIN by ``on_join(stream, request)``."""
+
+    def __init__(
+        self,
+        world: HubWorld,
+        on_join: Callable[[SecureStream, list[Any]], Awaitable[None]],
+    ) -> None:
+        self.api = world.identities["api"]
+        ours, theirs = trio.testing.memory_stream_pair()
+        #: The client's side, for HubConnection.over.
+        self.client = SecureStream(ours, identity=self.api, trust=world.client_trust)
+        self._stream = SecureStream(
+            theirs, identity=world.hub_identity, trust=world.trust, server_side=True
+        )
+        self._on_join = on_join
+
+    def answer(self, request: list[Any], rights: Iterable[str] = ("join", "receive")) -> bytes:
+        """OK to a JOIN: api is member 1, alone, at seq 1, with no variables."""
+        members = [[1, "api", self.api.public_key, ["services"]]]
+        return pack(Op.OK, request[1], [1, 1, members, [], sorted(rights)])
+
+    async def run(self) -> None:
+        reader = MessageReader()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await self._stream.receive_some():
+                for request in reader.feed(data):
+                    if request[0] == Op.HELLO:
+                        me = ["api", self.api.public_key, ["services"]]
+                        await self._stream.send_all(pack(Op.WELCOME, VERSION, me))
+                    elif request[0] == Op.JOIN:
+                        await self._on_join(self._stream, request)

@@ -17,6 +17,25 @@ from securesess._frames import FrameReader
 Filter = Callable[[bytes], bytes]
 
 
+class Wrapped(trio.abc.Stream):
+    """A stream that passes everything to ``inner``: subclasses change what they must."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def filtered_one_way_pair(
     data_filter: Filter, *, max_bytes: int | None = None
 ) -> tuple[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]:

@@ -8,7 +8,6 @@ Each test plays such a hub over a real SecureStream, from its side.
 
 from __future__ import annotations
 
-import contextlib
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,39 +17,25 @@ import trio
 import trio.testing
 
 from securesess import SecureStream
-from securesess._hubwire import MAX_ANSWER, VERSION, MessageReader, Op, pack
+from securesess._hubwire import MAX_ANSWER, MessageReader, Op, pack
 from securesess.client import HubConnection
 from securesess.errors import HubTimeout, LimitExceeded, ProtocolViolation, SessionClosed
-from tests.hubs import HubWorld
+from tests.hubs import FakeHub, HubWorld
+from tests.streams import Wrapped
 
 Scenario = Callable[[SecureStream, list[Any]], Awaitable[None]]
 
 
-async def _play_hub(world: HubWorld, scenario: Scenario, **options: Any) -> list[object]:
-    """Run a client that joins "orders" against a hub that answers the join,
-    then does ``scenario(stream, join_request)``; what the client saw."""
-    api = world.identities["api"]
-    ours, theirs = trio.testing.memory_stream_pair()
-    client = SecureStream(ours, identity=api, trust=world.client_trust)
-    fake = SecureStream(theirs, identity=world.hub_identity, trust=world.trust, server_side=True)
+async def _play_hub(world: HubWorld, on_join: Scenario, **options: Any) -> list[object]:
+    """Run a client that joins "orders" against a hub that answers the join
+    by ``on_join(stream, join_request)``; what the client saw."""
+    fake = FakeHub(world, on_join)
     seen: list[object] = []
-
-    async def hub() -> None:
-        reader = MessageReader()
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while data := await fake.receive_some():
-                for request in reader.feed(data):
-                    if request[0] == Op.HELLO:
-                        me = ["api", api.public_key, ["services"]]
-                        await fake.send_all(pack(Op.WELCOME, VERSION, me))
-                    elif request[0] == Op.JOIN:
-                        await scenario(fake, request)
-
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub)
+            nursery.start_soon(fake.run)
             try:
-                async with HubConnection.over(client, **options) as connection:
+                async with HubConnection.over(fake.client, **options) as connection:
                     session = await connection.join("orders")
                     async for event in session:
                         seen.append(event)
@@ -133,26 +118,14 @@ def test_an_answer_of_nested_empty_arrays_is_refused_before_it_is_decoded() -> N
     assert peak < 64 << 20
 
 
-class _SlowLink(trio.abc.Stream):
+class _SlowLink(Wrapped):
     """A transport that sends 64 KiB every 50 ms: about 1.3 MB/s."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         for start in range(0, len(view), 65536):
             await trio.sleep(0.05)
             await self.inner.send_all(view[start : start + 65536])
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_big_requests_over_a_slow_link_do_not_time_out_while_they_go_out(
@@ -185,32 +158,14 @@ async def test_big_requests_over_a_slow_link_do_not_time_out_while_they_go_out(
 
 
 async def test_a_timeout_while_leaving_does_not_hide_the_error_that_ended_the_block() -> None:
-    world = HubWorld()
-    key = world.identities["api"].public_key
-
     async def answer_the_join_only(stream: SecureStream, request: list[Any]) -> None:
-        await stream.send_all(_answer(request, key))
+        await stream.send_all(fake.answer(request))
 
-    api = world.identities["api"]
-    ours, theirs = trio.testing.memory_stream_pair()
-    client = SecureStream(ours, identity=api, trust=world.client_trust)
-    fake = SecureStream(theirs, identity=world.hub_identity, trust=world.trust, server_side=True)
-
-    async def hub() -> None:
-        reader = MessageReader()
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while data := await fake.receive_some():
-                for request in reader.feed(data):
-                    if request[0] == Op.HELLO:
-                        me = ["api", api.public_key, ["services"]]
-                        await fake.send_all(pack(Op.WELCOME, VERSION, me))
-                    elif request[0] == Op.JOIN:
-                        await answer_the_join_only(fake, request)
-
+    fake = FakeHub(HubWorld(), answer_the_join_only)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hub)
-            async with HubConnection.over(client, request_timeout=0.3) as connection:
+            nursery.start_soon(fake.run)
+            async with HubConnection.over(fake.client, request_timeout=0.3) as connection:
                 with pytest.raises(KeyError, match="the body's own error"):
                     async with await connection.join("orders"):
                         raise KeyError("the body's own error")

@@ -11,6 +11,7 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -45,7 +46,8 @@ from securesess.events import Event, MemberJoined, MemberLeft, Message, Variable
 from securesess.hub import Hub
 from securesess.policy import Right
 from securesess.testing import Delay, FaultyStream
-from tests.hubs import PEERS, POLICY, HubWorld, RawClient
+from tests.hubs import PEERS, POLICY, FakeHub, HubWorld, RawClient
+from tests.streams import Wrapped
 
 
 @pytest.fixture
@@ -725,12 +727,10 @@ async def test_a_handshake_under_way_during_a_reload_meets_the_new_trust(
     release = trio.Event()
     held: list[bytes] = []
 
-    class HoldThirdMessage(trio.abc.Stream):
+    class HoldThirdMessage(Wrapped):
         """A TCP stream that holds the client's last handshake message until told."""
 
-        def __init__(self, inner: trio.abc.Stream) -> None:
-            self.inner = inner
-            self.sends = 0
+        sends = 0
 
         async def send_all(self, data: bytes | bytearray | memoryview) -> None:
             self.sends += 1
@@ -738,15 +738,6 @@ async def test_a_handshake_under_way_during_a_reload_meets_the_new_trust(
                 held.append(bytes(data))
                 await release.wait()
             await self.inner.send_all(data)
-
-        async def wait_send_all_might_not_block(self) -> None:
-            await self.inner.wait_send_all_might_not_block()
-
-        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-            return await self.inner.receive_some(max_bytes)
-
-        async def aclose(self) -> None:
-            await self.inner.aclose()
 
     tcp = await trio.open_tcp_stream("127.0.0.1", world.port)
     stream = SecureStream(
@@ -918,34 +909,21 @@ async def test_a_hub_flooding_members_with_huge_groups_fills_the_backlog_not_mem
     # A malicious hub describes joining members with 60 KB of groups each.
     # Counted as 128 bytes an event, ten of them would sit in a 64 KiB
     # backlog; counted as what they hold, the session ends locally instead.
-    world = HubWorld()
-    api = world.identities["api"]
-    ours, theirs = trio.testing.memory_stream_pair()
-    client = SecureStream(ours, identity=api, trust=world.client_trust)
-    fake = SecureStream(theirs, identity=world.hub_identity, trust=world.trust, server_side=True)
     groups = [f"g{n:03}" + "x" * 196 for n in range(300)]
 
-    async def malicious_hub() -> None:
-        reader = MessageReader()
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while data := await fake.receive_some():
-                for request in reader.feed(data):
-                    if request[0] == Op.HELLO:
-                        me = ["api", api.public_key, ["services"]]
-                        await fake.send_all(pack(Op.WELCOME, VERSION, me))
-                    elif request[0] == Op.JOIN:
-                        members = [[1, "api", api.public_key, ["services"]]]
-                        answer = [1, 1, members, [], ["join", "receive"]]
-                        await fake.send_all(pack(Op.OK, request[1], answer))
-                        for n in range(10):
-                            member = [10 + n, f"m{n}", bytes(32), groups]
-                            await fake.send_all(pack(Op.JOINED, "orders", 2 + n, member))
+    async def flood(stream: SecureStream, request: list[Any]) -> None:
+        await stream.send_all(fake.answer(request))
+        for n in range(10):
+            member = [10 + n, f"m{n}", bytes(32), groups]
+            await stream.send_all(pack(Op.JOINED, "orders", 2 + n, member))
+
+    fake = FakeHub(HubWorld(), flood)
 
     events: list[Event] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(malicious_hub)
-            async with HubConnection.over(client, max_backlog=64 * 1024) as hub:
+            nursery.start_soon(fake.run)
+            async with HubConnection.over(fake.client, max_backlog=64 * 1024) as hub:
                 session = await hub.join("orders")
                 await trio.sleep(0.5)  # the flood arrives while nobody reads
                 ended: SessionClosed | None = None

@@ -96,6 +96,16 @@ def new_keypair() -> tuple[bytes, bytes]:
     return key.private_bytes_raw(), key.public_key().public_bytes_raw()
 
 
+def noise_client_of_a_server() -> tuple[Identity, bytes, bytes, TrustStore]:
+    """A securesess server, a noiseprotocol client's key pair, and a trust
+    store in which the server pins that client as "noise-client"."""
+    server = Identity.generate("server")
+    client_private, client_public = new_keypair()
+    trust = TrustStore()
+    trust.add_peer("noise-client", client_public)
+    return server, client_private, client_public, trust
+
+
 def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
     sock.settimeout(SOCKET_TIMEOUT)
@@ -146,6 +156,22 @@ class NoisePeer:
         peer.conn = conn
         peer._state = conn.noise_protocol.handshake_state
         return peer
+
+    @classmethod
+    def initiate(
+        cls,
+        sock: socket.socket,
+        name: str,
+        private_key: bytes,
+        server: Identity,
+        *,
+        psk: bytes | None = None,
+    ) -> NoisePeer:
+        """An initiator; in IK it knows the responder's key in advance."""
+        remote = server.public_key if "_IK" in name else None
+        return cls.start(
+            sock, name, initiator=True, private_key=private_key, remote_static=remote, psk=psk
+        )
 
     @property
     def remote_static(self) -> bytes | None:
@@ -289,10 +315,7 @@ async def start_server(
 
 @pytest.mark.parametrize("name", PROTOCOLS + PSK_PROTOCOLS)
 async def test_noise_initiator_to_securesess_responder(name: str) -> None:
-    server = Identity.generate("server")
-    client_private, client_public = new_keypair()
-    trust = TrustStore()
-    trust.add_peer("noise-client", client_public)
+    server, client_private, client_public, trust = noise_client_of_a_server()
     seen = Seen()
 
     async def handler(stream: SecureStream) -> None:
@@ -308,17 +331,8 @@ async def test_noise_initiator_to_securesess_responder(name: str) -> None:
 
     def client(port: int) -> tuple[bytes, bytes]:
         with connect(port) as sock:
-            # IK: the initiator knows the responder's key in advance.
-            remote = server.public_key if "_IK" in name else None
             psk = PSK if "psk" in name else None
-            noise = NoisePeer.start(
-                sock,
-                name,
-                initiator=True,
-                private_key=client_private,
-                remote_static=remote,
-                psk=psk,
-            )
+            noise = NoisePeer.initiate(sock, name, client_private, server, psk=psk)
             noise.offer()
             noise.finish_handshake(my_turn=False, check_remote=check_server)
             assert noise.remote_static == server.public_key
@@ -429,10 +443,7 @@ async def test_securesess_initiator_to_noise_responder(name: str) -> None:
 async def test_a_name_the_responder_does_not_allow_gets_the_allowed_list(
     allowed: list[str] | None, offered: str
 ) -> None:
-    server = Identity.generate("server")
-    client_private, client_public = new_keypair()
-    trust = TrustStore()
-    trust.add_peer("noise-client", client_public)
+    server, client_private, _, trust = noise_client_of_a_server()
     seen = Seen()
 
     async def handler(stream: SecureStream) -> None:
@@ -468,10 +479,7 @@ async def test_a_name_the_responder_does_not_allow_gets_the_allowed_list(
 async def test_an_initiator_with_the_wrong_psk_is_never_admitted(name: str) -> None:
     # Its key is trusted; only the network key is wrong. In IKpsk1 the PSK
     # is in message 1, in XXpsk3 in message 3: either way, no ACCEPT, no handler.
-    server = Identity.generate("server")
-    client_private, client_public = new_keypair()
-    trust = TrustStore()
-    trust.add_peer("noise-client", client_public)
+    server, client_private, _, trust = noise_client_of_a_server()
     seen = Seen()
 
     async def handler(stream: SecureStream) -> None:
@@ -479,15 +487,7 @@ async def test_an_initiator_with_the_wrong_psk_is_never_admitted(name: str) -> N
 
     def client(port: int) -> None:
         with connect(port) as sock:
-            remote = server.public_key if "_IK" in name else None
-            noise = NoisePeer.start(
-                sock,
-                name,
-                initiator=True,
-                private_key=client_private,
-                remote_static=remote,
-                psk=bytes(32),
-            )
+            noise = NoisePeer.initiate(sock, name, client_private, server, psk=bytes(32))
             noise.offer()
             if "_XX" in name:
                 noise.finish_handshake(my_turn=False)  # message 3 carries the wrong PSK
@@ -549,10 +549,7 @@ async def test_an_untrusted_initiator_gets_close_not_trusted() -> None:
     "name", ["Noise_XX_25519_AESGCM_SHA256", "Noise_XX_25519_ChaChaPoly_BLAKE2s"]
 )
 async def test_rekey_both_ways(name: str) -> None:
-    server = Identity.generate("server")
-    client_private, client_public = new_keypair()
-    trust = TrustStore()
-    trust.add_peer("noise-client", client_public)
+    server, client_private, _, trust = noise_client_of_a_server()
     chunks = [bytes([i]) * (1000 + i) for i in range(8)]
     sent = b"".join(chunks)
     server_sock, client_sock = socket.socketpair()
