@@ -1,10 +1,6 @@
 """securesess: mutually authenticated, encrypted channels and confined sessions on Trio."""
 
 from keystore import Identity, Peer, TrustStore
-from securesess._serve import SecureListener, open_secure_stream, serve_secure
-from securesess._socket import wrap_socket
-from securesess._stream import SecureStream
-from securesess.client import HubConnection, Session, connect_hub
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -27,7 +23,9 @@ from securesess.errors import (
     TruncatedStream,
     VersionConflict,
 )
-from securesess.events import (
+from securesess.policy import Policy, Right
+from securesess.sessions.client import HubConnection, Session, connect_hub
+from securesess.sessions.events import (
     Member,
     MemberJoined,
     MemberLeft,
@@ -36,8 +34,10 @@ from securesess.events import (
     Variable,
     VariableChanged,
 )
-from securesess.hub import Hub, serve_hub
-from securesess.policy import Policy, Right
+from securesess.sessions.hub import Hub, serve_hub
+from securesess.stream.secure_stream import SecureStream
+from securesess.stream.serve import SecureListener, open_secure_stream, serve_secure
+from securesess.stream.sockets import wrap_socket
 
 __all__ = [
     "AccessDenied",

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from keystore import Peer, TrustStore, UntrustedPeerError, decode_key, fingerprint
-from securesess._hubwire import check_session_name
 from securesess.errors import PolicyError
+from securesess.sessions.wire import check_session_name
 
 __all__ = ["Grant", "Policy", "Right", "Rule", "readmission"]
 

@@ -23,8 +23,8 @@ import trio
 
 from keystore import Keystore
 from securesess import SecureStream, open_secure_stream
-from securesess.client import HubConnection, Session, connect_hub
-from securesess.events import Event, MemberJoined, MemberLeft, Message
+from securesess.sessions.client import HubConnection, Session, connect_hub
+from securesess.sessions.events import Event, MemberJoined, MemberLeft, Message
 
 
 def emit(**fields: Any) -> None:

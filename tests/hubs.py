@@ -12,10 +12,10 @@ import trio.testing
 
 from keystore import Identity, TrustStore
 from securesess import SecureStream, open_secure_stream
-from securesess._hubwire import MAX_ANSWER, VERSION, MessageReader, Op, pack
-from securesess.client import HubConnection, connect_hub
-from securesess.hub import Hub, serve_hub
 from securesess.policy import Policy
+from securesess.sessions.client import HubConnection, connect_hub
+from securesess.sessions.hub import Hub, serve_hub
+from securesess.sessions.wire import MAX_ANSWER, VERSION, MessageReader, Op, pack
 
 #: Services meet in "orders"; ops administers everything; auditors only listen;
 #: a feeder may only send; visitors are trusted but no rule is about them.

@@ -12,7 +12,7 @@ import trio.testing
 
 from keystore import Identity, TrustStore
 from securesess import SecureListener, SecureStream, serve_secure
-from securesess._frames import FrameReader
+from securesess.stream.frames import FrameReader
 
 Filter = Callable[[bytes], bytes]
 

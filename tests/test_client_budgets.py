@@ -17,9 +17,9 @@ import trio
 import trio.testing
 
 from securesess import SecureStream
-from securesess._hubwire import MAX_ANSWER, MessageReader, Op, pack
-from securesess.client import HubConnection
 from securesess.errors import HubTimeout, LimitExceeded, ProtocolViolation, SessionClosed
+from securesess.sessions.client import HubConnection
+from securesess.sessions.wire import MAX_ANSWER, MessageReader, Op, pack
 from tests.hubs import FakeHub, HubWorld
 from tests.streams import Wrapped
 

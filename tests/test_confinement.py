@@ -23,7 +23,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keystore import Keystore, sign_certificate
-from securesess._hubwire import MAX_ANSWER, VERSION, ErrorCode, MessageReader, Op, pack
+from securesess.sessions.wire import MAX_ANSWER, VERSION, ErrorCode, MessageReader, Op, pack
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "SECRET"

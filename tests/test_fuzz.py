@@ -67,12 +67,6 @@ from keystore import (
 )
 from keystore.armor import armor, dearmor
 from securesess import SecureStream
-from securesess._frames import MAX_FRAME, FrameReader, frame
-from securesess._hubwire import MAX_ANSWER, MAX_REQUEST, VERSION, MessageReader, Op, pack
-from securesess._payload import CERTIFICATE, decode_payload, encode_payload
-from securesess._protocols import prologue, server_protocols
-from securesess._records import MAX_BODY, CloseCode, RecordType
-from securesess.client import HubConnection
 from securesess.errors import (
     HandshakeFailed,
     HandshakeTimeout,
@@ -86,8 +80,14 @@ from securesess.errors import (
     SessionError,
     TruncatedStream,
 )
-from securesess.hub import Hub
 from securesess.policy import Policy, Right
+from securesess.sessions.client import HubConnection
+from securesess.sessions.hub import Hub
+from securesess.sessions.wire import MAX_ANSWER, MAX_REQUEST, VERSION, MessageReader, Op, pack
+from securesess.stream.frames import MAX_FRAME, FrameReader, frame
+from securesess.stream.payload import CERTIFICATE, decode_payload, encode_payload
+from securesess.stream.protocols import prologue, server_protocols
+from securesess.stream.records import MAX_BODY, CloseCode, RecordType
 from tests.hubs import POLICY, HubWorld
 from tests.noise_pairs import PROTOCOL_NAMES, make_pair
 

@@ -31,9 +31,6 @@ from securesess import (
     SecureStream,
     serve_secure,
 )
-from securesess._hubwire import MAX_DATA, VERSION, ErrorCode, MessageReader, Op, pack
-from securesess._records import CloseCode
-from securesess.client import HubConnection, Session, connect_hub
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -42,9 +39,12 @@ from securesess.errors import (
     SessionClosed,
     VersionConflict,
 )
-from securesess.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
-from securesess.hub import Hub
 from securesess.policy import Right
+from securesess.sessions.client import HubConnection, Session, connect_hub
+from securesess.sessions.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
+from securesess.sessions.hub import Hub
+from securesess.sessions.wire import MAX_DATA, VERSION, ErrorCode, MessageReader, Op, pack
+from securesess.stream.records import CloseCode
 from securesess.testing import Delay, FaultyStream
 from tests.hubs import PEERS, POLICY, FakeHub, HubWorld, RawClient
 from tests.streams import Wrapped

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from securesess._hubwire import Op, pack
-from securesess._records import CloseCode
 from securesess.errors import PeerAborted
+from securesess.sessions.wire import Op, pack
+from securesess.stream.records import CloseCode
 from tests.hubs import HubWorld, RawClient
 
 MIB = 1 << 20

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keystore import Identity, Keystore, Peer, TrustStore, encode_key, fingerprint
-from securesess._hubwire import check_session_name
 from securesess.cli import main
 from securesess.errors import PolicyError
 from securesess.policy import Grant, Policy, Right, Rule
+from securesess.sessions.wire import check_session_name
 
 EVERY_RIGHT = ["create", "join", "send", "receive", "set", "admin"]
 

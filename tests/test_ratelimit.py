@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from securesess import NegotiationFailed, SecureListener, SecureStream, serve_secure
-from securesess._frames import frame
-from securesess._ratelimit import HandshakeRateLimit, source_of
+from securesess.stream.frames import frame
+from securesess.stream.ratelimit import HandshakeRateLimit, source_of
 from tests.streams import Identities, serve_on_loopback
 
 

@@ -25,7 +25,7 @@ from securesess import (
     open_secure_stream,
     wrap_socket,
 )
-from securesess._frames import frame
+from securesess.stream.frames import frame
 from tests.streams import Identities, handshake_both, serve_on_loopback
 
 Handler = Callable[[SecureStream], Awaitable[object]]

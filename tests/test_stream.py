@@ -23,8 +23,8 @@ from securesess import (
     SecureStream,
     TruncatedStream,
 )
-from securesess._frames import FrameReader, frame
-from securesess._records import MAX_BODY, CloseCode, RecordType, RecordWriter
+from securesess.stream.frames import FrameReader, frame
+from securesess.stream.records import MAX_BODY, CloseCode, RecordType, RecordWriter
 from securesess.testing import secure_stream_pair
 from tests.streams import Identities, filtered_pair, frames_of, handshake_both
 

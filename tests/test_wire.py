@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securesess import ProtocolViolation
-from securesess._frames import FrameReader, frame
-from securesess._payload import CERTIFICATE, decode_payload, encode_payload
-from securesess._records import MAX_BODY, RecordReader, RecordType, RecordWriter
+from securesess.stream.frames import FrameReader, frame
+from securesess.stream.payload import CERTIFICATE, decode_payload, encode_payload
+from securesess.stream.records import MAX_BODY, RecordReader, RecordType, RecordWriter
 from tests.noise_pairs import complete, make_pair
 
 frame_lists = st.lists(st.binary(max_size=70_000).map(lambda b: b[:65535]), max_size=6)

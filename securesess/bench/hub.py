@@ -89,10 +89,10 @@ from securesess.bench.workloads import (
     answer_commands,
     worker_process,
 )
-from securesess.client import HubConnection, Session, connect_hub
-from securesess.events import MemberJoined, Message
-from securesess.hub import serve_hub
 from securesess.policy import Policy
+from securesess.sessions.client import HubConnection, Session, connect_hub
+from securesess.sessions.events import MemberJoined, Message
+from securesess.sessions.hub import serve_hub
 
 __all__ = [
     "FANOUT_RECEIVERS",

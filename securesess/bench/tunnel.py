@@ -59,7 +59,6 @@ from typing import Any, Final
 import trio
 
 from keystore import Identity, TrustStore
-from securesess._protocols import DEFAULT_PROTOCOL
 from securesess.bench.transports import HOST
 from securesess.bench.workloads import (
     SLACK,
@@ -73,6 +72,7 @@ from securesess.bench.workloads import (
     send_bulk,
     worker_process,
 )
+from securesess.stream.protocols import DEFAULT_PROTOCOL
 
 __all__ = [
     "APPLICATION",

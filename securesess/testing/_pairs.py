@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from keystore import Identity, TrustStore
-from securesess._stream import SecureStream
+from securesess.stream.secure_stream import SecureStream
 
 __all__ = ["secure_stream_pair"]
 

@@ -10,7 +10,7 @@ authenticates the peer, asks the policy, and only then connects to the
 backend it forwards to. An unauthenticated, untrusted or refused peer never
 causes a backend connection: admission is decided inside the handshake, and
 the backend is dialled by the connection handler, which
-:func:`~securesess._serve.handshake_first` runs only after a handshake that
+:func:`~securesess.stream.serve.handshake_first` runs only after a handshake that
 succeeded.
 
 Each carried connection is two relays, *up* (application to service) and
@@ -62,13 +62,22 @@ import trio
 
 from handshake import NoiseProtocol
 from keystore import Certificate, Identity, Peer, TrustStore
-from securesess._protocols import server_protocols
-from securesess._ratelimit import (
+from securesess.errors import (
+    HandshakeFailed,
+    NegotiationFailed,
+    PeerAborted,
+    PeerNotTrusted,
+    PeerRejected,
+)
+from securesess.policy import Policy, readmission
+from securesess.stream.protocols import server_protocols
+from securesess.stream.ratelimit import (
     DEFAULT_HANDSHAKE_BURST,
     DEFAULT_HANDSHAKE_RATE,
 )
-from securesess._records import REKEY_AFTER_RECORDS, CloseCode
-from securesess._serve import (
+from securesess.stream.records import REKEY_AFTER_RECORDS, CloseCode
+from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.serve import (
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
     SecureListener,
@@ -79,15 +88,6 @@ from securesess._serve import (
     split_errors,
     until_expired,
 )
-from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
-from securesess.errors import (
-    HandshakeFailed,
-    NegotiationFailed,
-    PeerAborted,
-    PeerNotTrusted,
-    PeerRejected,
-)
-from securesess.policy import Policy, readmission
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",

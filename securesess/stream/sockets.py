@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import trio
 
 from keystore import Identity, Peer, TrustStore
-from securesess._records import REKEY_AFTER_RECORDS
-from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.records import REKEY_AFTER_RECORDS
+from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 
 __all__ = ["wrap_socket"]
 

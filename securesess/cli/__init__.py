@@ -27,20 +27,20 @@ from keystore.cli_output import (
     prints_result,
 )
 from securesess import demo as demo_module
-from securesess._ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
-from securesess._serve import (
-    DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-    format_address,
-)
-from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT
-from securesess.hub import (
+from securesess.policy import Policy
+from securesess.sessions.hub import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_CONNECTION_BACKLOG,
     DEFAULT_MAX_PEER_BACKLOG,
     Hub,
 )
-from securesess.policy import Policy
+from securesess.stream.ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
+from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT
+from securesess.stream.serve import (
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    format_address,
+)
 from securesess.tunnel import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

@@ -19,17 +19,17 @@ from typing import Any, Final, TypeVar, final
 import trio
 
 from keystore import Certificate, Identity, Peer, TrustStore
-from securesess._frames import frame
-from securesess._protocols import check_psk, server_protocols
-from securesess._ratelimit import (
+from securesess.errors import HandshakeFailed
+from securesess.stream.frames import frame
+from securesess.stream.protocols import check_psk, server_protocols
+from securesess.stream.ratelimit import (
     DEFAULT_HANDSHAKE_BURST,
     DEFAULT_HANDSHAKE_RATE,
     HandshakeRateLimit,
     source_of,
 )
-from securesess._records import REKEY_AFTER_RECORDS, CloseCode
-from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
-from securesess.errors import HandshakeFailed
+from securesess.stream.records import REKEY_AFTER_RECORDS, CloseCode
+from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_HANDSHAKES",

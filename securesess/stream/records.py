@@ -16,13 +16,13 @@ from collections import deque
 from typing import Final, final
 
 from handshake import DecryptError, NonceExhaustedError, TransportState
-from securesess._frames import FrameReader
 from securesess.errors import (
     PeerAborted,
     ProtocolViolation,
     RecordAuthenticationFailed,
     RecordLimitReached,
 )
+from securesess.stream.frames import FrameReader
 
 __all__ = [
     "BATCH",

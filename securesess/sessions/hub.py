@@ -8,7 +8,7 @@ sees a request it knows the peer's key, name and groups, and the access
 policy has already admitted it (the handshake refuses peers no rule is
 about). Each connection has two tasks:
 
-* a **reader** that parses requests (``securesess._hubwire``) and handles
+* a **reader** that parses requests (``securesess.sessions.wire``) and handles
   each one synchronously, to completion, before the next. All session state
   lives in this one Trio thread and no request ever waits while holding it,
   so there are no locks, a session's events get their sequence numbers in
@@ -39,13 +39,13 @@ from typing import Any, Final, final
 import trio
 
 from keystore import Certificate, Identity, Peer, TrustStore, UntrustedPeerError
-from securesess import _hubwire as wire
-from securesess._hubwire import ErrorCode, Op, pack
-from securesess._records import CloseCode
-from securesess._serve import SecureListener, serve_secure, until_expired
-from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import ProtocolViolation
 from securesess.policy import Grant, Policy, Right, readmission
+from securesess.sessions import wire
+from securesess.sessions.wire import ErrorCode, Op, pack
+from securesess.stream.records import CloseCode
+from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.serve import SecureListener, serve_secure, until_expired
 
 __all__ = [
     "DEFAULT_MAX_BACKLOG",

@@ -49,19 +49,6 @@ import trio
 
 from handshake import HandshakeState, NoiseProtocol, PeerError, Token, TransportState
 from keystore import Identity, Peer, TrustStore, UntrustedPeerError, fingerprint
-from securesess._frames import MAX_FRAME, FrameReader, frame
-from securesess._payload import CERTIFICATE, decode_payload, encode_payload
-from securesess._protocols import check_psk, client_protocol, prologue, server_protocols
-from securesess._records import (
-    BATCH,
-    REKEY_AFTER_RECORDS,
-    CloseCode,
-    RecordReader,
-    RecordType,
-    RecordWriter,
-    close_body,
-    parse_close,
-)
 from securesess.errors import (
     HandshakeFailed,
     HandshakeTimeout,
@@ -72,6 +59,19 @@ from securesess.errors import (
     RecordAuthenticationFailed,
     RecordLimitReached,
     TruncatedStream,
+)
+from securesess.stream.frames import MAX_FRAME, FrameReader, frame
+from securesess.stream.payload import CERTIFICATE, decode_payload, encode_payload
+from securesess.stream.protocols import check_psk, client_protocol, prologue, server_protocols
+from securesess.stream.records import (
+    BATCH,
+    REKEY_AFTER_RECORDS,
+    CloseCode,
+    RecordReader,
+    RecordType,
+    RecordWriter,
+    close_body,
+    parse_close,
 )
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "SecureStream"]

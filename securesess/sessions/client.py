@@ -35,10 +35,6 @@ from typing import Any, Final, final
 import trio
 
 from keystore import Identity, Peer, TrustStore
-from securesess import _hubwire as wire
-from securesess._hubwire import ErrorCode, Op, pack
-from securesess._serve import open_secure_stream
-from securesess._stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -51,7 +47,9 @@ from securesess.errors import (
     SessionError,
     VersionConflict,
 )
-from securesess.events import (
+from securesess.policy import Right
+from securesess.sessions import wire
+from securesess.sessions.events import (
     Event,
     Member,
     MemberJoined,
@@ -61,7 +59,9 @@ from securesess.events import (
     Variable,
     VariableChanged,
 )
-from securesess.policy import Right
+from securesess.sessions.wire import ErrorCode, Op, pack
+from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.serve import open_secure_stream
 
 __all__ = [
     "DEFAULT_CLIENT_BACKLOG",

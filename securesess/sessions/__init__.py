@@ -1,0 +1,1 @@
+"""Sessions: the hub protocol (``wire``), the hub that serves it, its client, and events."""
