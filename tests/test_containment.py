@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from securesess import SecureListener, SecureStream, open_secure_stream
-from securesess.stream.serve import format_address, handshake_first
+from securesess.stream.admission import handshake_first
+from securesess.stream.containment import format_address
 from tests.streams import Identities, serve_on_loopback
 
 HOST = "127.0.0.1"

@@ -34,10 +34,8 @@ from securesess.sessions.hub import (
     DEFAULT_MAX_PEER_BACKLOG,
     Hub,
 )
-from securesess.stream.serve import (
-    DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    format_address,
-)
+from securesess.stream.admission import DEFAULT_MAX_CONNECTIONS_PER_PEER
+from securesess.stream.containment import format_address
 
 
 @click.command(epilog=EXIT_CODES)

@@ -30,10 +30,8 @@ from securesess.cli.options import (
 )
 from securesess.cli.running import Served, serve_until_signalled
 from securesess.policy import Policy
+from securesess.stream.containment import format_address
 from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT
-from securesess.stream.serve import (
-    format_address,
-)
 from securesess.tunnel import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

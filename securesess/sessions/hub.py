@@ -43,9 +43,10 @@ from securesess.errors import ProtocolViolation
 from securesess.policy import Grant, Policy, Right, readmission
 from securesess.sessions import wire
 from securesess.sessions.wire import ErrorCode, Op, pack
+from securesess.stream.expiry import until_expired
 from securesess.stream.records import CloseCode
 from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
-from securesess.stream.serve import SecureListener, serve_secure, until_expired
+from securesess.stream.serve import SecureListener, serve_secure
 
 __all__ = [
     "DEFAULT_MAX_BACKLOG",

@@ -16,12 +16,9 @@ from securesess.errors import (
     PeerRejected,
 )
 from securesess.policy import readmission
+from securesess.stream.containment import contained, peer_address
 from securesess.stream.records import REKEY_AFTER_RECORDS, CloseCode
 from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
-from securesess.stream.serve import (
-    contained,
-    peer_address,
-)
 from securesess.tunnel.end import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

@@ -10,12 +10,10 @@ from typing import Final
 import trio
 
 from keystore import Certificate, Peer, TrustStore
+from securesess.stream.containment import format_address
+from securesess.stream.expiry import until_expired
 from securesess.stream.records import CloseCode
 from securesess.stream.secure_stream import SecureStream
-from securesess.stream.serve import (
-    format_address,
-    until_expired,
-)
 from securesess.tunnel.legs import (
     Connection,
     LegFailed,

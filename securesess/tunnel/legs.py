@@ -21,11 +21,9 @@ from keystore import Peer
 from securesess.errors import (
     PeerAborted,
 )
+from securesess.stream.containment import split_errors
 from securesess.stream.records import CloseCode
 from securesess.stream.secure_stream import SecureStream
-from securesess.stream.serve import (
-    split_errors,
-)
 
 log = logging.getLogger("securesess.tunnel")
 

@@ -15,6 +15,12 @@ from securesess.errors import (
     PeerNotTrusted,
 )
 from securesess.policy import Policy, readmission
+from securesess.stream.admission import (
+    DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    handshake_first,
+)
+from securesess.stream.containment import peer_address
 from securesess.stream.protocols import server_protocols
 from securesess.stream.ratelimit import (
     DEFAULT_HANDSHAKE_BURST,
@@ -22,13 +28,7 @@ from securesess.stream.ratelimit import (
 )
 from securesess.stream.records import REKEY_AFTER_RECORDS, CloseCode
 from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
-from securesess.stream.serve import (
-    DEFAULT_MAX_CONCURRENT_HANDSHAKES,
-    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-    SecureListener,
-    handshake_first,
-    peer_address,
-)
+from securesess.stream.serve import SecureListener
 from securesess.tunnel.end import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
