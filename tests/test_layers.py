@@ -52,3 +52,79 @@ def test_handshake_is_sans_io(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "keystore").glob("**/*.py")), ids=str)
 def test_keystore_does_not_import_securesess(path: Path) -> None:
     assert "securesess" not in _imported_modules(path)
+
+
+# -- the layers of securesess -------------------------------------------------------------
+
+# Each part, and the parts of the project it may import: only downwards.
+# (securesess.errors and securesess.policy are plain modules every layer uses.)
+LAYERS: dict[str, set[str]] = {
+    "securesess.stream": {"handshake", "keystore", "securesess.errors", "securesess.stream"},
+    "securesess.sessions": {
+        "handshake", "keystore", "securesess.errors", "securesess.policy",
+        "securesess.stream", "securesess.sessions",
+    },
+    "securesess.tunnel": {
+        "handshake", "keystore", "securesess.errors", "securesess.policy",
+        "securesess.stream", "securesess.tunnel",
+    },
+}  # fmt: skip
+
+
+def _project_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports, in full (``securesess.stream.records``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] in {"handshake", "keystore", "securesess"}}
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+SOURCE_FILES = sorted(
+    path
+    for package in ("handshake", "keystore", "securesess")
+    for path in (ROOT / package).glob("**/*.py")
+)
+
+
+@pytest.mark.parametrize(
+    ("layer", "path"),
+    [
+        (layer, path)
+        for layer in LAYERS
+        for path in sorted((ROOT / layer.replace(".", "/")).glob("**/*.py"))
+    ],
+    ids=lambda value: value if isinstance(value, str) else str(value.relative_to(ROOT)),
+)
+def test_each_layer_imports_only_the_layers_below(layer: str, path: Path) -> None:
+    allowed = LAYERS[layer]
+    for name in _project_imports(path):
+        # "from securesess.stream import records" names securesess.stream.records.
+        assert any(name == part or name.startswith(part + ".") for part in allowed) or (
+            name in {"securesess", "handshake", "keystore"}
+        ), f"{path.relative_to(ROOT)} imports {name}, above its layer {layer}"
+
+
+@pytest.mark.parametrize("path", SOURCE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_imports_a_private_module_of_another_package(path: Path) -> None:
+    package = (
+        _module_of(path) if path.name == "__init__.py" else _module_of(path).rpartition(".")[0]
+    )
+    for name in _project_imports(path):
+        parts = name.split(".")
+        for depth, part in enumerate(parts):
+            if part.startswith("_") and not part.startswith("__"):
+                owner = ".".join(parts[:depth])
+                assert package == owner or package.startswith(owner + "."), (
+                    f"{path.relative_to(ROOT)} imports {name}, private to {owner}"
+                )
+                break
