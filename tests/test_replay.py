@@ -15,11 +15,12 @@ import pytest
 import trio
 import trio.testing
 
-from securesess import PeerAborted, SecureStream, open_secure_stream
+from securesess import PeerAborted, SecureStream
 from tests.streams import Identities, serve_on_loopback
 
 HOST = "127.0.0.1"
 IK = "Noise_IK_25519_ChaChaPoly_SHA256"
+XX = "Noise_XX_25519_ChaChaPoly_SHA256"
 LIMIT = 8
 
 
@@ -58,10 +59,16 @@ class _Server:
             self.running -= 1
 
 
-async def _connect(ids: Identities, port: int) -> SecureStream:
-    return await open_secure_stream(
-        HOST, port, identity=ids.client, trust=ids.client_trust, expect="server", protocol=IK
+async def _connect(
+    ids: Identities, port: int, *, source: str = HOST, protocol: str = IK
+) -> SecureStream:
+    """The real client, from ``source`` (another loopback address: another host)."""
+    transport = await trio.open_tcp_stream(HOST, port, local_address=source)
+    stream = SecureStream(
+        transport, identity=ids.client, trust=ids.client_trust, expect="server", protocol=protocol
     )
+    await stream.do_handshake()
+    return stream
 
 
 async def _replay(port: int, message: bytes, count: int) -> list[trio.SocketStream]:
@@ -85,6 +92,11 @@ async def _closed_by_server(stream: trio.SocketStream) -> bool:
     return False
 
 
+async def _echo(stream: SecureStream) -> None:
+    await stream.send_all(b"ping")
+    assert await stream.receive_some() == b"ping"
+
+
 async def test_a_replayed_ik_message_holds_at_most_the_peer_limit(nursery: trio.Nursery) -> None:
     ids = Identities()
     message = await _record_message_1(ids)
@@ -94,22 +106,46 @@ async def test_a_replayed_ik_message_holds_at_most_the_peer_limit(nursery: trio.
     )
     with trio.fail_after(30):
         replays = await _replay(port, message, 5 * LIMIT)
-        # Every copy passed for the client once; only LIMIT are held.
-        while server.started < 5 * LIMIT or server.running > LIMIT:
-            await trio.sleep(0.01)
-        assert server.most <= LIMIT + 1  # the newcomer, while it displaces
-        closed = [await _closed_by_server(stream) for stream in replays[: 4 * LIMIT]]
-        assert all(closed)
-        # The real client still gets in, and stays in: its connections are live.
-        live = [await _connect(ids, port) for _ in range(LIMIT)]
-        for stream in live:
-            await stream.send_all(b"ping")
-            assert await stream.receive_some() == b"ping"
+        # Each copy passes for the client, but only LIMIT are kept: those
+        # beyond it, from the same source, are refused.
+        assert all([await _closed_by_server(stream) for stream in replays[LIMIT:]])
+        assert server.started == server.running == LIMIT
+        # The real client, from its own address, still gets in, and stays:
+        # its new connections displace the replays, never each other.
+        live = []
+        for _ in range(LIMIT):
+            live.append(await _connect(ids, port, source="127.0.0.2"))
+            await _echo(live[-1])  # live now: no replay can take its place
+        assert all([await _closed_by_server(stream) for stream in replays[:LIMIT]])
         assert server.running == LIMIT
         for replay in replays:
             await replay.aclose()
         for stream in live:
             await stream.aclose()
+
+
+async def test_replays_never_displace_a_real_connection_that_has_not_spoken_yet(
+    nursery: trio.Nursery,
+) -> None:
+    # A real IK connection is unconfirmed until its client's first record;
+    # replays from elsewhere, at the limit, must not take its place.
+    ids = Identities()
+    message = await _record_message_1(ids)
+    server = _Server()
+    port = await serve_on_loopback(
+        nursery, server.handle, ids, max_connections_per_peer=4, handshake_rate=None
+    )
+    with trio.fail_after(30):
+        quiet = await _connect(ids, port, source="127.0.0.2")
+        replays = await _replay(port, message, 8)
+        await trio.sleep(0.2)
+        await _echo(quiet)  # still there, and served
+        # An XX client proves it is live at once; it displaces a replay.
+        async with await _connect(ids, port, protocol=XX) as fresh:
+            await _echo(fresh)
+        for replay in replays:
+            await replay.aclose()
+        await quiet.aclose()
 
 
 async def test_a_peer_at_its_limit_of_live_connections_is_refused_with_a_reason(

@@ -97,29 +97,55 @@ def _source(stream: SecureStream) -> str | None:
 @final
 class _Established:
     """Each peer's established connections, oldest first, with the scope
-    that ends each: what ``max_connections_per_peer`` counts."""
+    that ends each and their source: what ``max_connections_per_peer`` counts."""
 
     __slots__ = ("_by_peer", "limit")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
-        self._by_peer: dict[bytes, dict[SecureStream, trio.CancelScope]] = {}
+        self._by_peer: dict[bytes, dict[SecureStream, tuple[trio.CancelScope, str | None]]] = {}
 
-    def admit(self, stream: SecureStream, scope: trio.CancelScope) -> str | None:
+    def admit(
+        self, stream: SecureStream, scope: trio.CancelScope, source: str | None
+    ) -> str | None:
         """Count ``stream`` in, displacing if need be; or why it may not be."""
         key = stream.peer.public_key
         held = self._by_peer.setdefault(key, {})
         if self.limit is not None and len(held) >= self.limit:
-            # A replayed IK message 1 opens connections in a real peer's
-            # name that never prove they are live: those go first, so a
-            # replay holds at most `limit` connections and never locks the
-            # peer itself out.
-            unconfirmed = next((other for other in held if not other.confirmed), None)
-            if unconfirmed is None:
+            victim = self._displaceable(held, stream, source)
+            if victim is None:
                 return f"{stream.peer} already has {self.limit} connections"
-            held.pop(unconfirmed).cancel()
-        held[stream] = scope
+            held.pop(victim)[0].cancel()
+        held[stream] = (scope, source)
         return None
+
+    @staticmethod
+    def _displaceable(
+        held: dict[SecureStream, tuple[trio.CancelScope, str | None]],
+        stream: SecureStream,
+        source: str | None,
+    ) -> SecureStream | None:
+        """Which of a peer's connections a newcomer at its limit replaces, if any.
+
+        Only one that has not proved it is live: a replayed IK message 1
+        opens connections in a real peer's name that never do, so replays
+        hold at most the limit. But a real IK connection is unconfirmed
+        too until its client's first record, and a newcomer may itself be a
+        replay: so the victim is the oldest unconfirmed connection of the
+        source that holds the most of them, and an unconfirmed newcomer
+        takes it only from a source holding more than its own. Replays from
+        one address are then refused once they hold the limit, and never
+        take the place of a connection from elsewhere that holds no more.
+        """
+        unconfirmed = [(other, other_source) for other, (_, other_source) in held.items()
+                       if not other.confirmed]  # fmt: skip
+        if not unconfirmed:
+            return None
+        counts = Counter(other_source for _, other_source in unconfirmed)
+        biggest = max(counts, key=counts.__getitem__)
+        if not stream.confirmed and counts[biggest] <= counts[source]:
+            return None
+        return next(other for other, other_source in unconfirmed if other_source == biggest)
 
     def release(self, stream: SecureStream) -> None:
         key = stream.peer.public_key
@@ -256,7 +282,7 @@ class Admission:
 
     async def _keep(self, stream: SecureStream, handler: Handler, source: str | None) -> None:
         scope = trio.CancelScope()
-        refusal = self._established.admit(stream, scope)
+        refusal = self._established.admit(stream, scope, source)
         if refusal is not None:
             self._report(stream, refusal, source)
             await stream.abort(CloseCode.UNAVAILABLE, refusal)
