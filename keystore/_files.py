@@ -127,10 +127,20 @@ def check_directories(directory: Path) -> None:
             )
 
 
+def check_place(path: Path) -> None:
+    """Refuse ``path`` if another user could replace it: the directories it
+    is in, and, when it is a symbolic link, those of the file it leads to
+    (which opening it reads), pass :func:`check_directories`."""
+    check_directories(path.parent)
+    target = path.resolve()
+    if target.parent != path.absolute().parent:
+        check_directories(target.parent)
+
+
 def check_private(path: Path) -> None:
     """Refuse a secret file that users other than its owner could read, or
-    replace (see :func:`check_directories`)."""
-    check_directories(path.parent)
+    replace (see :func:`check_place`)."""
+    check_place(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise InsecurePermissionsError(

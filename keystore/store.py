@@ -40,7 +40,7 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keystore._files import (
-    check_directories,
+    check_place,
     check_private,
     ensure_directory,
     locked,
@@ -189,8 +189,8 @@ class Keystore:
         """
         path = self.path / filename
         # Before the file is opened: whoever may write the directory decides
-        # what it holds, an absent file included.
-        check_directories(path.parent)
+        # what it holds, an absent file included (and so for a link's target).
+        check_place(path)
         try:
             with path.open("rb") as file:
                 status = os.fstat(file.fileno())

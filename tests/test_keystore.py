@@ -468,6 +468,39 @@ def test_a_writable_directory_behind_a_symbolic_link_is_refused(tmp_path: Path) 
         store.trust()
 
 
+def test_a_trust_file_that_links_into_a_directory_others_may_write_is_refused(
+    store: Keystore, tmp_path: Path
+) -> None:
+    # Opening the link reads the target: whoever may write the target's
+    # directory may replace it, or delete it (undoing a revocation).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    store.add_peer("api", bytes(range(32)))
+    (store.path / "peers.toml").rename(shared / "peers.toml")
+    (store.path / "peers.toml").symlink_to(shared / "peers.toml")
+    assert store.trust().peer_by_key(bytes(range(32))) is not None
+    shared.chmod(0o777)
+    with pytest.raises(InsecurePermissionsError, match=f"{shared} is writable by other users"):
+        store.trust()
+
+
+def test_a_key_file_that_links_into_a_directory_others_may_write_is_refused(
+    store: Keystore, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    store.new_identity("svc", passphrase=None)
+    key_file = store.path / "identities" / "svc.key"
+    (shared / key_file.name).write_bytes(key_file.read_bytes())
+    (shared / key_file.name).chmod(0o600)
+    key_file.unlink()
+    key_file.symlink_to(shared / key_file.name)
+    store.identity("svc")
+    shared.chmod(0o777)
+    with pytest.raises(InsecurePermissionsError, match=f"{shared} is writable by other users"):
+        store.identity("svc")
+
+
 def test_a_keys_subdirectory_others_may_write_is_refused(store: Keystore) -> None:
     store.init_ca("ops", passphrase=None, valid_seconds=YEAR)
     (store.path / "authorities").chmod(0o777)
