@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import fields
 from functools import partial
 from typing import Any, Final, final
 
@@ -42,15 +43,15 @@ from keystore import Certificate, Identity, Peer, TrustStore, UntrustedPeerError
 from securesess.errors import ProtocolViolation
 from securesess.policy import Policy, readmission
 from securesess.sessions import wire
+from securesess.sessions.connection import HubConnection
 from securesess.sessions.core import SessionCore
-from securesess.sessions.delivery import Backlogs, Mailbox, Outbox
+from securesess.sessions.delivery import Backlogs, Mailbox
 from securesess.sessions.outcome import (
     DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_MEMBERSHIPS,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_VARIABLE_BYTES,
     DEFAULT_MAX_VARIABLES,
-    Client,
     Limits,
     Member,
     Outcome,
@@ -78,65 +79,12 @@ DEFAULT_MAX_CONNECTION_BACKLOG: Final = 32 << 20
 #: Undelivered bytes of all one peer's connections (one key) before the hub
 #: disconnects the connection that went over.
 DEFAULT_MAX_PEER_BACKLOG: Final = 64 << 20
-# Replies a client has not read before the hub stops reading its requests.
-_REPLY_LIMIT: Final = 1 << 20
-_ABORT_TIMEOUT: Final = 1.0
-# How long a client that closed its side gets to read what is still due to it.
-_DRAIN_TIMEOUT: Final = 10.0
 _REQUESTS_PER_TURN: Final = 64
+# The keywords of serve_hub that are the Hub's, not serve_secure's.
 _LIMITS: Final = frozenset(
-    {
-        "max_backlog",
-        "max_connection_backlog",
-        "max_peer_backlog",
-        "max_sessions",
-        "max_memberships",
-        "max_members",
-        "max_variables",
-        "max_variable_bytes",
-    }
+    {"max_backlog", "max_connection_backlog", "max_peer_backlog"}
+    | {limit.name for limit in fields(Limits)}
 )
-
-
-@final
-class _Connection(Outbox):
-    """A client connection's I/O: its stream, its queues, and the events of its two tasks."""
-
-    __slots__ = (
-        "client",
-        "close",
-        "closing",
-        "draining",
-        "reader_scope",
-        "room",
-        "stream",
-        "wake_writer",
-        "writer_done",
-    )
-
-    def __init__(self, stream: SecureStream, client: Client) -> None:
-        super().__init__(client.peer.public_key)
-        self.stream = stream
-        self.client: Final = client
-        self.wake_writer = trio.Event()
-        self.room = trio.Event()
-        self.reader_scope = trio.CancelScope()
-        self.writer_done = trio.Event()
-        # The connection is ending: the writer stops after its current send,
-        # or, draining, once it has sent everything queued.
-        self.closing = False
-        self.draining = False
-        # Why the hub ends this connection, if it does: (close code, reason).
-        self.close: tuple[CloseCode, str] | None = None
-
-    @property
-    def peer(self) -> Peer:
-        """As the trust store knew it when the hub admitted it (the stream's
-        ``peer`` is as it was when the handshake checked it)."""
-        return self.client.peer
-
-    def wake(self) -> None:
-        self.wake_writer.set()
 
 
 @final
@@ -193,15 +141,15 @@ class Hub:
         if not isinstance(policy, Policy):
             policy = Policy.load(policy, trust=trust)
         self._core: Final = SessionCore(policy, limits=limits)
-        self._backlogs: Final = Backlogs[_Connection](
+        self._backlogs: Final = Backlogs[HubConnection](
             max_backlog=max_backlog,
             max_connection=max_connection_backlog,
             max_peer=max_peer_backlog,
         )
         # Undelivered bytes per peer key, over all its connections.
         self._peer_backlog: Final = self._backlogs.peer
-        self._mailboxes: dict[Member, Mailbox[_Connection]] = {}
-        self._connections: set[_Connection] = set()
+        self._mailboxes: dict[Member, Mailbox[HubConnection]] = {}
+        self._connections: set[HubConnection] = set()
         self._listeners: list[SecureListener] = []
 
     def __repr__(self) -> str:
@@ -305,52 +253,34 @@ class Hub:
             log.info("refused %s: %s", peer, refusal)
             await stream.abort(code, refusal)
             return
-        connection = _Connection(stream, self._core.connect(peer))
+        connection = HubConnection(stream, self._core.connect(peer))
         self._connections.add(connection)
         log.info("%s connected", connection.peer)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, connection)
+                nursery.start_soon(connection.write_loop, self._backlogs)
                 if connection.peer.certificate is not None:
                     nursery.start_soon(self._expire, connection, connection.peer.certificate)
                 with connection.reader_scope:
                     await self._read_loop(connection)
-                # Let a send in progress finish: cancelling it would cut a
-                # record in half and leave no way to send the CLOSE record.
-                # After a clean end of input, first send every answer due.
-                if connection.close is None:
-                    connection.draining = True
-                else:
-                    connection.closing = True
-                connection.wake()
-                with trio.move_on_after(_DRAIN_TIMEOUT if connection.draining else _ABORT_TIMEOUT):
-                    await connection.writer_done.wait()
+                await connection.stop_writer()
                 nursery.cancel_scope.cancel()
         finally:
             self._connections.discard(connection)
             self._apply(self._core.disconnect(connection.client, "disconnected"))
             self._evict_laggards()
-            with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_TIMEOUT):
-                if connection.close is not None:
-                    await stream.abort(*connection.close)
-                else:
-                    await stream.aclose()
+            await connection.shut()
             reason = connection.close[1] if connection.close else "disconnected"
             log.info("%s gone: %s", connection.peer, reason)
 
-    async def _expire(self, connection: _Connection, certificate: Certificate) -> None:
+    async def _expire(self, connection: HubConnection, certificate: Certificate) -> None:
         """Disconnect a peer when the certificate it was admitted by expires."""
         await until_expired(certificate)
         if connection in self._connections:
             log.info("%s: its certificate expired", connection.peer)
             self._disconnect(connection, "its certificate expired")
 
-    def _end(self, connection: _Connection, code: CloseCode, reason: str) -> None:
-        if connection.close is None:
-            connection.close = (code, reason)
-        connection.reader_scope.cancel()
-
-    async def _read_loop(self, connection: _Connection) -> None:
+    async def _read_loop(self, connection: HubConnection) -> None:
         reader = wire.MessageReader()
         greeted = False
         stream, client = connection.stream, connection.client
@@ -360,10 +290,8 @@ class Hub:
                 if not data:
                     return
                 for handled, message in enumerate(reader.feed(data), 1):
-                    if connection.reply_bytes > _REPLY_LIMIT:
-                        # The client is not reading its answers: stop reading it.
-                        connection.room = trio.Event()
-                        await connection.room.wait()
+                    if connection.unread:
+                        await connection.wait_for_room()
                     elif handled % _REQUESTS_PER_TURN == 0:
                         # A chunk can hold thousands of requests: let the
                         # other connections have a turn between them.
@@ -380,26 +308,9 @@ class Hub:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    async def _write_loop(self, connection: _Connection) -> None:
-        try:
-            while not connection.closing:
-                if not connection.replies and not connection.ready:
-                    if connection.draining:
-                        return
-                    connection.wake_writer = trio.Event()
-                    await connection.wake_writer.wait()
-                    continue
-                batch = self._backlogs.take(connection)
-                connection.room.set()
-                await connection.stream.send_all(batch)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            connection.reader_scope.cancel()
-        finally:
-            connection.writer_done.set()
-
     # -- doing what the core decided -------------------------------------------------
 
-    def _apply(self, outcome: Outcome, requester: _Connection | None = None) -> None:
+    def _apply(self, outcome: Outcome, requester: HubConnection | None = None) -> None:
         """Queue what ``outcome`` says, in the order :mod:`securesess.sessions.core` gives."""
         mailboxes, backlogs = self._mailboxes, self._backlogs
         for ending in outcome.ended:
@@ -462,11 +373,11 @@ class Hub:
         self._evict_laggards()
 
     def _disconnect(
-        self, connection: _Connection, reason: str, code: CloseCode = CloseCode.ACCESS_DENIED
+        self, connection: HubConnection, reason: str, code: CloseCode = CloseCode.ACCESS_DENIED
     ) -> None:
         # Leave every session now, not when the connection's task gets to it.
         self._apply(self._core.disconnect(connection.client, "disconnected: " + reason))
-        self._end(connection, code, reason)
+        connection.end(code, reason)
 
 
 async def serve_hub(
