@@ -339,12 +339,15 @@ class SessionPromises(RuleBasedStateMachine):
             if m != but and Right.RECEIVE in rights
         }
 
-    def end(self, session: str, member_id: int) -> None:
+    def end(self, session: str, member_id: int) -> list[tuple[str, set[Key]]]:
+        """End a membership in the model; the LEFT event the others get, if any remain."""
         del self.members[session][member_id]
-        if not self.members[session]:
-            # The session is gone: a new one of that name starts afresh.
-            for table in (self.members, self.versions, self.seq, self.ids_given):
-                table.pop(session, None)
+        if self.members[session]:
+            return [(session, self.others(session))]
+        # The session is gone: a new one of that name starts afresh.
+        for table in (self.members, self.versions, self.seq, self.ids_given):
+            table.pop(session, None)
+        return []
 
     def leave_all(self, client: int, ended: set[Key]) -> list[tuple[str, set[Key]]]:
         """End every membership of ``client``; the LEFT events that follow."""
@@ -353,9 +356,7 @@ class SessionPromises(RuleBasedStateMachine):
             member_id = self.membership(client, session)
             if member_id is not None:
                 ended.add((session, member_id))
-                self.end(session, member_id)
-                if session in self.members:
-                    events.append((session, self.others(session)))
+                events += self.end(session, member_id)
         return events
 
     # -- checking an outcome against the model -------------------------------------
@@ -406,6 +407,20 @@ class SessionPromises(RuleBasedStateMachine):
         self.last = request.session
         return self.core.handle(self.clients[client], request)
 
+    def acting(
+        self, client: int, request: Any, right: Right | None = None
+    ) -> tuple[Outcome, int | None]:
+        """Make a request that needs membership (and ``right``); the requester's id,
+        or None when it was refused for lacking them (as it must be)."""
+        outcome = self.request(client, request)
+        member_id = self.membership(client, request.session)
+        if member_id is None:
+            self.verify(outcome, ErrorCode.NOT_MEMBER)
+        elif right is not None and right not in self.rights_of(request.session, member_id):
+            self.verify(outcome, ErrorCode.ACCESS_DENIED)
+            member_id = None
+        return outcome, member_id
+
     # -- rules -------------------------------------------------------------------------
 
     @rule(client=clients, session=sessions, create=st.booleans())
@@ -437,24 +452,16 @@ class SessionPromises(RuleBasedStateMachine):
 
     @rule(client=clients, session=sessions)
     def leave(self, client: int, session: str) -> None:
-        outcome = self.request(client, Leave(1, session))
-        member_id = self.membership(client, session)
+        outcome, member_id = self.acting(client, Leave(1, session))
         if member_id is None:
-            self.verify(outcome, ErrorCode.NOT_MEMBER)
             return
-        self.end(session, member_id)
-        events = [(session, self.others(session))] if session in self.members else []
+        events = self.end(session, member_id)
         self.verify(outcome, None, {(session, member_id)}, events)
 
     @rule(client=clients, session=sessions, to=st.none() | member_ids)
     def send(self, client: int, session: str, to: int | None) -> None:
-        outcome = self.request(client, Send(1, session, to, b"data"))
-        member_id = self.membership(client, session)
+        outcome, member_id = self.acting(client, Send(1, session, to, b"data"), Right.SEND)
         if member_id is None:
-            self.verify(outcome, ErrorCode.NOT_MEMBER)
-            return
-        if Right.SEND not in self.rights_of(session, member_id):
-            self.verify(outcome, ErrorCode.ACCESS_DENIED)
             return
         if to is None:
             recipients = self.receivers(session, member_id)
@@ -475,10 +482,8 @@ class SessionPromises(RuleBasedStateMachine):
         expected=st.none() | st.integers(min_value=0, max_value=3),
     )
     def set_variable(self, client: int, session: str, key: str, expected: int | None) -> None:
-        outcome = self.request(client, Set(1, session, key, b"value", expected))
-        member_id = self.membership(client, session)
+        outcome, member_id = self.acting(client, Set(1, session, key, b"value", expected))
         if member_id is None:
-            self.verify(outcome, ErrorCode.NOT_MEMBER)
             return
         rights = self.rights_of(session, member_id)
         version = self.versions.get(session, {}).get(key, 0)
@@ -499,31 +504,22 @@ class SessionPromises(RuleBasedStateMachine):
 
     @rule(client=clients, session=sessions, target_id=member_ids)
     def remove(self, client: int, session: str, target_id: int) -> None:
-        outcome = self.request(client, Remove(1, session, target_id, "because"))
-        member_id = self.membership(client, session)
+        outcome, member_id = self.acting(
+            client, Remove(1, session, target_id, "because"), Right.ADMIN
+        )
         if member_id is None:
-            self.verify(outcome, ErrorCode.NOT_MEMBER)
-            return
-        if Right.ADMIN not in self.rights_of(session, member_id):
-            self.verify(outcome, ErrorCode.ACCESS_DENIED)
             return
         if target_id not in self.members[session]:
             self.verify(outcome, ErrorCode.NO_SUCH_MEMBER)
             return
         self.requester = None  # even an admin removing itself is told
-        self.end(session, target_id)
-        events = [(session, self.others(session))] if session in self.members else []
+        events = self.end(session, target_id)
         self.verify(outcome, None, {(session, target_id)}, events)
 
     @rule(client=clients, session=sessions)
     def close(self, client: int, session: str) -> None:
-        outcome = self.request(client, Close(1, session, "done"))
-        member_id = self.membership(client, session)
+        outcome, member_id = self.acting(client, Close(1, session, "done"), Right.ADMIN)
         if member_id is None:
-            self.verify(outcome, ErrorCode.NOT_MEMBER)
-            return
-        if Right.ADMIN not in self.rights_of(session, member_id):
-            self.verify(outcome, ErrorCode.ACCESS_DENIED)
             return
         ended = self.others(session)
         for _, other in ended:
@@ -546,8 +542,7 @@ class SessionPromises(RuleBasedStateMachine):
         holder = self.clients[self.members[session][member_id][0]]
         self.requester = None
         member = holder.memberships[session]
-        self.end(session, member_id)
-        events = [(session, self.others(session))] if session in self.members else []
+        events = self.end(session, member_id)
         self.verify(self.core.evict(member, "behind"), None, {(session, member_id)}, events)
         self.verify(self.core.evict(member, "behind"))
 
@@ -566,9 +561,7 @@ class SessionPromises(RuleBasedStateMachine):
                     continue
                 if self.rights_of(session, member_id) - new - {Right.CREATE}:
                     ended.add((session, member_id))
-                    self.end(session, member_id)
-                    if session in self.members:
-                        events.append((session, self.others(session)))
+                    events += self.end(session, member_id)
                 else:
                     self.members[session][member_id] = (client, new)
             self.verify(self.core.regrant(handle), None, ended, events)
