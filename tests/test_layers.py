@@ -52,3 +52,17 @@ def test_handshake_is_sans_io(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "keystore").glob("**/*.py")), ids=str)
 def test_keystore_does_not_import_securesess(path: Path) -> None:
     assert "securesess" not in _imported_modules(path)
+
+
+# The session core and what it works with: no event loop, no socket, no file.
+SESSION_CORE_FILES = [
+    ROOT / "securesess" / "sessions" / name
+    for name in ("core.py", "outcome.py", "store.py", "requests.py", "wire.py", "delivery.py")
+]
+FORBIDDEN_IN_SESSION_CORE = FORBIDDEN_IN_HANDSHAKE - {"keystore", "securesess"}
+
+
+@pytest.mark.parametrize("path", SESSION_CORE_FILES, ids=lambda p: p.name)
+def test_the_session_core_is_sans_io(path: Path) -> None:
+    assert _imported_modules(path) & FORBIDDEN_IN_SESSION_CORE == set()
+    assert not _calls_builtin_open(path)
