@@ -102,6 +102,12 @@ class SessionCore:
         return pack(Op.WELCOME, VERSION, client.fields)
 
     def handle(self, client: Client, request: rq.Request) -> Outcome:
+        """Decide ``client``'s request: what to answer and what to deliver.
+
+        A refused request changes nothing: every transition checks all it
+        refuses for before it changes a session, so the ERROR answer is the
+        whole outcome.
+        """
         outcome = Outcome()
         try:
             self._transitions[type(request)](client, request, outcome)
