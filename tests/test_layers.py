@@ -128,3 +128,17 @@ def test_no_module_imports_a_private_module_of_another_package(path: Path) -> No
                     f"{path.relative_to(ROOT)} imports {name}, private to {owner}"
                 )
                 break
+
+
+# The session core and what it works with: no event loop, no socket, no file.
+SESSION_CORE_FILES = [
+    ROOT / "securesess" / "sessions" / name
+    for name in ("core.py", "outcome.py", "store.py", "requests.py", "wire.py", "delivery.py")
+]
+FORBIDDEN_IN_SESSION_CORE = FORBIDDEN_IN_HANDSHAKE - {"keystore", "securesess"}
+
+
+@pytest.mark.parametrize("path", SESSION_CORE_FILES, ids=lambda p: p.name)
+def test_the_session_core_is_sans_io(path: Path) -> None:
+    assert _imported_modules(path) & FORBIDDEN_IN_SESSION_CORE == set()
+    assert not _calls_builtin_open(path)

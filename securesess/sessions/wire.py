@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import msgpack
 
 from securesess.errors import ProtocolViolation
+from securesess.sessions.requests import Close, Hello, Join, Leave, Remove, Request, Send, Set
 
 __all__ = [
     "MAX_DATA",
@@ -28,6 +29,8 @@ __all__ = [
     "Op",
     "check_session_name",
     "check_variable_key",
+    "decode_hello",
+    "decode_request",
     "pack",
 ]
 
@@ -290,3 +293,78 @@ BOOL: Final = (bool,)
 LIST: Final = (list,)
 OPTIONAL_INT: Final = (int, type(None))
 OPTIONAL_STR: Final = (str, type(None))
+
+
+# -- requests -------------------------------------------------------------------------
+# Each decoder checks the fields in the order they come, so that a request
+# with several bad fields is refused for the first one.
+
+
+def decode_hello(message: list[Any]) -> Hello:
+    """The first message of a connection, which must be a HELLO of our version.
+
+    Raises:
+        ProtocolViolation: not a HELLO, malformed, or of another version.
+    """
+    if message[0] != Op.HELLO:
+        raise field_error(message, "the first message must be HELLO")
+    expect_shape(message, INT)
+    if message[1] != VERSION:
+        raise ProtocolViolation(
+            f"the client speaks hub protocol version {message[1]}; this hub speaks {VERSION}"
+        )
+    return Hello(message[1])
+
+
+def _join(message: list[Any]) -> Join:
+    expect_shape(message, INT, STR, BOOL)
+    return Join(expect_id(message, 1), expect_name(message, 2), message[3])
+
+
+def _leave(message: list[Any]) -> Leave:
+    expect_shape(message, INT, STR)
+    return Leave(expect_id(message, 1), expect_name(message, 2))
+
+
+def _send(message: list[Any]) -> Send:
+    expect_shape(message, INT, STR, OPTIONAL_INT, BYTES)
+    return Send(expect_id(message, 1), expect_name(message, 2), message[3], message[4])
+
+
+def _set(message: list[Any]) -> Set:
+    expect_shape(message, INT, STR, STR, BYTES, OPTIONAL_INT)
+    rid, name = expect_id(message, 1), expect_name(message, 2)
+    return Set(rid, name, expect_key(message, 3), message[4], message[5])
+
+
+def _remove(message: list[Any]) -> Remove:
+    expect_shape(message, INT, STR, INT, STR)
+    rid, name = expect_id(message, 1), expect_name(message, 2)
+    return Remove(rid, name, message[3], expect_reason(message, 4))
+
+
+def _close(message: list[Any]) -> Close:
+    expect_shape(message, INT, STR, STR)
+    return Close(expect_id(message, 1), expect_name(message, 2), expect_reason(message, 3))
+
+
+_DECODERS: Final[dict[int, Callable[[list[Any]], Request]]] = {
+    Op.JOIN: _join,
+    Op.LEAVE: _leave,
+    Op.SEND: _send,
+    Op.SET: _set,
+    Op.REMOVE: _remove,
+    Op.CLOSE: _close,
+}
+
+
+def decode_request(message: list[Any]) -> Request:
+    """A request after HELLO, as :class:`MessageReader` yielded it.
+
+    Raises:
+        ProtocolViolation: not a request a client may send now, or malformed.
+    """
+    decoder = _DECODERS.get(message[0])
+    if decoder is None:
+        raise field_error(message, "not a request a client may send")
+    return decoder(message)

@@ -1,0 +1,122 @@
+"""What the session core works with and hands back: clients, members, limits, outcomes.
+
+Plain records, no behaviour: :mod:`securesess.sessions.core` changes them,
+the hub reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, final
+
+from keystore import Peer
+from securesess.policy import Grant, Right
+from securesess.sessions.wire import ErrorCode
+
+__all__ = [
+    "DEFAULT_MAX_MEMBERS",
+    "DEFAULT_MAX_MEMBERSHIPS",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_VARIABLES",
+    "DEFAULT_MAX_VARIABLE_BYTES",
+    "Client",
+    "Delivery",
+    "Ending",
+    "Limits",
+    "Member",
+    "Outcome",
+    "Refused",
+]
+
+DEFAULT_MAX_SESSIONS: Final = 10_000
+DEFAULT_MAX_MEMBERSHIPS: Final = 1_000
+DEFAULT_MAX_MEMBERS: Final = 10_000
+DEFAULT_MAX_VARIABLES: Final = 1_000
+DEFAULT_MAX_VARIABLE_BYTES: Final = 4 << 20
+
+
+class Refused(Exception):
+    """A request the hub answers with ERROR: the code and the sentence."""
+
+    def __init__(self, code: ErrorCode, message: str, *extra: Any) -> None:
+        super().__init__(message)
+        self.code: Final = code
+        self.message: Final = message
+        self.extra: Final = extra
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the sessions of one core may hold. Each must be at least 1."""
+
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_memberships: int = DEFAULT_MAX_MEMBERSHIPS
+    max_members: int = DEFAULT_MAX_MEMBERS
+    max_variables: int = DEFAULT_MAX_VARIABLES
+    max_variable_bytes: int = DEFAULT_MAX_VARIABLE_BYTES
+
+    def __post_init__(self) -> None:
+        for limit in fields(self):
+            if getattr(self, limit.name) < 1:
+                raise ValueError(f"{limit.name} must be at least 1")
+
+
+@final
+class Client:
+    """One connection, as the core knows it: the peer, and its memberships by session."""
+
+    __slots__ = ("fields", "memberships", "peer")
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer: Final = peer
+        self.fields: Final = [peer.name, peer.public_key, sorted(peer.groups)]
+        self.memberships: dict[str, Member] = {}
+
+
+@final
+class Member:
+    """One membership: a client in a session, with the rights the policy grants it there."""
+
+    __slots__ = ("client", "fields", "grant", "id", "receives", "session")
+
+    def __init__(self, member_id: int, client: Client, session: str, grant: Grant) -> None:
+        self.id: Final = member_id
+        self.client: Final = client
+        self.session: Final = session
+        self.grant = grant
+        self.receives = Right.RECEIVE in grant
+        self.fields: Final = [member_id, *client.fields]
+
+    def __str__(self) -> str:
+        return f"{self.client.peer.name or 'unnamed'}#{self.id}"
+
+
+@final
+@dataclass(slots=True)
+class Delivery:
+    """One event, packed once, for each of ``recipients``' queues."""
+
+    data: bytes
+    recipients: list[Member]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Ending:
+    member: Member
+    #: The ENDED message for the member's client, if it is to be told.
+    notice: bytes | None
+
+
+@final
+@dataclass(slots=True)
+class Outcome:
+    """What a transition asks the hub to do, in the order of :mod:`securesess.sessions.core`."""
+
+    reply: bytes | None = None
+    #: Why the request was refused, when ``reply`` is an ERROR.
+    refused: Refused | None = None
+    joined: Member | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+    ended: list[Ending] = field(default_factory=list)
