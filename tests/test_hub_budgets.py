@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from securesess.errors import PeerAborted
+from securesess.sessions.events import Message
 from securesess.sessions.wire import Op, pack
 from securesess.stream.records import CloseCode
 from tests.hubs import HubWorld, RawClient
@@ -105,3 +106,49 @@ async def test_a_peer_whose_connections_together_hold_too_much_is_cut(
     assert sum(hub._peer_backlog.values()) <= 8 * MIB
     for stalled in (first, second):
         await stalled.stream.aclose()
+
+
+async def test_over_the_peer_budget_the_connection_holding_the_most_goes_not_the_live_one(
+    nursery: trio.Nursery,
+) -> None:
+    # Two stalled connections of cache hold most of its budget; a live one of
+    # cache, reading all it gets, takes it over: the heaviest stalled one
+    # must go, not the live one on its every event.
+    world = HubWorld()
+    hub = await world.start(
+        nursery, max_backlog=16 * MIB, max_connection_backlog=64 * MIB, max_peer_backlog=12 * MIB
+    )
+    cache_key = world.identities["cache"].public_key
+    with trio.fail_after(30):
+        stalled = [
+            await _stalled_member(world, "cache", ["orders/a"]),
+            await _stalled_member(world, "cache", ["orders/b"]),
+        ]
+        async with world.connect("api") as api, world.connect("cache") as cache:
+            sessions = {name: await api.join(name) for name in ("orders/a", "orders/b")}
+            for _ in range(5 * MIB // len(CHUNK)):
+                for session in sessions.values():
+                    await session.send(CHUNK)
+            await trio.sleep(0.2)  # what the sockets take, they have taken
+            # Top the stalled ones up to just under the peer's budget.
+            while hub._peer_backlog[cache_key] + 2 * len(CHUNK) < 12 * MIB:
+                await sessions["orders/a"].send(CHUNK)
+            assert hub._peer_backlog[cache_key] < 12 * MIB
+            live = await cache.join("orders/c", create=True)
+            feed = await api.join("orders/c")
+            # One message to the live connection takes the peer over.
+            await feed.send(b"y" * MIB)
+            with trio.fail_after(5):
+                async for event in live:
+                    if isinstance(event, Message):
+                        assert event.data == b"y" * MIB
+                        break
+            await feed.send(b"still here")
+            async for event in live:
+                if isinstance(event, Message):
+                    assert event.data == b"still here"  # the live connection was never cut
+                    break
+        reasons = {await _cut_reason_if_any(each) for each in stalled}
+    assert "fell too far behind (over 12582912 bytes undelivered to this peer)" in reasons
+    for each in stalled:
+        await each.stream.aclose()

@@ -104,15 +104,19 @@ class Backlogs(Generic[OutboxT]):
         mailbox.backlog = 0
 
     def excess(self, outbox: OutboxT) -> str | None:
-        """Why ``outbox``'s connection is to go, if it is still over a budget."""
+        """Why ``outbox``'s connection is to go, if it is over its own budget."""
         if outbox.backlog > self.max_connection:
             return (
                 f"fell too far behind (over {self.max_connection} bytes "
                 "undelivered on this connection)"
             )
-        if self.peer[outbox.peer_key] > self.max_peer:
-            return f"fell too far behind (over {self.max_peer} bytes undelivered to this peer)"
         return None  # a membership ended since, and took its backlog with it
+
+    def peer_excess(self, peer_key: bytes) -> str | None:
+        """Why one of this peer's connections is to go, if the peer is over its budget."""
+        if self.peer[peer_key] > self.max_peer:
+            return f"fell too far behind (over {self.max_peer} bytes undelivered to this peer)"
+        return None
 
     def take(self, outbox: OutboxT) -> bytes:
         """The next batch to send: every answer, then round-robin from the ready mailboxes."""

@@ -338,8 +338,21 @@ class Hub:
             if connection in self._connections and connection.close is None:
                 reason = self._backlogs.excess(connection)
                 if reason is not None:
-                    log.info("%s: %s", connection.peer, reason)
-                    self._disconnect(connection, reason, CloseCode.UNAVAILABLE)
+                    self._cut_behind(connection, reason)
+            # Over the peer's budget, the connection that holds the most goes
+            # first, not the one that went over: stalled connections of a key
+            # must not get its live ones cut on their every event.
+            key = connection.peer_key
+            while (reason := self._backlogs.peer_excess(key)) is not None:
+                heaviest = max(
+                    (other for other in self._connections
+                     if other.peer_key == key and other.close is None),
+                    key=lambda other: other.backlog,
+                    default=None,
+                )  # fmt: skip
+                if heaviest is None:
+                    break
+                self._cut_behind(heaviest, reason)
         while lagging:
             mailbox = lagging.pop()
             if mailbox.active:
@@ -372,6 +385,10 @@ class Hub:
             else:
                 self._apply(self._core.regrant(connection.client))
         self._evict_laggards()
+
+    def _cut_behind(self, connection: HubConnection, reason: str) -> None:
+        log.info("%s: %s", connection.peer, reason)
+        self._disconnect(connection, reason, CloseCode.UNAVAILABLE)
 
     def _disconnect(
         self, connection: HubConnection, reason: str, code: CloseCode = CloseCode.ACCESS_DENIED
