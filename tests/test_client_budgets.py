@@ -12,6 +12,8 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgpack
+import msgpack.fallback
 import pytest
 import trio
 import trio.testing
@@ -19,7 +21,7 @@ import trio.testing
 from securesess import SecureStream
 from securesess.errors import HubTimeout, LimitExceeded, ProtocolViolation, SessionClosed
 from securesess.sessions.client import HubConnection
-from securesess.sessions.wire import MAX_ANSWER, MessageReader, Op, pack
+from securesess.sessions.wire import MAX_ANSWER, MAX_ANSWER_ARRAYS, MessageReader, Op, pack
 from tests.hubs import FakeHub, HubWorld
 from tests.streams import Wrapped
 
@@ -174,3 +176,24 @@ async def test_a_timeout_while_leaving_does_not_hide_the_error_that_ended_the_bl
                     async with await connection.join("orders/2"):
                         pass
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("unpacker", ["c", "pure python"])
+def test_a_big_answer_under_the_array_cap_decodes_however_it_is_cut(
+    unpacker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # msgpack's pure-Python unpacker decodes an unfinished message again on
+    # each feed: its arrays must not be counted once per feed.
+    if unpacker == "pure python":
+        monkeypatch.setattr(msgpack, "Unpacker", msgpack.fallback.Unpacker)
+    members = [[n, f"m{n}", bytes(32), ["g"]] for n in range(MAX_ANSWER_ARRAYS // 2 - 8)]
+    message = pack(Op.OK, 1, [1, 1, members, [], ["join"]])
+    for piece in (len(message), 1 << 18):  # the pure-Python one re-decodes: few feeds
+        reader = MessageReader(MAX_ANSWER)
+        decoded = [
+            got
+            for start in range(0, len(message), piece)
+            for got in reader.feed(message[start : start + piece])
+        ]
+        assert len(decoded) == 1
+        assert len(decoded[0][2][2]) == len(members)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import msgpack
+import msgpack.fallback
 
 from securesess.errors import ProtocolViolation
 from securesess.sessions.requests import Close, Hello, Join, Leave, Remove, Request, Send, Set
@@ -174,7 +175,7 @@ class MessageReader:
     it is decoded); a client reads with ``MAX_ANSWER``.
     """
 
-    __slots__ = ("_arrays", "_boundary", "_fed", "_max_message", "_unpacker")
+    __slots__ = ("_arrays", "_boundary", "_fed", "_max_message", "_redecodes", "_unpacker")
 
     def __init__(self, max_message: int = MAX_REQUEST) -> None:
         self._max_message = max_message
@@ -201,6 +202,11 @@ class MessageReader:
             object_pairs_hook=_no_maps,
             list_hook=_flat if requests_only else self._count_array,
         )
+        # msgpack's pure-Python unpacker (PyPy, MSGPACK_PUREPYTHON) decodes an
+        # unfinished message again from its start on each feed, calling the
+        # list hook again for what it had decoded: count afresh each time.
+        # (The C one resumes where it stopped.)
+        self._redecodes = isinstance(self._unpacker, msgpack.fallback.Unpacker)
 
     def _count_array(self, array: list[Any]) -> list[Any]:
         self._arrays += 1
@@ -216,6 +222,8 @@ class MessageReader:
         Raises:
             ProtocolViolation: not MessagePack, over a limit, or not an array.
         """
+        if self._redecodes:
+            self._arrays = 0
         try:
             self._unpacker.feed(data)
             self._fed += len(data)
