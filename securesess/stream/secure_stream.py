@@ -7,10 +7,10 @@ A SecureStream wraps any Trio stream (TCP, Unix socket, pipes, memory) the
 way :class:`trio.SSLStream` does, and speaks the wire protocol of
 docs/protocol.md over it. As SSLStream leaves TLS to ``ssl.SSLObject``, it
 leaves every protocol decision to a sans-IO
-:class:`~securesess.stream.connection.Connection` and is only its pump: it
-moves bytes between the connection and the transport, and keeps what is
-Trio's: the timeout, the one-task-per-direction rule, cancellation, EOF and
-the transport's errors. Its life has three parts:
+:class:`~securesess.stream.connection.Connection`, which a
+:class:`~securesess.stream.pump.Pump` connects to the transport; what stays
+here is Trio's stream contract: the handshake run once under its timeout,
+one task per direction, cancellation, EOF and half-close. Its life has three parts:
 
 1. **Handshake**, run exactly once: explicitly by :meth:`do_handshake` or
    implicitly by the first I/O call; concurrent callers wait for the one run.
@@ -33,7 +33,7 @@ the transport's errors. Its life has three parts:
 
 Status follows SSLStream: OK, BROKEN (any failure, including a cancelled
 send, which may have left half a record on the wire), or CLOSED. Every
-operation passes one gate, :meth:`_check_status`. Failures after the
+operation passes one gate, ``Pump.check``. Failures after the
 handshake surface as :class:`trio.BrokenResourceError` chained from the
 precise cause (:class:`TruncatedStream`, :class:`RecordAuthenticationFailed`,
 :class:`ProtocolViolation`, :class:`PeerAborted`, or, on our side,
@@ -43,71 +43,26 @@ precise cause (:class:`TruncatedStream`, :class:`RecordAuthenticationFailed`,
 from __future__ import annotations
 
 import contextlib
-import enum
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import Final, NoReturn, final
+from typing import Final, final
 
 import trio
 
 from keystore import Identity, Peer, TrustStore
 from securesess.errors import (
-    HandshakeFailed,
     HandshakeTimeout,
-    NegotiationFailed,
-    PeerAborted,
-    PeerRejected,
-    ProtocolViolation,
-    RecordAuthenticationFailed,
     RecordLimitReached,
-    TruncatedStream,
 )
 from securesess.stream.authenticate import Authenticator
 from securesess.stream.connection import Connection
-from securesess.stream.events import (
-    Data,
-    EndOfStream,
-    HandshakeComplete,
-    NoCommonProtocol,
-    PeerClosed,
-    Refused,
-)
+from securesess.stream.pump import RECEIVE_SIZE, Busy, Pump, Status
 from securesess.stream.records import BATCH, REKEY_AFTER_RECORDS
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "SecureStream"]
 
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
-# How much to ask the transport for at once: several full records per read.
-_RECEIVE_SIZE: Final = 256 * 1024
-
-
-class _Status(enum.Enum):
-    OK = "OK"
-    BROKEN = "BROKEN"
-    CLOSED = "CLOSED"
-
-
-class _Busy:
-    """Raises BusyResourceError when two tasks use one direction at once."""
-
-    __slots__ = ("_held", "_message")
-
-    def __init__(self, message: str) -> None:
-        self._message = message
-        self._held = False
-
-    def __enter__(self) -> None:
-        if self._held:
-            raise trio.BusyResourceError(self._message)
-        self._held = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._held = False
-
-    @property
-    def held(self) -> bool:
-        return self._held
 
 
 @final
@@ -148,9 +103,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
         "_handshake_started",
         "_handshake_timeout",
         "_pending",
+        "_pump",
         "_receive_busy",
         "_send_busy",
-        "_status",
         "transport_stream",
     )
 
@@ -179,19 +134,19 @@ class SecureStream(trio.abc.HalfCloseableStream):
             rekey_after_records=rekey_after_records,
         )
         self.transport_stream: Final = transport_stream
+        self._pump: Final = Pump(self._connection, transport_stream)
         self._handshake_timeout = handshake_timeout
-        self._status = _Status.OK
         self._handshake_started = False
         self._handshake_done = trio.Event()
         self._pending: bytearray | None = None
-        self._send_busy = _Busy("another task is already sending on this SecureStream")
-        self._receive_busy = _Busy("another task is already receiving on this SecureStream")
+        self._send_busy = Busy("another task is already sending on this SecureStream")
+        self._receive_busy = Busy("another task is already receiving on this SecureStream")
 
     def __repr__(self) -> str:
         side = "server" if self._connection.server_side else "client"
         known = self._connection.peer
         peer = f" peer={known}" if known is not None else ""
-        return f"<SecureStream {side} {self._status.value}{peer}>"
+        return f"<SecureStream {side} {self._pump.status.value}{peer}>"
 
     # -- what the handshake established ------------------------------------------------
 
@@ -251,47 +206,6 @@ class SecureStream(trio.abc.HalfCloseableStream):
             raise trio.NeedHandshakeError("the protocol is known once the handshake completes")
         return protocol.name
 
-    # -- status and transport I/O, with Trio's error conventions ----------------------
-
-    def _check_status(self) -> None:
-        if self._status is _Status.OK:
-            return
-        if self._status is _Status.BROKEN:
-            raise trio.BrokenResourceError("this SecureStream is broken")
-        raise trio.ClosedResourceError("this SecureStream is closed")
-
-    def _break(self, cause: BaseException, message: str | None = None) -> NoReturn:
-        """The one way the stream breaks: mark it, and raise why ``from cause``.
-
-        During the handshake that is a :class:`HandshakeFailed`; after it, a
-        BrokenResourceError saying ``message`` (by default the cause's). A
-        stream closed meanwhile by another task stays closed: that task's
-        aclose() is why this one's I/O failed.
-        """
-        if self._status is _Status.CLOSED:
-            raise trio.ClosedResourceError("this SecureStream was closed") from cause
-        self._status = _Status.BROKEN
-        if not self._handshake_done.is_set():
-            raise HandshakeFailed("the connection failed during the handshake") from cause
-        raise trio.BrokenResourceError(message or str(cause)) from cause
-
-    async def _send(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await self.transport_stream.send_all(data)
-        except trio.Cancelled:
-            # Part of a record may be on the wire: nothing can follow it.
-            if self._status is _Status.OK:
-                self._status = _Status.BROKEN
-            raise
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._break(exc, "the transport failed")
-
-    async def _receive(self) -> bytes | bytearray:
-        try:
-            return await self.transport_stream.receive_some(_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._break(exc, "the transport failed")
-
     # -- the handshake ----------------------------------------------------------------
 
     async def do_handshake(self) -> None:
@@ -305,7 +219,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
             HandshakeFailed: anything else (garbage, wrong psk, lost connection).
             trio.BrokenResourceError: an earlier handshake attempt failed.
         """
-        self._check_status()
+        self._pump.check()
         if self._handshake_done.is_set():
             await trio.lowlevel.checkpoint()
             return
@@ -316,44 +230,23 @@ class SecureStream(trio.abc.HalfCloseableStream):
             return
         if self._handshake_started:
             await self._handshake_done.wait()
-            self._check_status()  # BROKEN if the run we waited for failed
+            self._pump.check()  # BROKEN if the run we waited for failed
             return
         self._handshake_started = True
         try:
             with trio.move_on_after(self._handshake_timeout) as deadline:
-                await self._pump_handshake()
+                await self._pump.handshake()
             if deadline.cancelled_caught:
                 raise HandshakeTimeout(
                     f"the handshake did not complete within {self._handshake_timeout:g} s"
                 )
         except BaseException:
-            if self._status is _Status.OK:
-                self._status = _Status.BROKEN
+            if self._pump.status is Status.OK:
+                self._pump.status = Status.BROKEN
             raise
         finally:
+            self._pump.handshaking = False
             self._handshake_done.set()
-
-    async def _pump_handshake(self) -> None:
-        connection = self._connection
-        connection.start_handshake()
-        while True:
-            try:
-                event = connection.next_event()
-            finally:
-                # What the connection queued goes out even when it then
-                # failed: that is how a refusal reaches the peer.
-                if outgoing := connection.data_to_send():
-                    await self._send(outgoing)
-            if event is None:
-                connection.receive_data(await self._receive())
-            elif isinstance(event, HandshakeComplete):
-                return
-            elif isinstance(event, Refused):
-                raise PeerRejected(event.code, event.reason)
-            elif isinstance(event, NoCommonProtocol):
-                raise NegotiationFailed(event.offered, event.allowed)
-            else:
-                raise AssertionError(f"{event!r} during the handshake")
 
     # -- records ------------------------------------------------------------------
 
@@ -367,7 +260,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
             trio.ClosedResourceError: the stream was closed, or EOF was sent.
         """
         with self._send_busy:
-            self._check_status()
+            self._pump.check()
             await self._ensure_handshake()
             connection = self._connection
             if connection.end_sent:
@@ -378,23 +271,20 @@ class SecureStream(trio.abc.HalfCloseableStream):
                     if not view:
                         await trio.lowlevel.checkpoint()
                         return
-                    await self._send(connection.send_data(view))
+                    await self._pump.send(connection.send_data(view))
                     return
                 for start in range(0, len(view), BATCH):
-                    await self._send(connection.send_data(view[start : start + BATCH]))
+                    await self._pump.send(connection.send_data(view[start : start + BATCH]))
             except RecordLimitReached as exc:
-                self._break(exc)
+                self._pump.fail(exc)
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_busy:
-            self._check_status()
+            self._pump.check()
             if self._connection.end_sent:
                 await trio.lowlevel.checkpoint()
                 raise trio.ClosedResourceError("EOF was already sent on this SecureStream")
-            try:
-                await self.transport_stream.wait_send_all_might_not_block()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._break(exc, "the transport failed")
+            await self._pump.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
         """Send the authenticated end of stream; the peer then reads b"".
@@ -403,7 +293,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
         can be, so TCP half-close passes through.
         """
         with self._send_busy:
-            self._check_status()
+            self._pump.check()
             await self._ensure_handshake()
             if self._connection.end_sent:
                 await trio.lowlevel.checkpoint()
@@ -411,13 +301,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
             try:
                 end = self._connection.send_eof()
             except RecordLimitReached as exc:
-                self._break(exc)
-            await self._send(end)
-            if isinstance(self.transport_stream, trio.abc.HalfCloseableStream):
-                try:
-                    await self.transport_stream.send_eof()
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._break(exc, "the transport failed")
+                self._pump.fail(exc)
+            await self._pump.send(end)
+            await self._pump.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Receive decrypted data: at most ``max_bytes``, b"" after the peer's EOF.
@@ -435,13 +321,13 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be at least 1")
         with self._receive_busy:
-            if self._status is not _Status.OK:
-                self._check_status()
+            if self._pump.status is not Status.OK:
+                self._pump.check()
             if not self._handshake_done.is_set():
                 await self._ensure_handshake()
             pending = self._pending
             if pending is None and not self._connection.end_received:
-                pending = await self._next_data(max_bytes or _RECEIVE_SIZE)
+                pending = await self._pump.next_data(max_bytes or RECEIVE_SIZE)
             else:
                 await trio.lowlevel.checkpoint()
             if pending is None:
@@ -453,38 +339,6 @@ class SecureStream(trio.abc.HalfCloseableStream):
             chunk = bytes(pending[:max_bytes])
             del pending[:max_bytes]
             return chunk
-
-    async def _next_data(self, limit: int) -> bytearray | None:
-        """Data from the next run of DATA records, or None at the peer's END.
-
-        Records are decrypted (and their nonces spent) only after the last
-        point where this call can be cancelled, so a cancelled receive_some
-        loses nothing.
-        """
-        connection = self._connection
-        await trio.lowlevel.checkpoint_if_cancelled()
-        awaited = False
-        while True:
-            try:
-                event = connection.next_event(limit)
-            except (ProtocolViolation, RecordAuthenticationFailed, TruncatedStream) as exc:
-                self._break(exc)
-            if event is None:
-                connection.receive_data(await self._receive())
-                awaited = True
-            elif isinstance(event, Data):
-                data: bytearray | None = event.data
-                break
-            elif isinstance(event, EndOfStream):
-                data = None
-                break
-            elif isinstance(event, PeerClosed):
-                self._break(PeerAborted(event.code, event.reason))
-            else:
-                self._break(ProtocolViolation(f"an unexpected {type(event).__name__} event"))
-        if not awaited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
 
     # -- closing --------------------------------------------------------------------
 
@@ -503,23 +357,15 @@ class SecureStream(trio.abc.HalfCloseableStream):
         """
         sent = False
         connection = self._connection
-        if self._status is _Status.OK and connection.can_send and not self._send_busy.held:
+        if self._pump.status is Status.OK and connection.can_send and not self._send_busy.held:
             with trio.move_on_after(1):
                 with contextlib.suppress(
                     trio.BrokenResourceError, trio.ClosedResourceError, RecordLimitReached
                 ):
-                    await self._send(connection.send_close(code, reason))
+                    await self._pump.send(connection.send_close(code, reason))
                     sent = True
         if sent and linger > 0:
-            transport = self.transport_stream
-            with (
-                trio.move_on_after(linger),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                if isinstance(transport, trio.abc.HalfCloseableStream):
-                    await transport.send_eof()
-                while await transport.receive_some(_RECEIVE_SIZE):
-                    pass
+            await self._pump.linger(linger)
         await self._close(end=False)  # no END after a CLOSE
 
     async def aclose(self) -> None:
@@ -530,18 +376,18 @@ class SecureStream(trio.abc.HalfCloseableStream):
         await self._close(end=True)
 
     async def _close(self, *, end: bool) -> None:
-        if self._status is _Status.CLOSED:
+        if self._pump.status is Status.CLOSED:
             await trio.lowlevel.checkpoint()
             return
         connection = self._connection
         graceful = (
             end
-            and self._status is _Status.OK
+            and self._pump.status is Status.OK
             and self._handshake_done.is_set()
             and connection.can_send
             and not self._send_busy.held
         )
-        self._status = _Status.CLOSED
+        self._pump.status = Status.CLOSED
         try:
             if graceful:
                 with contextlib.suppress(
