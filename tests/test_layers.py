@@ -52,3 +52,17 @@ def test_handshake_is_sans_io(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "keystore").glob("**/*.py")), ids=str)
 def test_keystore_does_not_import_securesess(path: Path) -> None:
     assert "securesess" not in _imported_modules(path)
+
+
+# The connection protocol and what it is built from: bytes in, bytes and events out.
+SANS_IO_STREAM = [
+    "authenticate", "connection", "events", "frames", "noise_exchange", "payload",
+    "protocols", "records",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SANS_IO_STREAM)
+def test_the_connection_protocol_is_sans_io(name: str) -> None:
+    path = ROOT / "securesess" / "stream" / f"{name}.py"
+    assert _imported_modules(path) & (FORBIDDEN_IN_HANDSHAKE - {"keystore", "securesess"}) == set()
+    assert not _calls_builtin_open(path)
