@@ -85,6 +85,11 @@ class _State(enum.Enum):
     DONE = "DONE"  # ended: an answer, a refusal or an error; nothing more to read
 
 
+# Looking a member up on an Enum class costs more than a global: the record
+# path, run once per read, compares with this one.
+_OPEN: Final = _State.OPEN
+
+
 @final
 class Connection:
     """One side of a securesess connection, sans-IO (see the module docstring).
@@ -252,15 +257,16 @@ class Connection:
             RecordAuthenticationFailed, ProtocolViolation, TruncatedStream: after it.
             RuntimeError: the connection has ended.
         """
-        if self._state in (_State.DONE, _State.START):
-            raise RuntimeError(f"no events in state {self._state.value}")
+        state = self._state
         try:
-            if self._state is _State.OPEN:
+            if state is _OPEN:
                 return self._next_record_event(max_bytes)
-            return self._next_handshake_event()
+            if state is not _State.DONE and state is not _State.START:
+                return self._next_handshake_event()
         except BaseException:
             self._state = _State.DONE
             raise
+        raise RuntimeError(f"no events in state {state.value}")
 
     # -- the handshake -------------------------------------------------------------
 
@@ -348,7 +354,10 @@ class Connection:
         Raises:
             RecordLimitReached: the sending key has used its last nonce.
         """
-        return self._open_writer().seal_data(data)
+        writer = self._writer
+        if writer is None or self._end_sent:  # checked inline: this is the hot path
+            raise RuntimeError("records are sent after the handshake and before the end")
+        return writer.seal_data(data)
 
     def send_eof(self) -> memoryview:
         """The END record; nothing may be sent after it."""

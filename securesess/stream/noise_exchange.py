@@ -128,6 +128,9 @@ class NoiseExchange:
                 noise = self._noise
                 assert noise is not None
                 if noise.is_finished:
+                    # Let the handshake state go with the keys: a stream
+                    # keeps only its transport from here on.
+                    self._noise = None
                     return Keys(noise, self._peer, self._certificate)
                 if noise.is_my_turn:
                     self._out += frame(noise.write_message(self._payload()))

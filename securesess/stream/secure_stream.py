@@ -321,8 +321,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be at least 1")
         with self._receive_busy:
-            if self._pump.status is not Status.OK:
-                self._pump.check()
+            self._pump.check()
             if not self._handshake_done.is_set():
                 await self._ensure_handshake()
             pending = self._pending
