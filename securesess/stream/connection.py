@@ -111,7 +111,6 @@ class Connection:
 
     __slots__ = (
         "_answered",
-        "_authenticator",
         "_control",
         "_end_received",
         "_end_sent",
@@ -142,7 +141,6 @@ class Connection:
         check_psk(psk)
         if rekey_after_records < 2:
             raise ValueError("rekey_after_records must be at least 2 (the REKEY itself counts)")
-        self._authenticator = authenticator
         self._server = server_side
         self._rekey_after = rekey_after_records
         self._state = _State.START
@@ -150,7 +148,8 @@ class Connection:
         self._answered = False
         self._frames = FrameReader()
         self._eof = False
-        self._exchange = NoiseExchange(
+        # Only until the keys exist: an open connection keeps none of the handshake.
+        self._exchange: NoiseExchange | None = NoiseExchange(
             identity=identity,
             authenticator=authenticator,
             server_side=server_side,
@@ -223,7 +222,7 @@ class Connection:
         """Begin: the initiator queues its name and message 1; the responder waits for them."""
         if self._state is not _State.START:
             raise RuntimeError("the handshake has already started")
-        self._exchange.start()
+        self._handshake().start()
         self._state = _State.HANDSHAKE
 
     def answer_busy(self) -> bytes:
@@ -272,27 +271,33 @@ class Connection:
 
     def _next_handshake_event(self) -> Event | None:
         if self._state is _State.HANDSHAKE:
-            outcome = self._exchange.step(self._eof)
+            exchange = self._handshake()
+            outcome = exchange.step(self._eof)
             if outcome is None or isinstance(outcome, NoCommonProtocol):
                 if outcome is not None:
                     self._state = _State.DONE
                 return outcome
             if self._server:
-                return self._accept(outcome)
+                return self._accept(exchange.authenticator, outcome)
             # IK: the server's key was known in advance; check it now.
             key = outcome.noise.remote_static
             assert key is not None
-            peer = outcome.peer if outcome.peer is not None else self._exchange.check_server(key)
+            peer = outcome.peer if outcome.peer is not None else exchange.check_server(key)
             self._open(outcome.noise, peer)
             self._state = _State.ACCEPT
         return self._read_accept()
 
-    def _accept(self, keys: Keys) -> HandshakeComplete:
+    def _handshake(self) -> NoiseExchange:
+        if self._exchange is None:
+            raise RuntimeError("the handshake is over")
+        return self._exchange
+
+    def _accept(self, authenticator: Authenticator, keys: Keys) -> HandshakeComplete:
         """The responder decides on the initiator and answers ACCEPT, or CLOSE and why."""
         key = keys.noise.remote_static
         assert key is not None  # XX and IK both carry the initiator's key
         try:
-            peer = self._authenticator(key, keys.certificate)
+            peer = authenticator(key, keys.certificate)
         except Refusal as refusal:
             writer = RecordWriter(keys.noise.into_transport())
             self._out += writer.seal(RecordType.CLOSE, close_body(refusal.code, refusal.reason))
@@ -301,6 +306,7 @@ class Connection:
             ) from None
         self._out += self._open(keys.noise, peer).seal(RecordType.ACCEPT)
         self._state = _State.OPEN
+        self._exchange = None
         return HandshakeComplete(peer)
 
     def _open(self, noise: HandshakeState, peer: Peer) -> RecordWriter:
@@ -324,7 +330,7 @@ class Connection:
                 raise HandshakeFailed(str(exc)) from exc
             if result is None:
                 if self._eof:
-                    raise self._exchange.closed_early(
+                    raise self._handshake().closed_early(
                         "the server closed the connection without accepting"
                     )
                 return None
@@ -344,6 +350,7 @@ class Connection:
         if record_type != RecordType.ACCEPT:
             raise HandshakeFailed("the server's first record was not ACCEPT")
         self._state = _State.OPEN
+        self._exchange = None
         return HandshakeComplete(self._peer)
 
     # -- records -------------------------------------------------------------------

@@ -158,6 +158,10 @@ class NoiseExchange:
                 self._read_message(raw)
                 self._stage = _Stage.MESSAGES
 
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._authenticator
+
     def check_server(self, public_key: bytes) -> Peer:
         """The responder, if the initiator accepts it.
 
