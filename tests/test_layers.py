@@ -141,4 +141,17 @@ FORBIDDEN_IN_SESSION_CORE = FORBIDDEN_IN_HANDSHAKE - {"keystore", "securesess"}
 @pytest.mark.parametrize("path", SESSION_CORE_FILES, ids=lambda p: p.name)
 def test_the_session_core_is_sans_io(path: Path) -> None:
     assert _imported_modules(path) & FORBIDDEN_IN_SESSION_CORE == set()
+
+
+# The connection protocol and what it is built from: bytes in, bytes and events out.
+SANS_IO_STREAM = [
+    "authenticate", "connection", "events", "frames", "noise_exchange", "payload",
+    "protocols", "records",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SANS_IO_STREAM)
+def test_the_connection_protocol_is_sans_io(name: str) -> None:
+    path = ROOT / "securesess" / "stream" / f"{name}.py"
+    assert _imported_modules(path) & (FORBIDDEN_IN_HANDSHAKE - {"keystore", "securesess"}) == set()
     assert not _calls_builtin_open(path)

@@ -370,7 +370,7 @@ async def test_abort_tells_the_peer_why() -> None:
 )
 async def test_records_out_of_place_are_protocol_violations(record_type: int, message: str) -> None:
     client, server = await secure_stream_pair()
-    writer = client._writer
+    writer = client.connection._writer
     assert writer is not None
     await client.transport_stream.send_all(writer.seal(record_type))
     with pytest.raises(trio.BrokenResourceError) as raised:
@@ -566,8 +566,8 @@ def _exhaust(cipher: CipherState | None) -> None:
 
 async def test_a_sender_out_of_nonces_breaks_the_stream_with_a_typed_cause() -> None:
     client, server = await secure_stream_pair()
-    assert client._transport is not None
-    _exhaust(client._transport.send_cipher)
+    assert client.connection._transport is not None
+    _exhaust(client.connection._transport.send_cipher)
     with pytest.raises(trio.BrokenResourceError) as raised:
         await client.send_all(b"one record too many")
     assert isinstance(raised.value.__cause__, RecordLimitReached)
@@ -582,8 +582,8 @@ async def test_a_sender_out_of_nonces_breaks_the_stream_with_a_typed_cause() -> 
 @pytest.mark.parametrize("how", ["send_eof", "aclose", "abort"])
 async def test_ending_a_stream_out_of_nonces_never_raises_the_nonce_error(how: str) -> None:
     client, server = await secure_stream_pair()
-    assert client._transport is not None
-    _exhaust(client._transport.send_cipher)
+    assert client.connection._transport is not None
+    _exhaust(client.connection._transport.send_cipher)
     if how == "send_eof":
         with pytest.raises(trio.BrokenResourceError) as raised:
             await client.send_eof()
@@ -603,8 +603,8 @@ async def test_a_peer_past_the_last_nonce_is_a_protocol_violation() -> None:
     client, server = await secure_stream_pair()
     await client.send_all(b"delivered")
     assert await server.receive_some() == b"delivered"
-    assert server._transport is not None
-    _exhaust(server._transport.receive_cipher)
+    assert server.connection._transport is not None
+    _exhaust(server.connection._transport.receive_cipher)
     await client.send_all(b"never delivered")
     with pytest.raises(trio.BrokenResourceError) as raised:
         await server.receive_some()

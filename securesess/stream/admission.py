@@ -20,7 +20,6 @@ import trio
 
 from securesess.errors import HandshakeFailed
 from securesess.stream.containment import contained, peer_address
-from securesess.stream.frames import frame
 from securesess.stream.ratelimit import (
     DEFAULT_HANDSHAKE_BURST,
     DEFAULT_HANDSHAKE_RATE,
@@ -50,8 +49,6 @@ DEFAULT_MAX_HANDSHAKES_PER_SOURCE: Final = 32
 #: has not proved it is live (see SecureStream.confirmed: in practice, one
 #: opened by a replayed IK message 1), or is refused if all have.
 DEFAULT_MAX_CONNECTIONS_PER_PEER: Final = 256
-# The negotiation answer "allowed: (nothing)", which means busy (protocol.md §2).
-_BUSY: Final = b"\0\0" + frame(b"")
 # How long a refused connection may linger so the client reads the refusal.
 _LINGER: Final = 1.0
 # After logging a refusal, how long to stay quiet about more of the same.
@@ -65,7 +62,7 @@ async def _refuse_busy(stream: SecureStream) -> None:
     transport = stream.transport_stream
     with trio.move_on_after(_LINGER):
         try:
-            await transport.send_all(_BUSY)
+            await transport.send_all(stream.connection.answer_busy())
             if isinstance(transport, trio.abc.HalfCloseableStream):
                 await transport.send_eof()
             # Read what the client already sent: closing with unread data
@@ -227,8 +224,7 @@ class Admission:
         if holding[biggest] < holding[source] + 2:
             return False
         for other, (owner, scope) in self._running.items():
-            # Only read from the stream's private state, within this package.
-            if owner == biggest and not other._answered:
+            if owner == biggest and not other.connection.answered:
                 scope.cancel()
                 self._release(other)
                 return True
