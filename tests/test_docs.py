@@ -120,3 +120,31 @@ def test_the_help_and_the_documents_agree_on_log_levels() -> None:
 
 def command_at(name: str) -> click.Command:
     return main.commands[name]
+
+
+def test_the_architecture_page_names_every_module_of_the_layers_and_only_real_ones() -> None:
+    # The diagram lists each folder's modules by name ("frames.py, records.py"):
+    # a module added, moved or renamed must show there.
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    diagram = text.split("```")[1]
+    root = DOCS.parent / "securesess"
+    named: set[str] = set()
+    folder = ""
+    for line in diagram.splitlines():
+        if re.match(r"\s?\S", line):  # a layer's own line: its folder, or none
+            head = re.match(r"\s?securesess/(\w+)/", line)
+            folder = head.group(1) if head else ""
+        elif folder:
+            named.update(f"{folder}/{name}.py" for name in re.findall(r"(\w+)\.py", line))
+    for layer in ("stream", "sessions", "tunnel"):
+        modules = {
+            f"{layer}/{path.name}"
+            for path in (root / layer).glob("*.py")
+            if path.name != "__init__.py"
+        }
+        assert modules <= named, f"not on docs/architecture.md: {sorted(modules - named)}"
+    assert all((root / module).is_file() for module in named), sorted(
+        module for module in named if not (root / module).is_file()
+    )
+    for module in re.findall(r"`((?:stream|sessions|tunnel|cli)/\w+\.py)`", text):
+        assert (root / module).is_file(), module
