@@ -252,6 +252,7 @@ def test_no_common_protocol_lists_what_the_server_allows() -> None:
     on_client, on_server = play(world.client(), world.server(protocol=allowed))
     assert isinstance(on_server.error, NegotiationFailed)
     (answer,) = on_client.events
+    assert isinstance(answer, NoCommonProtocol)
     assert answer == NoCommonProtocol(("Noise_XX_25519_AESGCM_SHA256",), tuple(allowed))
     assert not answer.busy
 
