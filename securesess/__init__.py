@@ -1,6 +1,7 @@
 """securesess: mutually authenticated, encrypted channels and confined sessions on Trio."""
 
 from keystore import Identity, Peer, TrustStore
+from securesess.constants import CloseCode
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -42,6 +43,7 @@ from securesess.stream.sockets import wrap_socket
 __all__ = [
     "AccessDenied",
     "AlreadyMember",
+    "CloseCode",
     "HandshakeFailed",
     "HandshakeTimeout",
     "Hub",

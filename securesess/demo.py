@@ -27,10 +27,10 @@ from typing import Final
 import trio
 
 from keystore import Keystore, Peer, TrustStore
+from securesess.constants import CloseCode
 from securesess.errors import PeerRejected
 from securesess.sessions.client import Session, connect_hub
 from securesess.sessions.events import Member, MemberJoined, MemberLeft, Message, VariableChanged
-from securesess.stream.records import CloseCode
 
 SESSION: Final = "orders"
 QUERY: Final = b"SELECT balance FROM accounts WHERE id = 42"

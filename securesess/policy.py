@@ -21,7 +21,7 @@ from typing import Any, Final, final
 
 from keystore import Peer, TrustStore, UntrustedPeerError, decode_key, fingerprint
 from securesess.errors import PolicyError
-from securesess.sessions.wire import check_session_name
+from securesess.names import check_session_name
 
 __all__ = ["Grant", "Policy", "Right", "Rule", "readmission"]
 

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keystore import Identity, Peer, TrustStore, sign_certificate
+from securesess.constants import CloseCode
 from securesess.errors import (
     HandshakeFailed,
     NegotiationFailed,
@@ -35,7 +36,7 @@ from securesess.stream.events import (
     Refused,
 )
 from securesess.stream.frames import frame
-from securesess.stream.records import MAX_BODY, CloseCode
+from securesess.stream.records import MAX_BODY
 
 PSK = bytes(range(32))
 

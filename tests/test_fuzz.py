@@ -67,6 +67,7 @@ from keystore import (
 )
 from keystore.armor import armor, dearmor
 from securesess import SecureStream
+from securesess.constants import CloseCode
 from securesess.errors import (
     HandshakeFailed,
     HandshakeTimeout,
@@ -87,7 +88,7 @@ from securesess.sessions.wire import MAX_ANSWER, MAX_REQUEST, VERSION, MessageRe
 from securesess.stream.frames import MAX_FRAME, FrameReader, frame
 from securesess.stream.payload import CERTIFICATE, decode_payload, encode_payload
 from securesess.stream.protocols import prologue, server_protocols
-from securesess.stream.records import MAX_BODY, CloseCode, RecordType
+from securesess.stream.records import MAX_BODY, RecordType
 from tests.hubs import POLICY, HubWorld
 from tests.noise_pairs import PROTOCOL_NAMES, make_pair
 

@@ -31,6 +31,7 @@ from securesess import (
     SecureStream,
     serve_secure,
 )
+from securesess.constants import CloseCode
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -44,7 +45,6 @@ from securesess.sessions.client import HubConnection, Session, connect_hub
 from securesess.sessions.events import Event, MemberJoined, MemberLeft, Message, VariableChanged
 from securesess.sessions.hub import Hub
 from securesess.sessions.wire import MAX_DATA, VERSION, ErrorCode, MessageReader, Op, pack
-from securesess.stream.records import CloseCode
 from securesess.testing import Delay, FaultyStream
 from tests.hubs import PEERS, POLICY, FakeHub, HubWorld, RawClient
 from tests.streams import Wrapped

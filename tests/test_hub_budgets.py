@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import trio
 
+from securesess.constants import CloseCode
 from securesess.errors import PeerAborted
 from securesess.sessions.events import Message
 from securesess.sessions.wire import Op, pack
-from securesess.stream.records import CloseCode
 from tests.hubs import HubWorld, RawClient
 
 MIB = 1 << 20

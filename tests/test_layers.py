@@ -56,19 +56,16 @@ def test_keystore_does_not_import_securesess(path: Path) -> None:
 
 # -- the layers of securesess -------------------------------------------------------------
 
+# Plain modules every layer may use: values, errors and rules, above nothing.
+PLAIN = {"securesess.constants", "securesess.errors", "securesess.names", "securesess.policy"}
+
 # Each part, and the parts of the project it may import: only downwards.
-# (securesess.errors and securesess.policy are plain modules every layer uses.)
+BELOW = {"handshake", "keystore"}
 LAYERS: dict[str, set[str]] = {
-    "securesess.stream": {"handshake", "keystore", "securesess.errors", "securesess.stream"},
-    "securesess.sessions": {
-        "handshake", "keystore", "securesess.errors", "securesess.policy",
-        "securesess.stream", "securesess.sessions",
-    },
-    "securesess.tunnel": {
-        "handshake", "keystore", "securesess.errors", "securesess.policy",
-        "securesess.stream", "securesess.tunnel",
-    },
-}  # fmt: skip
+    "securesess.stream": BELOW | PLAIN - {"securesess.policy"} | {"securesess.stream"},
+    "securesess.sessions": BELOW | PLAIN | {"securesess.stream", "securesess.sessions"},
+    "securesess.tunnel": BELOW | PLAIN | {"securesess.stream", "securesess.tunnel"},
+}
 
 
 def _project_imports(path: Path) -> set[str]:
@@ -112,6 +109,15 @@ def test_each_layer_imports_only_the_layers_below(layer: str, path: Path) -> Non
         assert any(name == part or name.startswith(part + ".") for part in allowed) or (
             name in {"securesess", "handshake", "keystore"}
         ), f"{path.relative_to(ROOT)} imports {name}, above its layer {layer}"
+
+
+@pytest.mark.parametrize("module", sorted(PLAIN))
+def test_the_plain_modules_import_no_layer(module: str) -> None:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    for name in _project_imports(path):
+        assert name.split(".")[0] in {"handshake", "keystore"} or any(
+            name == plain or name.startswith(plain + ".") for plain in PLAIN
+        ), f"{path.relative_to(ROOT)} imports {name}: a plain module sits below every layer"
 
 
 @pytest.mark.parametrize("path", SOURCE_FILES, ids=lambda p: str(p.relative_to(ROOT)))

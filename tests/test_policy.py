@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from keystore import Identity, Keystore, Peer, TrustStore, encode_key, fingerprint
 from securesess.cli import main
 from securesess.errors import PolicyError
+from securesess.names import check_session_name
 from securesess.policy import Grant, Policy, Right, Rule
-from securesess.sessions.wire import check_session_name
 
 EVERY_RIGHT = ["create", "join", "send", "receive", "set", "admin"]
 

@@ -23,8 +23,9 @@ from securesess import (
     SecureStream,
     TruncatedStream,
 )
+from securesess.constants import CloseCode
 from securesess.stream.frames import FrameReader, frame
-from securesess.stream.records import MAX_BODY, CloseCode, RecordType, RecordWriter
+from securesess.stream.records import MAX_BODY, RecordType, RecordWriter
 from securesess.testing import secure_stream_pair
 from tests.streams import Identities, filtered_pair, frames_of, handshake_both
 

@@ -27,14 +27,14 @@ from securesess.cli.options import (
     setup_logging,
 )
 from securesess.cli.running import Served, serve_until_signalled
-from securesess.policy import Policy
-from securesess.sessions.hub import (
+from securesess.constants import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_CONNECTION_BACKLOG,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
     DEFAULT_MAX_PEER_BACKLOG,
-    Hub,
 )
-from securesess.stream.admission import DEFAULT_MAX_CONNECTIONS_PER_PEER
+from securesess.policy import Policy
+from securesess.sessions.hub import Hub
 from securesess.stream.containment import format_address
 
 

@@ -9,8 +9,11 @@ from typing import Any, Final
 
 import click
 
-from securesess.stream.admission import DEFAULT_MAX_HANDSHAKES_PER_SOURCE
-from securesess.stream.ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
+from securesess.constants import (
+    DEFAULT_HANDSHAKE_BURST,
+    DEFAULT_HANDSHAKE_RATE,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+)
 
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)

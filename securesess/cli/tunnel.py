@@ -29,16 +29,15 @@ from securesess.cli.options import (
     setup_logging,
 )
 from securesess.cli.running import Served, serve_until_signalled
-from securesess.policy import Policy
-from securesess.stream.containment import format_address
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT
-from securesess.tunnel import (
+from securesess.constants import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
-    TunnelClient,
-    TunnelServer,
 )
+from securesess.policy import Policy
+from securesess.stream.containment import format_address
+from securesess.tunnel import TunnelClient, TunnelServer
 
 
 @click.command(epilog=EXIT_CODES)

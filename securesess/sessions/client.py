@@ -35,6 +35,13 @@ from typing import Any, Final, final
 import trio
 
 from keystore import Identity, Peer, TrustStore
+from securesess import names
+from securesess.constants import (
+    DEFAULT_CLIENT_BACKLOG,
+    DEFAULT_CLIENT_SESSION_STATE,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from securesess.errors import (
     AccessDenied,
     AlreadyMember,
@@ -57,26 +64,15 @@ from securesess.sessions.events import (
 )
 from securesess.sessions.session import Session, member_from_fields
 from securesess.sessions.wire import ErrorCode, Op, pack
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import open_secure_stream
 
 __all__ = [
-    "DEFAULT_CLIENT_BACKLOG",
-    "DEFAULT_CLIENT_SESSION_STATE",
-    "DEFAULT_REQUEST_TIMEOUT",
     "HubConnection",
     "Session",
     "connect_hub",
 ]
 
-#: Bytes of events a session may hold unread before it is ended locally.
-DEFAULT_CLIENT_BACKLOG: Final = 16 << 20
-#: Bytes of members and variables a session may hold before it is ended
-#: locally: room for the hub's default limits (10,000 members, 4 MiB of
-#: variables), and a bound on what a hub could make a client keep.
-DEFAULT_CLIENT_SESSION_STATE: Final = 32 << 20
-#: Seconds a client waits for the hub's WELCOME and for each answer.
-DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 # Requests buffered for the writer before callers wait.
 _OUTGOING_LIMIT: Final = 1 << 20
 
@@ -235,7 +231,7 @@ class HubConnection:
             AlreadyMember: this connection is already a member.
             LimitExceeded: too many sessions or members.
         """
-        wire.check_session_name(name)
+        names.check_session_name(name)
         with trio.move_on_after(self._timeout):
             while name in self._settling:
                 await self._settling[name].wait()

@@ -13,9 +13,9 @@ from typing import Final, final
 import trio
 
 from keystore import Peer
+from securesess.constants import CloseCode
 from securesess.sessions.delivery import Backlogs, Outbox
 from securesess.sessions.outcome import Client
-from securesess.stream.records import CloseCode
 from securesess.stream.secure_stream import SecureStream
 
 __all__ = ["HubConnection"]

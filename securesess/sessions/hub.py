@@ -40,46 +40,36 @@ from typing import Any, Final, final
 import trio
 
 from keystore import Certificate, Identity, Peer, TrustStore, UntrustedPeerError
+from securesess.constants import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_CONNECTION_BACKLOG,
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_MEMBERSHIPS,
+    DEFAULT_MAX_PEER_BACKLOG,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_VARIABLE_BYTES,
+    DEFAULT_MAX_VARIABLES,
+    CloseCode,
+)
 from securesess.errors import ProtocolViolation
 from securesess.policy import Policy, readmission
 from securesess.sessions import wire
 from securesess.sessions.connection import HubConnection
 from securesess.sessions.core import SessionCore
 from securesess.sessions.delivery import Backlogs, Mailbox
-from securesess.sessions.outcome import (
-    DEFAULT_MAX_MEMBERS,
-    DEFAULT_MAX_MEMBERSHIPS,
-    DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_VARIABLE_BYTES,
-    DEFAULT_MAX_VARIABLES,
-    Limits,
-    Member,
-    Outcome,
-)
+from securesess.sessions.outcome import Limits, Member, Outcome
 from securesess.stream.expiry import until_expired
-from securesess.stream.records import CloseCode
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import SecureListener, serve_secure
 
 __all__ = [
-    "DEFAULT_MAX_BACKLOG",
-    "DEFAULT_MAX_CONNECTION_BACKLOG",
-    "DEFAULT_MAX_PEER_BACKLOG",
     "Hub",
     "serve_hub",
 ]
 
 log = logging.getLogger("securesess.hub")
 
-#: Undelivered bytes a member may have queued before the hub removes it.
-DEFAULT_MAX_BACKLOG: Final = 8 << 20
-#: Undelivered bytes of all one connection's memberships before the hub
-#: disconnects it: without it, a connection in many sessions that never
-#: reads would hold ``max_memberships`` times ``max_backlog``.
-DEFAULT_MAX_CONNECTION_BACKLOG: Final = 32 << 20
-#: Undelivered bytes of all one peer's connections (one key) before the hub
-#: disconnects the connection that went over.
-DEFAULT_MAX_PEER_BACKLOG: Final = 64 << 20
 _REQUESTS_PER_TURN: Final = 64
 # The keywords of serve_hub that are the Hub's, not serve_secure's.
 _LIMITS: Final = frozenset(

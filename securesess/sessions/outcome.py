@@ -10,15 +10,17 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final, final
 
 from keystore import Peer
+from securesess.constants import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_MEMBERSHIPS,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_VARIABLE_BYTES,
+    DEFAULT_MAX_VARIABLES,
+)
 from securesess.policy import Grant, Right
 from securesess.sessions.wire import ErrorCode
 
 __all__ = [
-    "DEFAULT_MAX_MEMBERS",
-    "DEFAULT_MAX_MEMBERSHIPS",
-    "DEFAULT_MAX_SESSIONS",
-    "DEFAULT_MAX_VARIABLES",
-    "DEFAULT_MAX_VARIABLE_BYTES",
     "Client",
     "Delivery",
     "Ending",
@@ -27,12 +29,6 @@ __all__ = [
     "Outcome",
     "Refused",
 ]
-
-DEFAULT_MAX_SESSIONS: Final = 10_000
-DEFAULT_MAX_MEMBERSHIPS: Final = 1_000
-DEFAULT_MAX_MEMBERS: Final = 10_000
-DEFAULT_MAX_VARIABLES: Final = 1_000
-DEFAULT_MAX_VARIABLE_BYTES: Final = 4 << 20
 
 
 class Refused(Exception):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from securesess import names
 from securesess.errors import (
     HubTimeout,
     LimitExceeded,
@@ -193,7 +194,7 @@ class Session:
             AccessDenied: we may not set variables here.
         """
         self._check_open()
-        wire.check_variable_key(key)
+        names.check_variable_key(key)
         payload = bytes(value)
         if len(payload) > wire.MAX_DATA:
             raise LimitExceeded(
@@ -250,14 +251,14 @@ class Session:
     async def remove(self, member: Member | int, reason: str = "") -> None:
         """Remove another member from the session (needs the admin right)."""
         self._check_open()
-        wire.check_reason(reason)
+        names.check_reason(reason)
         member_id = member.id if isinstance(member, Member) else member
         await self._connection._request(Op.REMOVE, self.name, member_id, reason)
 
     async def close(self, reason: str = "") -> None:
         """End the session for every member (needs the admin right)."""
         self._check_open()
-        wire.check_reason(reason)
+        names.check_reason(reason)
         try:
             await self._connection._request(Op.CLOSE, self.name, reason)
         except HubTimeout:

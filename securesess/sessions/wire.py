@@ -10,7 +10,6 @@ that reads it closes the connection. Nothing here does I/O.
 from __future__ import annotations
 
 import enum
-import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -18,18 +17,19 @@ import msgpack
 import msgpack.fallback
 
 from securesess.errors import ProtocolViolation
+from securesess.names import (
+    check_reason,
+    check_session_name,
+    check_variable_key,
+)
 from securesess.sessions.requests import Close, Hello, Join, Leave, Remove, Request, Send, Set
 
 __all__ = [
     "MAX_DATA",
-    "MAX_KEY",
-    "MAX_NAME",
     "VERSION",
     "ErrorCode",
     "MessageReader",
     "Op",
-    "check_session_name",
-    "check_variable_key",
     "decode_hello",
     "decode_request",
     "pack",
@@ -38,11 +38,6 @@ __all__ = [
 VERSION: Final = 1
 #: Largest message body or variable value, in bytes.
 MAX_DATA: Final = 1 << 20
-#: Longest session name and variable key, in UTF-8 bytes.
-MAX_NAME: Final = 255
-MAX_KEY: Final = 255
-#: Longest reason text (REMOVE, CLOSE), in UTF-8 bytes.
-MAX_REASON: Final = 200
 #: Largest request a client may send: one value plus small fields.
 MAX_REQUEST: Final = MAX_DATA + 4096
 #: Largest message a hub may send: the answer to a JOIN carries every member
@@ -87,39 +82,6 @@ class ErrorCode(enum.IntEnum):
     VERSION_CONFLICT = 6
     LIMIT_EXCEEDED = 7
     NO_SUCH_MEMBER = 8
-
-
-def _check_text(text: str, limit: int, what: str) -> None:
-    encoded = text.encode("utf-8", "surrogatepass")
-    if not encoded or len(encoded) > limit:
-        raise ValueError(f"a {what} is 1 to {limit} bytes of UTF-8, not {len(encoded)}")
-    # Control and unassigned characters would let two names look alike in
-    # logs, or smuggle line breaks into them.
-    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"} for char in text):
-        raise ValueError(f"a {what} may not contain control or invisible characters: {text!r}")
-
-
-def check_session_name(name: str) -> str:
-    """Return ``name`` if it is a valid session name.
-
-    Raises:
-        ValueError: empty, longer than 255 bytes, or with control characters.
-    """
-    _check_text(name, MAX_NAME, "session name")
-    return name
-
-
-def check_variable_key(key: str) -> str:
-    """Return ``key`` if it is a valid variable key (the rules of session names)."""
-    _check_text(key, MAX_KEY, "variable key")
-    return key
-
-
-def check_reason(reason: str) -> str:
-    """Return ``reason`` if it may go into a REMOVE or CLOSE (empty is fine)."""
-    if reason:
-        _check_text(reason, MAX_REASON, "reason")
-    return reason
 
 
 def _no_extensions(code: int, data: bytes) -> object:

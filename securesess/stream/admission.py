@@ -18,37 +18,25 @@ from typing import Final, final
 
 import trio
 
-from securesess.errors import HandshakeFailed
-from securesess.stream.containment import contained, peer_address
-from securesess.stream.ratelimit import (
+from securesess.constants import (
     DEFAULT_HANDSHAKE_BURST,
     DEFAULT_HANDSHAKE_RATE,
-    HandshakeRateLimit,
-    source_of,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    CloseCode,
 )
-from securesess.stream.records import CloseCode
+from securesess.errors import HandshakeFailed
+from securesess.stream.containment import contained, peer_address
+from securesess.stream.ratelimit import HandshakeRateLimit, source_of
 from securesess.stream.secure_stream import SecureStream
 
 __all__ = [
-    "DEFAULT_MAX_CONCURRENT_HANDSHAKES",
-    "DEFAULT_MAX_CONNECTIONS_PER_PEER",
-    "DEFAULT_MAX_HANDSHAKES_PER_SOURCE",
     "Admission",
     "handshake_first",
 ]
 
 log = logging.getLogger("securesess")
 
-DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 256
-#: Handshakes one source (an IPv4 address or IPv6 /64) may have in progress
-#: once half the slots are taken: one source then holds at most 128 of the
-#: 256, and taking them all needs at least 5 sources.
-DEFAULT_MAX_HANDSHAKES_PER_SOURCE: Final = 32
-#: Established connections one peer (one static key) may hold at once. At
-#: the limit, a new connection takes the place of the peer's oldest one that
-#: has not proved it is live (see SecureStream.confirmed: in practice, one
-#: opened by a replayed IK message 1), or is refused if all have.
-DEFAULT_MAX_CONNECTIONS_PER_PEER: Final = 256
 # How long a refused connection may linger so the client reads the refusal.
 _LINGER: Final = 1.0
 # After logging a refusal, how long to stay quiet about more of the same.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import final
 
 from keystore import Peer, TrustStore, UntrustedPeerError, fingerprint
-from securesess.stream.records import CloseCode
+from securesess.constants import CloseCode
 
 __all__ = ["Authenticator", "Refusal"]
 

@@ -40,6 +40,7 @@ from typing import Final, final
 
 from handshake import HandshakeState, NoiseProtocol, TransportState
 from keystore import Identity, Peer, fingerprint
+from securesess.constants import REKEY_AFTER_RECORDS
 from securesess.errors import (
     HandshakeFailed,
     PeerNotTrusted,
@@ -61,7 +62,6 @@ from securesess.stream.frames import FrameReader, frame
 from securesess.stream.noise_exchange import Keys, NoiseExchange
 from securesess.stream.protocols import check_psk
 from securesess.stream.records import (
-    REKEY_AFTER_RECORDS,
     RecordReader,
     RecordType,
     RecordWriter,

@@ -24,18 +24,13 @@ from typing import Final, final
 
 import trio
 
+from securesess.constants import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
+
 __all__ = [
-    "DEFAULT_HANDSHAKE_BURST",
-    "DEFAULT_HANDSHAKE_RATE",
     "HandshakeRateLimit",
     "source_of",
 ]
 
-#: Handshakes a second each source may start, on average.
-DEFAULT_HANDSHAKE_RATE: Final = 50.0
-#: Handshakes a source may start at once, after a quiet spell: a client
-#: that opens a pool of connections at start-up stays within it.
-DEFAULT_HANDSHAKE_BURST: Final = 200
 _MAX_SOURCES: Final = 65536
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from typing import Final, final
 
 from handshake import DecryptError, NonceExhaustedError, TransportState
+from securesess.constants import REKEY_AFTER_RECORDS
 from securesess.errors import (
     PeerAborted,
     ProtocolViolation,
@@ -27,8 +28,6 @@ from securesess.stream.frames import FrameReader
 __all__ = [
     "BATCH",
     "MAX_BODY",
-    "REKEY_AFTER_RECORDS",
-    "CloseCode",
     "RecordReader",
     "RecordType",
     "RecordWriter",
@@ -39,8 +38,6 @@ _U16: Final = struct.Struct(">H")
 #: The largest record body: 65535 bytes of ciphertext less the type byte and tag.
 MAX_BODY: Final = 65535 - 1 - _TAG
 _OVERHEAD: Final = 2 + 1 + _TAG
-#: A sender rekeys at the latest after this many records under one key.
-REKEY_AFTER_RECORDS: Final = 2**20
 _MAX_REASON: Final = 1024
 
 
@@ -55,20 +52,6 @@ class RecordType(enum.IntEnum):
 _DATA: Final = bytes((RecordType.DATA,))
 _REKEY: Final = bytes((RecordType.REKEY,))
 _CONTROL: Final = frozenset({RecordType.END, RecordType.CLOSE, RecordType.ACCEPT})
-
-
-class CloseCode(enum.IntEnum):
-    NOT_TRUSTED = 1
-    NOT_EXPECTED = 2
-    ACCESS_DENIED = 3
-    PROTOCOL_VIOLATION = 4
-    SHUTTING_DOWN = 5
-    #: The service behind the responder cannot be reached, or it is at its limit.
-    UNAVAILABLE = 6
-    #: The connection the sender relays (a tunnel's plain leg) ended abnormally.
-    RELAY_FAILED = 7
-    #: The sender ended a connection that carried nothing for too long.
-    IDLE = 8
 
 
 #: Most plaintext sealed into one output buffer: bounds a send's memory to ~1 MiB.

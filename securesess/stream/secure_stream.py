@@ -51,6 +51,7 @@ from typing import Final, final
 import trio
 
 from keystore import Identity, Peer, TrustStore
+from securesess.constants import DEFAULT_HANDSHAKE_TIMEOUT, REKEY_AFTER_RECORDS
 from securesess.errors import (
     HandshakeTimeout,
     RecordLimitReached,
@@ -58,11 +59,9 @@ from securesess.errors import (
 from securesess.stream.authenticate import Authenticator
 from securesess.stream.connection import Connection
 from securesess.stream.pump import RECEIVE_SIZE, Busy, Pump, Status
-from securesess.stream.records import BATCH, REKEY_AFTER_RECORDS
+from securesess.stream.records import BATCH
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "SecureStream"]
-
-DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+__all__ = ["SecureStream"]
 
 
 @final

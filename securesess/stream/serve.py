@@ -15,16 +15,18 @@ from typing import Any, final
 import trio
 
 from keystore import Identity, Peer, TrustStore
-from securesess.stream.admission import (
+from securesess.constants import (
+    DEFAULT_HANDSHAKE_BURST,
+    DEFAULT_HANDSHAKE_RATE,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
     DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-    handshake_first,
+    REKEY_AFTER_RECORDS,
 )
+from securesess.stream.admission import handshake_first
 from securesess.stream.protocols import check_psk, server_protocols
-from securesess.stream.ratelimit import DEFAULT_HANDSHAKE_BURST, DEFAULT_HANDSHAKE_RATE
-from securesess.stream.records import REKEY_AFTER_RECORDS
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.secure_stream import SecureStream
 
 __all__ = ["SecureListener", "open_secure_stream", "serve_secure"]
 

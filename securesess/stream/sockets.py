@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import trio
 
 from keystore import Identity, Peer, TrustStore
-from securesess.stream.records import REKEY_AFTER_RECORDS
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.constants import DEFAULT_HANDSHAKE_TIMEOUT, REKEY_AFTER_RECORDS
+from securesess.stream.secure_stream import SecureStream
 
 __all__ = ["wrap_socket"]
 

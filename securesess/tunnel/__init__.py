@@ -41,12 +41,12 @@ logger, in logfmt: its number, from where, the authenticated peer, to where,
 bytes each way, duration, and the :class:`Outcome` with its reason.
 """
 
-from securesess.tunnel.client import TunnelClient
-from securesess.tunnel.end import (
+from securesess.constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
 )
+from securesess.tunnel.client import TunnelClient
 from securesess.tunnel.legs import Outcome
 from securesess.tunnel.server import TunnelServer
 

@@ -9,6 +9,14 @@ from typing import Final, final
 import trio
 
 from keystore import Identity, Peer, TrustStore
+from securesess.constants import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    REKEY_AFTER_RECORDS,
+    CloseCode,
+)
 from securesess.errors import (
     HandshakeFailed,
     NegotiationFailed,
@@ -17,14 +25,8 @@ from securesess.errors import (
 )
 from securesess.policy import readmission
 from securesess.stream.containment import contained, peer_address
-from securesess.stream.records import REKEY_AFTER_RECORDS, CloseCode
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
-from securesess.tunnel.end import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    TunnelEnd,
-)
+from securesess.stream.secure_stream import SecureStream
+from securesess.tunnel.end import TunnelEnd
 from securesess.tunnel.legs import Connection, Outcome, ending
 
 

@@ -10,9 +10,9 @@ from typing import Final
 import trio
 
 from keystore import Certificate, Peer, TrustStore
+from securesess.constants import CloseCode
 from securesess.stream.containment import format_address
 from securesess.stream.expiry import until_expired
-from securesess.stream.records import CloseCode
 from securesess.stream.secure_stream import SecureStream
 from securesess.tunnel.legs import (
     Connection,
@@ -26,14 +26,6 @@ from securesess.tunnel.legs import (
 
 log = logging.getLogger("securesess.tunnel")
 
-#: Connections one tunnel end carries at once; more are refused.
-DEFAULT_MAX_CONNECTIONS: Final = 1024
-#: How long a tunnel end waits for a TCP connection to the far side.
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
-#: How long a connection may carry nothing, either way, before it is cut
-#: (stunnel's default too): long enough for an idle pool, short enough that
-#: connections whose ends vanished without a word do not pile up for ever.
-DEFAULT_IDLE_TIMEOUT: Final = 12 * 3600.0
 # How long closing may take once a connection is over (a CLOSE record, a FIN),
 # of which up to _LINGER is spent letting the peer read a CLOSE's reason.
 _CLOSE_GRACE: Final = 2.0

@@ -18,11 +18,11 @@ from typing import Final, final
 import trio
 
 from keystore import Peer
+from securesess.constants import CloseCode
 from securesess.errors import (
     PeerAborted,
 )
 from securesess.stream.containment import split_errors
-from securesess.stream.records import CloseCode
 from securesess.stream.secure_stream import SecureStream
 
 log = logging.getLogger("securesess.tunnel")

@@ -10,31 +10,29 @@ import trio
 
 from handshake import NoiseProtocol
 from keystore import Identity, Peer, TrustStore
+from securesess.constants import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_BURST,
+    DEFAULT_HANDSHAKE_RATE,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    REKEY_AFTER_RECORDS,
+    CloseCode,
+)
 from securesess.errors import (
     HandshakeFailed,
     PeerNotTrusted,
 )
 from securesess.policy import Policy, readmission
-from securesess.stream.admission import (
-    DEFAULT_MAX_CONCURRENT_HANDSHAKES,
-    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-    handshake_first,
-)
+from securesess.stream.admission import handshake_first
 from securesess.stream.containment import peer_address
 from securesess.stream.protocols import server_protocols
-from securesess.stream.ratelimit import (
-    DEFAULT_HANDSHAKE_BURST,
-    DEFAULT_HANDSHAKE_RATE,
-)
-from securesess.stream.records import REKEY_AFTER_RECORDS, CloseCode
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT, SecureStream
+from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import SecureListener
-from securesess.tunnel.end import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    TunnelEnd,
-)
+from securesess.tunnel.end import TunnelEnd
 from securesess.tunnel.legs import Connection, Outcome, ending
 
 

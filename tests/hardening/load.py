@@ -59,12 +59,11 @@ from securesess import (
     SecureStream,
     serve_secure,
 )
+from securesess.constants import DEFAULT_HANDSHAKE_RATE, DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.policy import Policy
 from securesess.sessions.client import HubConnection
 from securesess.sessions.hub import Hub, serve_hub
 from securesess.stream.frames import frame
-from securesess.stream.ratelimit import DEFAULT_HANDSHAKE_RATE
-from securesess.stream.secure_stream import DEFAULT_HANDSHAKE_TIMEOUT
 from securesess.tunnel import TunnelServer
 from tests.hardening.report import Row, table
 
