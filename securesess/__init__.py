@@ -36,18 +36,22 @@ from securesess.sessions.events import (
     VariableChanged,
 )
 from securesess.sessions.hub import Hub, serve_hub
+from securesess.sessions.limits import HubLimits
+from securesess.stream.options import AdmissionLimits, SecureOptions
 from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import SecureListener, open_secure_stream, serve_secure
 from securesess.stream.sockets import wrap_socket
 
 __all__ = [
     "AccessDenied",
+    "AdmissionLimits",
     "AlreadyMember",
     "CloseCode",
     "HandshakeFailed",
     "HandshakeTimeout",
     "Hub",
     "HubConnection",
+    "HubLimits",
     "HubTimeout",
     "Identity",
     "LimitExceeded",
@@ -70,6 +74,7 @@ __all__ = [
     "RecordLimitReached",
     "Right",
     "SecureListener",
+    "SecureOptions",
     "SecureStream",
     "Session",
     "SessionClosed",

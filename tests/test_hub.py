@@ -960,9 +960,9 @@ async def test_connect_hub_insists_on_knowing_which_peer_is_the_hub(
     port = transport.socket.getsockname()[1]
     api, trust = world.identities["api"], world.client_trust
     with pytest.raises(TypeError, match="expect"):
-        connect_hub("127.0.0.1", port, identity=api, trust=trust)  # type: ignore[call-arg]
+        connect_hub("127.0.0.1", port, identity=api, trust=trust)
     with pytest.raises(ValueError, match="needs expect"):
-        async with connect_hub("127.0.0.1", port, identity=api, trust=trust, expect=None):  # type: ignore[arg-type]
+        async with connect_hub("127.0.0.1", port, identity=api, trust=trust, expect=None):
             pass
     with trio.fail_after(10), pytest.raises(PeerNotTrusted, match="not the expected"):
         async with connect_hub("127.0.0.1", port, identity=api, trust=trust, expect="hub"):

@@ -20,10 +20,10 @@ from keystore.cli_output import (
 )
 from securesess.cli.options import (
     address,
+    admission_limits,
     byte_size,
     handshake_rate_options,
     log_level_option,
-    rate_options,
     setup_logging,
 )
 from securesess.cli.running import Served, serve_until_signalled
@@ -35,6 +35,7 @@ from securesess.constants import (
 )
 from securesess.policy import Policy
 from securesess.sessions.hub import Hub
+from securesess.sessions.limits import HubLimits
 from securesess.stream.containment import format_address
 
 
@@ -74,8 +75,8 @@ from securesess.stream.containment import format_address
     "--max-peer-backlog",
     metavar="SIZE",
     callback=byte_size,
-    help="Undelivered bytes of all one peer's connections before the one that goes over is"
-    f" disconnected.  [default: {DEFAULT_MAX_PEER_BACKLOG}]",
+    help="Undelivered bytes of all one peer's connections before the one of them holding the"
+    f" most is disconnected.  [default: {DEFAULT_MAX_PEER_BACKLOG}]",
 )
 @log_level_option("connections, refusals, joins, leaves and reloads")
 @handshake_rate_options(DEFAULT_MAX_CONNECTIONS_PER_PEER, "")
@@ -110,13 +111,12 @@ def hub(
         policy = Policy.load(policy_path, trust=trust)
     except OPERATIONAL_ERRORS as exc:
         fail(describe_error(exc))
-    given = {
-        "max_backlog": max_backlog,
-        "max_connection_backlog": max_connection_backlog,
-        "max_peer_backlog": max_peer_backlog,
-    }
-    limits = {name: value for name, value in given.items() if value is not None}
-    server = Hub(identity=identity, trust=trust, policy=policy, **limits)
+    limits = HubLimits(
+        max_backlog=max_backlog or DEFAULT_MAX_BACKLOG,
+        max_connection_backlog=max_connection_backlog or DEFAULT_MAX_CONNECTION_BACKLOG,
+        max_peer_backlog=max_peer_backlog or DEFAULT_MAX_PEER_BACKLOG,
+    )
+    server = Hub(identity=identity, trust=trust, policy=policy, limits=limits)
     host, port = listen
 
     def banner() -> str:
@@ -134,7 +134,7 @@ def hub(
             server.serve,
             port,
             host=host,
-            **rate_options(
+            admission=admission_limits(
                 handshake_rate, handshake_burst, max_handshakes_per_source, max_connections_per_peer
             ),
         ),

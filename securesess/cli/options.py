@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import click
 
@@ -14,6 +14,7 @@ from securesess.constants import (
     DEFAULT_HANDSHAKE_RATE,
     DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
 )
+from securesess.stream.options import AdmissionLimits
 
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
@@ -111,10 +112,11 @@ def per_source_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
-def rate_options(rate: float, burst: int, per_source: int, per_peer: int) -> dict[str, Any]:
-    return {
-        "handshake_rate": rate or None,
-        "handshake_burst": burst,
-        "max_handshakes_per_source": per_source or None,
-        "max_connections_per_peer": per_peer or None,
-    }
+def admission_limits(rate: float, burst: int, per_source: int, per_peer: int) -> AdmissionLimits:
+    """The admission limits of the handshake options; 0 turns a limit off."""
+    return AdmissionLimits(
+        handshake_rate=rate or None,
+        handshake_burst=burst,
+        max_handshakes_per_source=per_source or None,
+        max_connections_per_peer=per_peer or None,
+    )

@@ -22,10 +22,10 @@ from keystore.cli_output import (
 )
 from securesess.cli.options import (
     address,
+    admission_limits,
     handshake_rate_options,
     log_level_option,
     optional_address,
-    rate_options,
     setup_logging,
 )
 from securesess.cli.running import Served, serve_until_signalled
@@ -189,7 +189,7 @@ def tunnel(
             handshake_timeout=handshake_timeout,
             connect_timeout=connect_timeout,
             idle_timeout=idle_timeout or None,
-            **rate_options(
+            admission=admission_limits(
                 handshake_rate, handshake_burst, max_handshakes_per_source, max_connections_per_peer
             ),
         )

@@ -30,16 +30,15 @@ import itertools
 import math
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, Final, final
+from typing import Any, Final, Unpack, final
 
 import trio
 
-from keystore import Identity, Peer, TrustStore
+from keystore import Peer
 from securesess import names
 from securesess.constants import (
     DEFAULT_CLIENT_BACKLOG,
     DEFAULT_CLIENT_SESSION_STATE,
-    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 )
 from securesess.errors import (
@@ -64,6 +63,7 @@ from securesess.sessions.events import (
 )
 from securesess.sessions.session import Session, member_from_fields
 from securesess.sessions.wire import ErrorCode, Op, pack
+from securesess.stream.options import SecureOptions, SecureOptionsArgs, merged, unexpected
 from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import open_secure_stream
 
@@ -505,27 +505,24 @@ class HubConnection:
         reply.done.set()
 
 
-@contextlib.asynccontextmanager
-async def connect_hub(
+def connect_hub(
     host: str,
     port: int,
+    options: SecureOptions | None = None,
     *,
-    identity: Identity,
-    trust: TrustStore,
-    expect: bytes | str,
-    protocol: str | None = None,
-    psk: bytes | None = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_backlog: int = DEFAULT_CLIENT_BACKLOG,
     max_session_state: int = DEFAULT_CLIENT_SESSION_STATE,
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-) -> AsyncIterator[HubConnection]:
+    **keywords: Unpack[SecureOptionsArgs],
+) -> contextlib.AbstractAsyncContextManager[HubConnection]:
     """Connect to a hub: ``async with connect_hub(host, port, identity=..., trust=...,
     expect="hub") as hub``.
 
-    ``expect`` is required: the hub's pinned or certified name, or its raw
-    public key. Without it any peer the trust store accepts, any service of
-    the same CA, could pose as the hub and read what is sent to sessions.
+    ``options`` (:class:`SecureOptions`, or its fields as keyword arguments)
+    are those of :func:`open_secure_stream`. ``expect`` is required: the
+    hub's pinned or certified name, or its raw public key. Without it any
+    peer the trust store accepts, any service of the same CA, could pose as
+    the hub and read what is sent to sessions.
 
     ``request_timeout`` bounds the wait for the hub's WELCOME and for each
     answer (None: no bound); a request that times out raises
@@ -540,20 +537,36 @@ async def connect_hub(
         HandshakeFailed: (a subclass) the hub is not trusted or not ``expect``,
             or it refused us: :class:`PeerRejected` with ``code`` 3 when its
             policy does not admit us, or 1 when it does not trust our key.
-        ValueError: ``expect`` is None.
+        TypeError: no ``options`` and no ``expect=``, at the call.
+        ValueError: ``expect`` is None, at the call.
     """
-    if expect is None:
+    if options is None and "expect" not in keywords:
+        raise TypeError("connect_hub needs expect=: the hub's name or public key")
+    unexpected(keywords, SecureOptions)
+    secure = merged(SecureOptions, options, keywords)
+    if secure.expect is None:
         raise ValueError("connect_hub needs expect=: the hub's name or public key")
-    stream = await open_secure_stream(
+    return _connected(
         host,
         port,
-        identity=identity,
-        trust=trust,
-        expect=expect,
-        protocol=protocol,
-        psk=psk,
-        handshake_timeout=handshake_timeout,
+        secure,
+        max_backlog=max_backlog,
+        max_session_state=max_session_state,
+        request_timeout=request_timeout,
     )
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    host: str,
+    port: int,
+    options: SecureOptions,
+    *,
+    max_backlog: int,
+    max_session_state: int,
+    request_timeout: float | None,
+) -> AsyncIterator[HubConnection]:
+    stream = await open_secure_stream(host, port, options)
     async with HubConnection.over(
         stream,
         max_backlog=max_backlog,

@@ -33,23 +33,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import fields
 from functools import partial
-from typing import Any, Final, final
+from typing import Final, Unpack, final
 
 import trio
 
-from keystore import Certificate, Identity, Peer, TrustStore, UntrustedPeerError
+from keystore import Certificate, Peer, TrustStore, UntrustedPeerError
 from securesess.constants import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_BACKLOG,
-    DEFAULT_MAX_CONNECTION_BACKLOG,
-    DEFAULT_MAX_MEMBERS,
-    DEFAULT_MAX_MEMBERSHIPS,
-    DEFAULT_MAX_PEER_BACKLOG,
-    DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_VARIABLE_BYTES,
-    DEFAULT_MAX_VARIABLES,
     CloseCode,
 )
 from securesess.errors import ProtocolViolation
@@ -58,10 +48,12 @@ from securesess.sessions import wire
 from securesess.sessions.connection import HubConnection
 from securesess.sessions.core import SessionCore
 from securesess.sessions.delivery import Backlogs, Mailbox
-from securesess.sessions.outcome import Limits, Member, Outcome
+from securesess.sessions.limits import HubArgs, HubLimits, ServeHubArgs
+from securesess.sessions.outcome import Member, Outcome
 from securesess.stream.expiry import until_expired
+from securesess.stream.options import AdmissionLimits, SecureOptions, ServeArgs, merged, unexpected
 from securesess.stream.secure_stream import SecureStream
-from securesess.stream.serve import SecureListener, serve_secure
+from securesess.stream.serve import SecureListener, SecureServer
 
 __all__ = [
     "Hub",
@@ -71,11 +63,6 @@ __all__ = [
 log = logging.getLogger("securesess.hub")
 
 _REQUESTS_PER_TURN: Final = 64
-# The keywords of serve_hub that are the Hub's, not serve_secure's.
-_LIMITS: Final = frozenset(
-    {"max_backlog", "max_connection_backlog", "max_peer_backlog"}
-    | {limit.name for limit in fields(Limits)}
-)
 
 
 @final
@@ -83,65 +70,48 @@ class Hub:
     """A session manager. Serve it with :meth:`serve` (or :func:`serve_hub`).
 
     Args:
-        identity: the hub's identity.
-        trust: whom it accepts; :meth:`reload` can replace it.
+        options: the hub's identity and whom it accepts (``trust``, which
+            :meth:`reload` can replace), as :class:`SecureOptions`; its
+            fields may be given as keyword arguments instead, or beside it.
+            ``authorize`` is the policy's: the hub takes no other.
         policy: the access policy, a :class:`Policy` or a path to one.
-        max_backlog: undelivered bytes per member before it is removed.
-        max_connection_backlog: undelivered bytes of all one connection's
-            memberships before it is disconnected.
-        max_peer_backlog: undelivered bytes of all one peer's connections
-            before the one that goes over is disconnected.
-        max_sessions: sessions the hub holds at once.
-        max_memberships: sessions one connection may be a member of.
-        max_members: members per session.
-        max_variables: variables per session.
-        max_variable_bytes: bytes of keys and values per session.
+        limits: what its sessions may hold and what it may queue
+            (:class:`HubLimits`), or its fields as keyword arguments.
+
+    Raises:
+        ValueError: a limit or an option is out of range, or ``authorize``
+            was given.
     """
 
     def __init__(
         self,
+        options: SecureOptions | None = None,
         *,
-        identity: Identity,
-        trust: TrustStore,
         policy: Policy | str,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        max_connection_backlog: int = DEFAULT_MAX_CONNECTION_BACKLOG,
-        max_peer_backlog: int = DEFAULT_MAX_PEER_BACKLOG,
-        max_sessions: int = DEFAULT_MAX_SESSIONS,
-        max_memberships: int = DEFAULT_MAX_MEMBERSHIPS,
-        max_members: int = DEFAULT_MAX_MEMBERS,
-        max_variables: int = DEFAULT_MAX_VARIABLES,
-        max_variable_bytes: int = DEFAULT_MAX_VARIABLE_BYTES,
+        limits: HubLimits | None = None,
+        **keywords: Unpack[HubArgs],
     ) -> None:
-        for name, value in (
-            ("max_backlog", max_backlog),
-            ("max_connection_backlog", max_connection_backlog),
-            ("max_peer_backlog", max_peer_backlog),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1")
-        limits = Limits(
-            max_sessions=max_sessions,
-            max_memberships=max_memberships,
-            max_members=max_members,
-            max_variables=max_variables,
-            max_variable_bytes=max_variable_bytes,
-        )
-        self.identity: Final = identity
-        self._trust = trust
+        unexpected(keywords, SecureOptions, HubLimits)
+        secure = merged(SecureOptions, options, keywords)
+        if secure.authorize is not None:
+            raise ValueError("a hub admits the peers its policy is about: it takes no authorize=")
+        self.limits: Final = merged(HubLimits, limits, keywords)
+        self.identity: Final = secure.identity
+        self._trust = secure.trust
         if not isinstance(policy, Policy):
-            policy = Policy.load(policy, trust=trust)
-        self._core: Final = SessionCore(policy, limits=limits)
+            policy = Policy.load(policy, trust=secure.trust)
+        self._core: Final = SessionCore(policy, limits=self.limits)
+        self._options = secure.replace(authorize=self.authorize)
         self._backlogs: Final = Backlogs[HubConnection](
-            max_backlog=max_backlog,
-            max_connection=max_connection_backlog,
-            max_peer=max_peer_backlog,
+            max_backlog=self.limits.max_backlog,
+            max_connection=self.limits.max_connection_backlog,
+            max_peer=self.limits.max_peer_backlog,
         )
         # Undelivered bytes per peer key, over all its connections.
         self._peer_backlog: Final = self._backlogs.peer
         self._mailboxes: dict[Member, Mailbox[HubConnection]] = {}
         self._connections: set[HubConnection] = set()
-        self._listeners: list[SecureListener] = []
+        self._server: SecureServer | None = None
 
     def __repr__(self) -> str:
         return (
@@ -157,14 +127,14 @@ class Hub:
 
     @property
     def listeners(self) -> Sequence[SecureListener]:
-        return tuple(self._listeners)
+        return () if self._server is None else tuple(self._server.listeners)
 
     @property
     def port(self) -> int:
         """The TCP port the hub listens on (after :meth:`serve` has started)."""
-        if not self._listeners:
+        if not self.listeners:
             raise RuntimeError("the hub is not serving yet")
-        transport = self._listeners[0].transport_listener
+        transport = self.listeners[0].transport_listener
         assert isinstance(transport, trio.SocketListener)
         return int(transport.socket.getsockname()[1])
 
@@ -183,32 +153,33 @@ class Hub:
         port: int,
         *,
         host: str | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        admission: AdmissionLimits | None = None,
         task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED,
-        **options: Any,
+        **keywords: Unpack[ServeArgs],
     ) -> None:
-        """Listen on ``port`` until cancelled; ``options`` go to :func:`serve_secure`.
+        """Listen on ``port`` until cancelled.
+
+        ``admission`` (:class:`AdmissionLimits`) bounds the handshakes, as
+        :func:`serve_secure`'s does; keyword arguments may give its fields,
+        and :class:`SecureOptions` fields to serve with (``protocol``,
+        ``psk``, ``handshake_timeout``, ...) on top of the hub's own.
 
         Raises:
             OSError: it cannot listen (the port is taken, say), bare, as
                 :func:`serve_secure` raises it, not in an exception group.
         """
+        unexpected(keywords, SecureOptions, AdmissionLimits)
+        if "authorize" in keywords:
+            raise ValueError("a hub admits the peers its policy is about: it takes no authorize=")
+        self._options = merged(SecureOptions, self._options, keywords)
+        server = SecureServer(
+            self.handle, self._options, merged(AdmissionLimits, admission, keywords)
+        )
+        self._server = server
         listening = False
         try:
             async with trio.open_nursery() as nursery:
-                self._listeners = await nursery.start(
-                    partial(
-                        serve_secure,
-                        self.handle,
-                        port,
-                        host=host,
-                        identity=self.identity,
-                        trust=self._trust,
-                        authorize=self.authorize,
-                        handshake_timeout=handshake_timeout,
-                        **options,
-                    )
-                )
+                await nursery.start(partial(server.serve, port, host=host))
                 listening = True
                 for problem in self.policy.problems:
                     log.warning("policy %s: %s", self.policy.source, problem)
@@ -362,8 +333,9 @@ class Hub:
         """
         if trust is not None:
             self._trust = trust
-            for listener in self._listeners:
-                listener.trust = trust
+            self._options = self._options.replace(trust=trust)
+            if self._server is not None:
+                self._server.trust = trust
         if policy is not None:
             self._core.policy = policy
             for problem in policy.problems:
@@ -390,19 +362,30 @@ class Hub:
 
 async def serve_hub(
     port: int,
+    options: SecureOptions | None = None,
     *,
-    identity: Identity,
-    trust: TrustStore,
     policy: Policy | str,
+    limits: HubLimits | None = None,
+    admission: AdmissionLimits | None = None,
     host: str | None = None,
     task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **keywords: Unpack[ServeHubArgs],
 ) -> None:
     """Run a hub on ``port`` until cancelled; ``await nursery.start(serve_hub, ...)``
     returns the :class:`Hub` (for its port, or to :meth:`Hub.reload` it).
 
-    ``options`` are :class:`Hub`'s limits and :func:`serve_secure`'s options.
+    ``options``, ``policy`` and ``limits`` are :class:`Hub`'s, ``admission``
+    :func:`serve_secure`'s; the fields of each may be keyword arguments.
     """
-    limits = {key: options.pop(key) for key in _LIMITS & options.keys()}
-    hub = Hub(identity=identity, trust=trust, policy=policy, **limits)
-    await hub.serve(port, host=host, task_status=task_status, **options)
+    unexpected(keywords, SecureOptions, HubLimits, AdmissionLimits)
+    hub = Hub(
+        merged(SecureOptions, options, keywords),
+        policy=policy,
+        limits=merged(HubLimits, limits, keywords),
+    )
+    await hub.serve(
+        port,
+        host=host,
+        admission=merged(AdmissionLimits, admission, keywords),
+        task_status=task_status,
+    )

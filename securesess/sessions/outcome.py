@@ -41,10 +41,13 @@ class Refused(Exception):
         self.extra: Final = extra
 
 
-@final
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What the sessions of one core may hold. Each must be at least 1."""
+    """What the sessions of one core may hold. Each must be at least 1.
+
+    (:class:`~securesess.sessions.limits.HubLimits` adds a hub's delivery
+    limits to these.)
+    """
 
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_memberships: int = DEFAULT_MAX_MEMBERSHIPS

@@ -14,25 +14,24 @@ import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Final, final
+from typing import Final, Unpack, final
 
 import trio
 
 from securesess.constants import (
-    DEFAULT_HANDSHAKE_BURST,
-    DEFAULT_HANDSHAKE_RATE,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
     CloseCode,
 )
 from securesess.errors import HandshakeFailed
 from securesess.stream.containment import contained, peer_address
+from securesess.stream.options import AdmissionArgs, AdmissionLimits, merged, unexpected
 from securesess.stream.ratelimit import HandshakeRateLimit, source_of
 from securesess.stream.secure_stream import SecureStream
 
 __all__ = [
     "Admission",
+    "OnFailure",
     "handshake_first",
+    "log_failure",
 ]
 
 log = logging.getLogger("securesess")
@@ -62,7 +61,7 @@ async def _refuse_busy(stream: SecureStream) -> None:
     await trio.aclose_forcefully(transport)
 
 
-def _log_failure(stream: SecureStream, failure: HandshakeFailed | str) -> None:
+def log_failure(stream: SecureStream, failure: HandshakeFailed | str) -> None:
     if isinstance(failure, str):
         log.warning("refused a connection from %s: %s", peer_address(stream), failure)
     else:
@@ -156,27 +155,13 @@ class Admission:
         "_running",
     )
 
-    def __init__(
-        self,
-        *,
-        max_concurrent_handshakes: int,
-        max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-        max_connections_per_peer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-        handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
-        handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
-        on_failure: OnFailure = _log_failure,
-    ) -> None:
-        if max_concurrent_handshakes < 1:
-            raise ValueError("max_concurrent_handshakes must be at least 1")
-        if max_handshakes_per_source is not None and max_handshakes_per_source < 1:
-            raise ValueError("max_handshakes_per_source must be at least 1 (or None)")
-        if max_connections_per_peer is not None and max_connections_per_peer < 1:
-            raise ValueError("max_connections_per_peer must be at least 1 (or None)")
-        self._max_concurrent = max_concurrent_handshakes
-        self._max_per_source = max_handshakes_per_source
-        self._established = _Established(max_connections_per_peer)
+    def __init__(self, limits: AdmissionLimits, on_failure: OnFailure = log_failure) -> None:
+        self._max_concurrent = limits.max_concurrent_handshakes
+        self._max_per_source = limits.max_handshakes_per_source
+        self._established = _Established(limits.max_connections_per_peer)
+        rate = limits.handshake_rate
         self._rate_limit = (
-            None if handshake_rate is None else HandshakeRateLimit(handshake_rate, handshake_burst)
+            None if rate is None else HandshakeRateLimit(rate, limits.handshake_burst)
         )
         self._on_failure = on_failure
         # The handshakes in progress, oldest first, with their source and the
@@ -291,15 +276,15 @@ class Admission:
 
 def handshake_first(
     handler: Handler,
+    limits: AdmissionLimits | None = None,
     *,
-    max_concurrent_handshakes: int,
-    max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-    max_connections_per_peer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
-    handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
-    on_failure: OnFailure = _log_failure,
+    on_failure: OnFailure = log_failure,
+    **keywords: Unpack[AdmissionArgs],
 ) -> Callable[[SecureStream], Awaitable[None]]:
     """A connection handler for ``trio.serve_listeners`` that handshakes first.
+
+    ``limits`` (an :class:`AdmissionLimits`, or its fields as keywords) are
+    the bounds described below.
 
     ``handler`` runs only once the handshake succeeded. A source that starts
     more than ``handshake_rate`` handshakes a second, beyond bursts of
@@ -336,12 +321,6 @@ def handshake_first(
     other error, in the handshake or in ``handler``, closes that connection
     alone (see :func:`contained`).
     """
-    admission = Admission(
-        max_concurrent_handshakes=max_concurrent_handshakes,
-        max_handshakes_per_source=max_handshakes_per_source,
-        max_connections_per_peer=max_connections_per_peer,
-        handshake_rate=handshake_rate,
-        handshake_burst=handshake_burst,
-        on_failure=on_failure,
-    )
+    unexpected(keywords, AdmissionLimits)
+    admission = Admission(merged(AdmissionLimits, limits, keywords), on_failure)
     return contained(partial(admission.run, handler=handler))

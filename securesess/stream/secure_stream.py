@@ -43,21 +43,19 @@ precise cause (:class:`TruncatedStream`, :class:`RecordAuthenticationFailed`,
 from __future__ import annotations
 
 import contextlib
-import math
 import operator
-from collections.abc import Callable, Sequence
-from typing import Final, final
+from typing import Final, Unpack, final
 
 import trio
 
-from keystore import Identity, Peer, TrustStore
-from securesess.constants import DEFAULT_HANDSHAKE_TIMEOUT, REKEY_AFTER_RECORDS
+from keystore import Peer
 from securesess.errors import (
     HandshakeTimeout,
     RecordLimitReached,
 )
 from securesess.stream.authenticate import Authenticator
 from securesess.stream.connection import Connection
+from securesess.stream.options import SecureOptions, SecureOptionsArgs, merged, unexpected
 from securesess.stream.pump import RECEIVE_SIZE, Busy, Pump, Status
 from securesess.stream.records import BATCH
 
@@ -71,28 +69,13 @@ class SecureStream(trio.abc.HalfCloseableStream):
     Args:
         transport_stream: any :class:`trio.abc.Stream`; the SecureStream owns
             it from now on and closes it in :meth:`aclose`.
-        identity: who we are; its key is our Noise static key.
-        trust: whom we accept. A responder refuses any initiator it does not
-            trust; an initiator refuses a responder it does not trust.
+        options: who we are, whom we trust and how to speak
+            (:class:`SecureOptions`); its keyword arguments may be given
+            beside it or instead of it, and override it.
         server_side: True for the responder (the side that accepted).
-        expect: the peer we insist on: its 32-byte public key (accepted even
-            if not in ``trust``: that is pinning) or its name in ``trust``.
-        protocol: the initiator's Noise protocol name (default
-            ``Noise_XX_25519_AESGCM_SHA256``; an ``IK`` name needs ``expect``),
-            or the names a responder allows (default: XX and IK with every
-            cipher and hash).
-        psk: a 32-byte network key; both sides must hold it, and only the psk
-            protocols are spoken.
-        handshake_timeout: seconds the whole handshake may take.
-        rekey_after_records: the sending key's budget: a REKEY record goes
-            out at the latest as the budget's last record (at least 2, since
-            the REKEY counts).
-        authorize: a last check on a peer the trust store accepted (an access
-            policy, say): it returns None to admit the peer, or the reason to
-            refuse it, which the peer is told (close code ACCESS_DENIED).
 
     Raises:
-        handshake.ProtocolNameError: (a ValueError) ``protocol`` is not one
+        ValueError: an option is out of range, or ``protocol`` is not one
             securesess speaks, or does not match ``psk``.
     """
 
@@ -100,41 +83,36 @@ class SecureStream(trio.abc.HalfCloseableStream):
         "_connection",
         "_handshake_done",
         "_handshake_started",
-        "_handshake_timeout",
         "_pending",
         "_pump",
         "_receive_busy",
         "_send_busy",
+        "options",
         "transport_stream",
     )
 
     def __init__(
         self,
         transport_stream: trio.abc.Stream,
+        options: SecureOptions | None = None,
         *,
-        identity: Identity,
-        trust: TrustStore,
         server_side: bool = False,
-        expect: bytes | str | None = None,
-        protocol: str | Sequence[str] | None = None,
-        psk: bytes | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        rekey_after_records: int = REKEY_AFTER_RECORDS,
-        authorize: Callable[[Peer], str | None] | None = None,
+        **keywords: Unpack[SecureOptionsArgs],
     ) -> None:
-        if handshake_timeout <= 0 or math.isnan(handshake_timeout):
-            raise ValueError("handshake_timeout must be positive")
+        unexpected(keywords, SecureOptions)
+        self.options: Final = merged(SecureOptions, options, keywords)
         self._connection: Final = Connection(
-            identity=identity,
-            authenticator=Authenticator(trust, expect=expect, authorize=authorize),
+            identity=self.options.identity,
+            authenticator=Authenticator(
+                self.options.trust, expect=self.options.expect, authorize=self.options.authorize
+            ),
             server_side=server_side,
-            protocol=protocol,
-            psk=psk,
-            rekey_after_records=rekey_after_records,
+            protocol=self.options.protocol,
+            psk=self.options.psk,
+            rekey_after_records=self.options.rekey_after_records,
         )
         self.transport_stream: Final = transport_stream
         self._pump: Final = Pump(self._connection, transport_stream)
-        self._handshake_timeout = handshake_timeout
         self._handshake_started = False
         self._handshake_done = trio.Event()
         self._pending: bytearray | None = None
@@ -233,11 +211,11 @@ class SecureStream(trio.abc.HalfCloseableStream):
             return
         self._handshake_started = True
         try:
-            with trio.move_on_after(self._handshake_timeout) as deadline:
+            with trio.move_on_after(self.options.handshake_timeout) as deadline:
                 await self._pump.handshake()
             if deadline.cancelled_caught:
                 raise HandshakeTimeout(
-                    f"the handshake did not complete within {self._handshake_timeout:g} s"
+                    f"the handshake did not complete within {self.options.handshake_timeout:g} s"
                 )
         except BaseException:
             if self._pump.status is Status.OK:

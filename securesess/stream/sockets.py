@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import socket as stdlib_socket
-from collections.abc import Callable, Sequence
+from typing import Unpack
 
 import trio
 
-from keystore import Identity, Peer, TrustStore
-from securesess.constants import DEFAULT_HANDSHAKE_TIMEOUT, REKEY_AFTER_RECORDS
+from securesess.stream.options import SecureOptions, SecureOptionsArgs
 from securesess.stream.secure_stream import SecureStream
 
 __all__ = ["wrap_socket"]
@@ -16,16 +15,10 @@ __all__ = ["wrap_socket"]
 
 def wrap_socket(
     sock: stdlib_socket.socket,
+    options: SecureOptions | None = None,
     *,
-    identity: Identity,
-    trust: TrustStore,
     server_side: bool = False,
-    expect: bytes | str | None = None,
-    protocol: str | Sequence[str] | None = None,
-    psk: bytes | None = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    rekey_after_records: int = REKEY_AFTER_RECORDS,
-    authorize: Callable[[Peer], str | None] | None = None,
+    **keywords: Unpack[SecureOptionsArgs],
 ) -> SecureStream:
     """A SecureStream over a connected stdlib stream socket (TCP or Unix).
 
@@ -39,15 +32,4 @@ def wrap_socket(
     if sock.type != stdlib_socket.SOCK_STREAM:
         raise ValueError(f"SecureStream needs a stream socket, not {sock.type!r}")
     transport = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-    return SecureStream(
-        transport,
-        identity=identity,
-        trust=trust,
-        server_side=server_side,
-        expect=expect,
-        protocol=protocol,
-        psk=psk,
-        handshake_timeout=handshake_timeout,
-        rekey_after_records=rekey_after_records,
-        authorize=authorize,
-    )
+    return SecureStream(transport, options, server_side=server_side, **keywords)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
-from typing import Final, final
+from typing import Final, Unpack, final
 
 import trio
 
-from keystore import Identity, Peer, TrustStore
+from keystore import Peer, TrustStore
 from securesess.constants import (
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
-    REKEY_AFTER_RECORDS,
     CloseCode,
 )
 from securesess.errors import (
@@ -25,6 +22,7 @@ from securesess.errors import (
 )
 from securesess.policy import readmission
 from securesess.stream.containment import contained, peer_address
+from securesess.stream.options import SecureOptions, SecureOptionsArgs, merged, unexpected
 from securesess.stream.secure_stream import SecureStream
 from securesess.tunnel.end import TunnelEnd
 from securesess.tunnel.legs import Connection, Outcome, ending
@@ -39,37 +37,25 @@ class TunnelClient(TunnelEnd):
     def __init__(
         self,
         connect: tuple[str, int],
+        options: SecureOptions | None = None,
         *,
-        identity: Identity,
-        trust: TrustStore,
-        expect: bytes | str | None = None,
-        protocol: str | None = None,
-        psk: bytes | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        rekey_after_records: int = REKEY_AFTER_RECORDS,
+        **keywords: Unpack[SecureOptionsArgs],
     ) -> None:
+        unexpected(keywords, SecureOptions)
+        secure = merged(SecureOptions, options, keywords)
         super().__init__(
             connect,
-            trust=trust,
+            trust=secure.trust,
             max_connections=max_connections,
             connect_timeout=connect_timeout,
             idle_timeout=idle_timeout,
         )
         self.connect: Final = connect
-        self.identity: Final = identity
-        self._expect = bytes(expect) if isinstance(expect, bytes | bytearray) else expect
-        self._make_stream = partial(
-            SecureStream,
-            identity=identity,
-            expect=expect,
-            protocol=protocol,
-            psk=psk,
-            handshake_timeout=handshake_timeout,
-            rekey_after_records=rekey_after_records,
-        )
+        self.identity: Final = secure.identity
+        self._options = secure
 
     def reload(self, *, trust: TrustStore) -> None:
         """Use a new trust store; cut connections to a server it no longer trusts."""
@@ -79,7 +65,7 @@ class TunnelClient(TunnelEnd):
     def _refusal(self, peer: Peer) -> str | None:
         # As SecureStream decided: a key given as expect= is a pin of its
         # own, which only a revocation undoes.
-        if isinstance(self._expect, bytes):
+        if isinstance(self._options.expect, bytes):
             if self._trust.is_revoked(peer.public_key):
                 return f"no longer trusted: key {peer.fingerprint} is revoked"
             return None
@@ -114,7 +100,7 @@ class TunnelClient(TunnelEnd):
                         connection.end_with(Outcome.REFUSED, reason)
                         return
                     try:
-                        secure = self._make_stream(dialled, trust=self._trust)
+                        secure = SecureStream(dialled, self._options, trust=self._trust)
                     except BaseException:
                         await trio.aclose_forcefully(dialled)
                         raise

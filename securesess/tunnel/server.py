@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
-from typing import Final, final
+from typing import Final, Unpack, final
 
 import trio
 
 from handshake import NoiseProtocol
-from keystore import Identity, Peer, TrustStore
+from keystore import Peer, TrustStore
 from securesess.constants import (
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HANDSHAKE_BURST,
-    DEFAULT_HANDSHAKE_RATE,
-    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-    REKEY_AFTER_RECORDS,
     CloseCode,
 )
 from securesess.errors import (
@@ -27,13 +20,16 @@ from securesess.errors import (
     PeerNotTrusted,
 )
 from securesess.policy import Policy, readmission
-from securesess.stream.admission import handshake_first
 from securesess.stream.containment import peer_address
+from securesess.stream.options import AdmissionLimits, SecureOptions, ServeArgs, merged, unexpected
 from securesess.stream.protocols import server_protocols
 from securesess.stream.secure_stream import SecureStream
-from securesess.stream.serve import SecureListener
+from securesess.stream.serve import SecureServer
 from securesess.tunnel.end import TunnelEnd
 from securesess.tunnel.legs import Connection, Outcome, ending
+
+# A tunnel's server end, unlike serve_secure, does not limit connections per peer.
+_ADMISSION: Final = AdmissionLimits(max_connections_per_peer=None)
 
 
 def client_finishes(protocol: str | Sequence[str] | None, *, with_psk: bool) -> tuple[str, ...]:
@@ -67,51 +63,37 @@ class TunnelServer(TunnelEnd):
     def __init__(
         self,
         forward: tuple[str, int],
+        options: SecureOptions | None = None,
         *,
-        identity: Identity,
-        trust: TrustStore,
         policy: Policy | None = None,
-        protocol: str | Sequence[str] | None = None,
-        psk: bytes | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        admission: AdmissionLimits | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
-        max_handshakes_per_source: int | None = DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
-        max_connections_per_peer: int | None = None,
-        handshake_rate: float | None = DEFAULT_HANDSHAKE_RATE,
-        handshake_burst: int = DEFAULT_HANDSHAKE_BURST,
-        rekey_after_records: int = REKEY_AFTER_RECORDS,
+        **keywords: Unpack[ServeArgs],
     ) -> None:
+        unexpected(keywords, SecureOptions, AdmissionLimits)
+        secure = merged(SecureOptions, options, keywords)
+        if secure.authorize is not None:
+            raise ValueError("a tunnel admits the peers its policy admits: it takes no authorize=")
         super().__init__(
             forward,
-            trust=trust,
+            trust=secure.trust,
             max_connections=max_connections,
             connect_timeout=connect_timeout,
             idle_timeout=idle_timeout,
         )
         self.forward: Final = forward
-        self.identity: Final = identity
+        self.identity: Final = secure.identity
         self._policy = policy
-        protocol = client_finishes(protocol, with_psk=psk is not None)
-        self._secure_listeners: list[SecureListener] = []
-        self._make_listener = partial(
-            SecureListener,
-            identity=identity,
-            authorize=self.authorize,
-            protocol=protocol,
-            psk=psk,
-            handshake_timeout=handshake_timeout,
-            rekey_after_records=rekey_after_records,
-        )
-        self._handle_one = handshake_first(
+        protocol = client_finishes(secure.protocol, with_psk=secure.psk is not None)
+        # Connections per peer are the tunnel's own max_connections to bound:
+        # a pool behind one client end is one peer.
+        limits = merged(AdmissionLimits, admission or _ADMISSION, keywords)
+        self._server: Final = SecureServer(
             self._handle,
-            max_concurrent_handshakes=max_concurrent_handshakes,
-            max_handshakes_per_source=max_handshakes_per_source,
-            max_connections_per_peer=max_connections_per_peer,
-            handshake_rate=handshake_rate,
-            handshake_burst=handshake_burst,
+            secure.replace(protocol=protocol, authorize=self.authorize),
+            limits,
             on_failure=self._handshake_failed,
         )
 
@@ -123,8 +105,7 @@ class TunnelServer(TunnelEnd):
         """Apply a new policy and/or trust store; cut connections of peers they refuse."""
         if trust is not None:
             self._trust = trust
-            for listener in self._secure_listeners:
-                listener.trust = trust
+            self._server.trust = trust
         if policy is not None:
             self._policy = policy
         self._readmit()
@@ -139,14 +120,8 @@ class TunnelServer(TunnelEnd):
         *,
         task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        self._secure_listeners = [
-            self._make_listener(listener, trust=self._trust) for listener in listeners
-        ]
-        await trio.serve_listeners(
-            self._handle_one,
-            self._secure_listeners,
-            handler_nursery=connections,
-            task_status=task_status,
+        await self._server.serve_listeners(
+            listeners, handler_nursery=connections, task_status=task_status
         )
 
     def _handshake_failed(self, stream: SecureStream, failure: HandshakeFailed | str) -> None:
