@@ -82,8 +82,7 @@ class Authorities:
         return is_encrypted(dearmor(data, _CA_LABEL, str(key_file)))
 
     def names(self) -> list[str]:
-        directory = self._layout.path / "authorities"
-        return sorted(p.stem for p in directory.glob("*.key")) if directory.is_dir() else []
+        return self._layout.key_names("authorities")
 
     def info(self, name: str) -> dict[str, Any]:
         return read_ca_state(self._layout, name)

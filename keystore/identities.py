@@ -63,8 +63,7 @@ class Identities:
         write_atomically(path, sealed)
 
     def names(self) -> list[str]:
-        directory = self._layout.path / "identities"
-        return sorted(p.stem for p in directory.glob("*.key")) if directory.is_dir() else []
+        return self._layout.key_names("identities")
 
     def _armored(self, name: str) -> tuple[Path, Armored]:
         path = self._layout.identity_file(name)

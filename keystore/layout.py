@@ -115,6 +115,11 @@ class Layout:
         base = self.path / "authorities" / check_name(name, "a CA")
         return base.with_suffix(".key"), base.with_suffix(".toml")
 
+    def key_names(self, folder: str) -> list[str]:
+        """The names of the key files (NAME.key) in ``folder``, sorted."""
+        directory = self.path / folder
+        return sorted(p.stem for p in directory.glob("*.key")) if directory.is_dir() else []
+
     def read(self, path: Path, what: str) -> bytes:
         try:
             return path.read_bytes()
