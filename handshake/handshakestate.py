@@ -25,9 +25,9 @@ A tag that fails, a truncated message or a low-order key therefore raises a
 :class:`UsageError`, also before anything changed.
 
 The keys the pattern needs are checked once, at construction
-(:mod:`handshake._side`). Public keys are checked for low order as they
-arrive, so a bad key fails the read that brought it, not a later write that
-first uses it.
+(:mod:`handshake._side`), and what each token does is in
+:mod:`handshake._tokens`; this module is the turn, the transaction and the
+hand-over.
 
 After the last message the state holds the Split pair of CipherStates until
 :meth:`HandshakeState.into_transport` hands them over; the handshake state is
@@ -43,18 +43,17 @@ from typing import final
 from handshake._bytes import BytesLike, as_bytes
 from handshake._nocopy import NoCopy
 from handshake._side import Side
+from handshake._tokens import mix_pre_messages, read_tokens, write_tokens
 from handshake.ciphers import TAG_LEN
 from handshake.cipherstate import CipherState
 from handshake.dh import KeyPair
 from handshake.errors import (
     HandshakeFinishedError,
     HandshakeNotFinishedError,
-    InvalidPublicKeyError,
     MalformedMessageError,
     MessageTooLongError,
     WrongTurnError,
 )
-from handshake.patterns import Token
 from handshake.protocol import NoiseProtocol
 from handshake.symmetricstate import SymmetricState
 from handshake.transport import MAX_MESSAGE_LEN, TransportState
@@ -131,19 +130,7 @@ class HandshakeState(NoCopy):
 
         symmetric = SymmetricState(side.protocol)
         symmetric.mix_hash(as_bytes(prologue, "prologue"))
-        # Only static keys occur in the pre-messages of the supported patterns;
-        # Side.check guarantees the ones named here are present.
-        pattern = side.protocol.pattern
-        for pre_message, mine in (
-            (pattern.initiator_pre, side.initiator),
-            (pattern.responder_pre, not side.initiator),
-        ):
-            if Token.S in pre_message and mine:
-                assert side.s is not None
-                symmetric.mix_hash(side.s.public)
-            elif Token.S in pre_message:
-                assert side.rs is not None
-                symmetric.mix_hash(side.rs)
+        mix_pre_messages(side, symmetric)
         self._symmetric = symmetric
 
     def __repr__(self) -> str:
@@ -210,21 +197,17 @@ class HandshakeState(NoCopy):
         self._check_turn(writing=True)
         payload = as_bytes(payload, "payload")
         sym = self._symmetric._fork()
-        e, psks_used = self._e, self._psks_used
         out = bytearray()
-        for token in self._side.protocol.pattern.messages[self._index]:
-            if token is Token.E:
-                e = self._side.fixed_ephemeral or self._side.protocol.dh.generate_keypair()
-                out += e.public
-                self._mix_ephemeral(sym, e.public)
-            elif token is Token.S:
-                assert self._side.s is not None  # checked at construction
-                out += sym.encrypt_and_hash(self._side.s.public)
-            elif token is Token.PSK:
-                sym.mix_key_and_hash(self._side.psks[psks_used])
-                psks_used += 1
-            else:
-                self._mix_dh(sym, token, e, self._re, self._rs)
+        e, psks_used = write_tokens(
+            self._side,
+            sym,
+            self._side.protocol.pattern.messages[self._index],
+            out,
+            e=self._e,
+            re=self._re,
+            rs=self._rs,
+            psks_used=self._psks_used,
+        )
         out += sym.encrypt_and_hash(payload)
         if len(out) > MAX_MESSAGE_LEN:
             room = len(payload) - (len(out) - MAX_MESSAGE_LEN)
@@ -255,25 +238,16 @@ class HandshakeState(NoCopy):
                 f"a handshake message of {len(data)} bytes exceeds the Noise maximum"
             )
         sym = self._symmetric._fork()
-        re, rs, psks_used = self._re, self._rs, self._psks_used
-        dhlen = self._side.protocol.dh.dhlen
-        offset = 0
-        for token in self._side.protocol.pattern.messages[self._index]:
-            if token is Token.E:
-                re = self._take(data, offset, dhlen, "ephemeral key")
-                offset += dhlen
-                self._check_public_key(re, "ephemeral")
-                self._mix_ephemeral(sym, re)
-            elif token is Token.S:
-                size = dhlen + TAG_LEN if sym.cipher_state.has_key() else dhlen
-                rs = sym.decrypt_and_hash(self._take(data, offset, size, "static key"))
-                offset += size
-                self._check_public_key(rs, "static")
-            elif token is Token.PSK:
-                sym.mix_key_and_hash(self._side.psks[psks_used])
-                psks_used += 1
-            else:
-                self._mix_dh(sym, token, self._e, re, rs)
+        offset, re, rs, psks_used = read_tokens(
+            self._side,
+            sym,
+            self._side.protocol.pattern.messages[self._index],
+            data,
+            e=self._e,
+            re=self._re,
+            rs=self._rs,
+            psks_used=self._psks_used,
+        )
         if sym.cipher_state.has_key() and len(data) - offset < TAG_LEN:
             raise MalformedMessageError("handshake message is too short for its payload tag")
         payload = sym.decrypt_and_hash(data[offset:])
@@ -323,50 +297,6 @@ class HandshakeState(NoCopy):
                 f"message {self._index} of {self._side.protocol.pattern.name} is "
                 f"{'ours' if self.is_my_turn else 'the peer'}'s: call {expected}"
             )
-
-    def _check_public_key(self, public: bytes, kind: str) -> None:
-        if self._side.protocol.dh.is_low_order(public):
-            raise InvalidPublicKeyError(
-                f"the peer's {kind} key is a low-order point (all-zero shared secret)"
-            )
-
-    def _mix_ephemeral(self, sym: SymmetricState, public: bytes) -> None:
-        sym.mix_hash(public)
-        # Section 9.2: with a PSK the ephemeral also feeds the key, so that the
-        # PSK-derived key is never used with a repeated nonce across sessions.
-        if self._side.protocol.pattern.psk_count:
-            sym.mix_key(public)
-
-    def _mix_dh(
-        self,
-        sym: SymmetricState,
-        token: Token,
-        e: KeyPair | None,
-        re: bytes | None,
-        rs: bytes | None,
-    ) -> None:
-        # "es" is DH(initiator's e, responder's s): which of our keys that is
-        # depends on the side we are on; likewise "se".
-        if token is Token.EE:
-            local, remote = e, re
-        elif token is Token.SS:
-            local, remote = self._side.s, rs
-        elif (token is Token.ES) == self._side.initiator:
-            local, remote = e, rs
-        else:
-            local, remote = self._side.s, re
-        # The key checks at construction and the pattern tables guarantee both.
-        assert local is not None
-        assert remote is not None
-        sym.mix_key(self._side.protocol.dh.dh(local, remote))
-
-    @staticmethod
-    def _take(data: bytes, offset: int, size: int, what: str) -> bytes:
-        if len(data) - offset < size:
-            raise MalformedMessageError(
-                f"handshake message is too short: it ends inside the {what}"
-            )
-        return data[offset : offset + size]
 
     def _commit(
         self,
