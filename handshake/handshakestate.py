@@ -24,8 +24,10 @@ A tag that fails, a truncated message or a low-order key therefore raises a
 :class:`PeerError` and leaves this object exactly as it was; misuse raises a
 :class:`UsageError`, also before anything changed.
 
-Public keys are checked for low order as they arrive, so a bad key fails the
-read that brought it, not a later write that first uses it.
+The keys the pattern needs are checked once, at construction
+(:mod:`handshake._side`), and what each token does is in
+:mod:`handshake._tokens`; this module is the turn, the transaction and the
+hand-over.
 
 After the last message the state holds the Split pair of CipherStates until
 :meth:`HandshakeState.into_transport` hands them over; the handshake state is
@@ -38,24 +40,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import final
 
-from handshake._bytes import BytesLike, as_bytes, as_key
+from handshake._bytes import BytesLike, as_bytes
 from handshake._nocopy import NoCopy
+from handshake._side import Side
+from handshake._tokens import mix_pre_messages, read_tokens, write_tokens
 from handshake.ciphers import TAG_LEN
 from handshake.cipherstate import CipherState
 from handshake.dh import KeyPair
 from handshake.errors import (
     HandshakeFinishedError,
     HandshakeNotFinishedError,
-    InvalidKeyError,
-    InvalidPublicKeyError,
     MalformedMessageError,
     MessageTooLongError,
-    MissingKeyError,
-    MissingPskError,
-    UnusedKeyError,
     WrongTurnError,
 )
-from handshake.patterns import Token
 from handshake.protocol import NoiseProtocol
 from handshake.symmetricstate import SymmetricState
 from handshake.transport import MAX_MESSAGE_LEN, TransportState
@@ -92,15 +90,11 @@ class HandshakeState(NoCopy):
 
     __slots__ = (
         "_e",
-        "_fixed_ephemeral",
         "_index",
-        "_initiator",
-        "_protocol",
-        "_psks",
         "_psks_used",
         "_re",
         "_rs",
-        "_s",
+        "_side",
         "_spent",
         "_split",
         "_symmetric",
@@ -117,97 +111,53 @@ class HandshakeState(NoCopy):
         psks: Sequence[BytesLike] = (),
         fixed_ephemeral_for_testing_only: BytesLike | None = None,
     ) -> None:
-        protocol = NoiseProtocol.parse(protocol_name)
-        pattern = protocol.pattern
-        role = "initiator" if initiator else "responder"
-        self._protocol = protocol
-        self._initiator = bool(initiator)
-
-        self._s: KeyPair | None = None
-        if pattern.needs_local_static(initiator):
-            if s is None:
-                raise MissingKeyError(f"{pattern.name} needs the {role}'s static key s")
-            self._s = (
-                s if isinstance(s, KeyPair) else protocol.dh.keypair_from_private(as_key(s, "s"))
-            )
-        elif s is not None:
-            raise UnusedKeyError(f"the {role} of {pattern.name} has no static key s")
-
-        self._rs: bytes | None = None
-        if pattern.needs_remote_static(initiator):
-            if rs is None:
-                raise MissingKeyError(
-                    f"{pattern.name} needs the peer's static public key rs in advance"
-                )
-            self._rs = as_key(rs, "rs")
-            if protocol.dh.is_low_order(self._rs):
-                raise InvalidKeyError("rs is a low-order point, which no real peer key is")
-        elif rs is not None:
-            raise UnusedKeyError(
-                f"the {role} of {pattern.name} does not know rs in advance; the peer "
-                "sends it (check remote_static after the handshake instead)"
-            )
-
-        if isinstance(psks, (bytes, bytearray, memoryview)):
-            raise TypeError("psks must be a sequence of keys, not a single bytes object")
-        if len(psks) != pattern.psk_count:
-            error = MissingPskError if len(psks) < pattern.psk_count else UnusedKeyError
-            raise error(f"{pattern.name} takes {pattern.psk_count} PSK(s), got {len(psks)}")
-        self._psks = tuple(as_key(psk, f"psks[{index}]") for index, psk in enumerate(psks))
-
-        self._fixed_ephemeral: KeyPair | None = None
-        if fixed_ephemeral_for_testing_only is not None:
-            self._fixed_ephemeral = protocol.dh.keypair_from_private(
-                as_key(fixed_ephemeral_for_testing_only, "fixed_ephemeral_for_testing_only")
-            )
-
+        side = Side.check(
+            NoiseProtocol.parse(protocol_name),
+            bool(initiator),
+            s=s,
+            rs=rs,
+            psks=psks,
+            fixed_ephemeral=fixed_ephemeral_for_testing_only,
+        )
+        self._side = side
         self._e: KeyPair | None = None
         self._re: bytes | None = None
+        self._rs = side.rs
         self._index = 0
         self._psks_used = 0
         self._split: tuple[CipherState, CipherState] | None = None
         self._spent = False
 
-        symmetric = SymmetricState(protocol)
+        symmetric = SymmetricState(side.protocol)
         symmetric.mix_hash(as_bytes(prologue, "prologue"))
-        # Only static keys occur in the pre-messages of the supported patterns;
-        # the key checks above guarantee the ones named here are present.
-        for pre_message, mine in (
-            (pattern.initiator_pre, initiator),
-            (pattern.responder_pre, not initiator),
-        ):
-            if Token.S in pre_message and mine:
-                assert self._s is not None
-                symmetric.mix_hash(self._s.public)
-            elif Token.S in pre_message:
-                assert self._rs is not None
-                symmetric.mix_hash(self._rs)
+        mix_pre_messages(side, symmetric)
         self._symmetric = symmetric
 
     def __repr__(self) -> str:
-        role = "initiator" if self._initiator else "responder"
-        total = len(self._protocol.pattern.messages)
-        return f"<HandshakeState {self._protocol.name} {role} message {self._index}/{total}>"
+        protocol = self._side.protocol
+        role = "initiator" if self._side.initiator else "responder"
+        total = len(protocol.pattern.messages)
+        return f"<HandshakeState {protocol.name} {role} message {self._index}/{total}>"
 
     # -- what callers may ask ------------------------------------------------
 
     @property
     def protocol(self) -> NoiseProtocol:
-        return self._protocol
+        return self._side.protocol
 
     @property
     def initiator(self) -> bool:
-        return self._initiator
+        return self._side.initiator
 
     @property
     def is_finished(self) -> bool:
         """True once every handshake message has been written or read."""
-        return self._index == len(self._protocol.pattern.messages)
+        return self._index == len(self._side.protocol.pattern.messages)
 
     @property
     def is_my_turn(self) -> bool:
         """True when the next call must be write_message(), not read_message()."""
-        return not self.is_finished and (self._index % 2 == 0) == self._initiator
+        return not self.is_finished and (self._index % 2 == 0) == self._side.initiator
 
     @property
     def handshake_hash(self) -> bytes:
@@ -221,7 +171,8 @@ class HandshakeState(NoCopy):
     @property
     def local_static(self) -> bytes | None:
         """Our static public key, if this side has one."""
-        return None if self._s is None else self._s.public
+        s = self._side.s
+        return None if s is None else s.public
 
     @property
     def remote_static(self) -> bytes | None:
@@ -246,21 +197,17 @@ class HandshakeState(NoCopy):
         self._check_turn(writing=True)
         payload = as_bytes(payload, "payload")
         sym = self._symmetric._fork()
-        e, psks_used = self._e, self._psks_used
         out = bytearray()
-        for token in self._protocol.pattern.messages[self._index]:
-            if token is Token.E:
-                e = self._fixed_ephemeral or self._protocol.dh.generate_keypair()
-                out += e.public
-                self._mix_ephemeral(sym, e.public)
-            elif token is Token.S:
-                assert self._s is not None  # checked at construction
-                out += sym.encrypt_and_hash(self._s.public)
-            elif token is Token.PSK:
-                sym.mix_key_and_hash(self._psks[psks_used])
-                psks_used += 1
-            else:
-                self._mix_dh(sym, token, e, self._re, self._rs)
+        e, psks_used = write_tokens(
+            self._side,
+            sym,
+            self._side.protocol.pattern.messages[self._index],
+            out,
+            e=self._e,
+            re=self._re,
+            rs=self._rs,
+            psks_used=self._psks_used,
+        )
         out += sym.encrypt_and_hash(payload)
         if len(out) > MAX_MESSAGE_LEN:
             room = len(payload) - (len(out) - MAX_MESSAGE_LEN)
@@ -291,25 +238,16 @@ class HandshakeState(NoCopy):
                 f"a handshake message of {len(data)} bytes exceeds the Noise maximum"
             )
         sym = self._symmetric._fork()
-        re, rs, psks_used = self._re, self._rs, self._psks_used
-        dhlen = self._protocol.dh.dhlen
-        offset = 0
-        for token in self._protocol.pattern.messages[self._index]:
-            if token is Token.E:
-                re = self._take(data, offset, dhlen, "ephemeral key")
-                offset += dhlen
-                self._check_public_key(re, "ephemeral")
-                self._mix_ephemeral(sym, re)
-            elif token is Token.S:
-                size = dhlen + TAG_LEN if sym.cipher_state.has_key() else dhlen
-                rs = sym.decrypt_and_hash(self._take(data, offset, size, "static key"))
-                offset += size
-                self._check_public_key(rs, "static")
-            elif token is Token.PSK:
-                sym.mix_key_and_hash(self._psks[psks_used])
-                psks_used += 1
-            else:
-                self._mix_dh(sym, token, self._e, re, rs)
+        offset, re, rs, psks_used = read_tokens(
+            self._side,
+            sym,
+            self._side.protocol.pattern.messages[self._index],
+            data,
+            e=self._e,
+            re=self._re,
+            rs=self._rs,
+            psks_used=self._psks_used,
+        )
         if sym.cipher_state.has_key() and len(data) - offset < TAG_LEN:
             raise MalformedMessageError("handshake message is too short for its payload tag")
         payload = sym.decrypt_and_hash(data[offset:])
@@ -326,26 +264,26 @@ class HandshakeState(NoCopy):
         if self._spent:
             raise HandshakeFinishedError("into_transport() was already called")
         if self._split is None:
-            remaining = len(self._protocol.pattern.messages) - self._index
+            remaining = len(self._side.protocol.pattern.messages) - self._index
             raise HandshakeNotFinishedError(
                 f"{remaining} handshake message(s) remain before the transport keys exist"
             )
         c1, c2 = self._split
-        if self._protocol.pattern.one_way:
+        if self._side.protocol.pattern.one_way:
             # One-way patterns only ever carry initiator -> responder traffic.
-            send, receive = (c1, None) if self._initiator else (None, c1)
+            send, receive = (c1, None) if self._side.initiator else (None, c1)
         else:
-            send, receive = (c1, c2) if self._initiator else (c2, c1)
+            send, receive = (c1, c2) if self._side.initiator else (c2, c1)
         transport = TransportState(
             send, receive, handshake_hash=self._symmetric.h, remote_static=self._rs
         )
         self._spent = True
         # Keep h for handshake_hash; drop everything that could derive a key.
         self._split = None
-        self._e = self._s = self._fixed_ephemeral = None
-        self._psks = ()
+        self._e = None
+        self._side = self._side.wiped()
         self._symmetric.ck = b""
-        self._symmetric.cipher_state = CipherState(self._protocol.cipher)
+        self._symmetric.cipher_state = CipherState(self._side.protocol.cipher)
         return transport
 
     # -- the pieces ----------------------------------------------------------
@@ -356,53 +294,9 @@ class HandshakeState(NoCopy):
         if self.is_my_turn != writing:
             expected = "write_message()" if self.is_my_turn else "read_message()"
             raise WrongTurnError(
-                f"message {self._index} of {self._protocol.pattern.name} is "
+                f"message {self._index} of {self._side.protocol.pattern.name} is "
                 f"{'ours' if self.is_my_turn else 'the peer'}'s: call {expected}"
             )
-
-    def _check_public_key(self, public: bytes, kind: str) -> None:
-        if self._protocol.dh.is_low_order(public):
-            raise InvalidPublicKeyError(
-                f"the peer's {kind} key is a low-order point (all-zero shared secret)"
-            )
-
-    def _mix_ephemeral(self, sym: SymmetricState, public: bytes) -> None:
-        sym.mix_hash(public)
-        # Section 9.2: with a PSK the ephemeral also feeds the key, so that the
-        # PSK-derived key is never used with a repeated nonce across sessions.
-        if self._protocol.pattern.psk_count:
-            sym.mix_key(public)
-
-    def _mix_dh(
-        self,
-        sym: SymmetricState,
-        token: Token,
-        e: KeyPair | None,
-        re: bytes | None,
-        rs: bytes | None,
-    ) -> None:
-        # "es" is DH(initiator's e, responder's s): which of our keys that is
-        # depends on the side we are on; likewise "se".
-        if token is Token.EE:
-            local, remote = e, re
-        elif token is Token.SS:
-            local, remote = self._s, rs
-        elif (token is Token.ES) == self._initiator:
-            local, remote = e, rs
-        else:
-            local, remote = self._s, re
-        # The key checks at construction and the pattern tables guarantee both.
-        assert local is not None
-        assert remote is not None
-        sym.mix_key(self._protocol.dh.dh(local, remote))
-
-    @staticmethod
-    def _take(data: bytes, offset: int, size: int, what: str) -> bytes:
-        if len(data) - offset < size:
-            raise MalformedMessageError(
-                f"handshake message is too short: it ends inside the {what}"
-            )
-        return data[offset : offset + size]
 
     def _commit(
         self,
