@@ -78,17 +78,11 @@ from typing import Any, Final
 import trio
 
 from keystore import Identity, TrustStore
+from securesess.bench.errors import BenchError
+from securesess.bench.processes import JsonLines, WorkerProcess, answer_commands, worker_process
+from securesess.bench.settings import Settings
 from securesess.bench.transports import HOST
-from securesess.bench.workloads import (
-    IDLE_WARM_UP,
-    SLACK,
-    BenchError,
-    JsonLines,
-    Settings,
-    WorkerProcess,
-    answer_commands,
-    worker_process,
-)
+from securesess.bench.workloads import IDLE_WARM_UP, SLACK
 from securesess.policy import Policy
 from securesess.sessions.client import HubConnection, Session, connect_hub
 from securesess.sessions.events import MemberJoined, Message
@@ -230,7 +224,7 @@ async def serve(
     """Worker side: run a hub until stdin ends, answering the parent's commands.
 
     Reports ``{"port": ...}`` once listening, then answers each command
-    line with one report (:func:`workloads.answer_commands`).
+    line with one report (:func:`processes.answer_commands`).
     """
     trust = TrustStore()
     for member in _member_identities(credentials):

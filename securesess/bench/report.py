@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from securesess.bench.hub import FANOUT_RECEIVERS, SENDER_TASKS, SIZES, HubResults
+from securesess.bench.settings import Settings
 from securesess.bench.transports import LABELS, NOISE, TRANSPORTS
 from securesess.bench.tunnel import PATHS, PROCESSES, PROTOCOL, TunnelResults
-from securesess.bench.workloads import Settings
 
 __all__ = ["HUB_TARGETS", "METRICS", "TARGETS", "HubTarget", "Metric", "Results", "Target"]
 

@@ -33,6 +33,7 @@ from typing import Any
 import trio
 
 from securesess.bench import hub, tunnel, workloads
+from securesess.bench.processes import JsonLines
 from securesess.bench.transports import load_transport
 
 
@@ -45,7 +46,7 @@ async def _run() -> None:
     # commands that follow the job line (hub and tunnel jobs).
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stdin:
-        lines = workloads.JsonLines(stdin)
+        lines = JsonLines(stdin)
         job = await lines.next()
         with trio.fail_after(job["timeout"]):
             if job["job"] == "hub":
