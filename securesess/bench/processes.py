@@ -90,6 +90,10 @@ class WorkerProcess:
         """The worker's resident set, in bytes, once it is idle."""
         return int(await self._ask("rss"))
 
+    async def next_report(self) -> dict[str, Any]:
+        """The worker's next report unasked for, such as a receiver's per connection."""
+        return await self._reports.next()
+
 
 @contextlib.asynccontextmanager
 async def worker_process(job: dict[str, Any]) -> AsyncIterator[WorkerProcess]:
@@ -97,8 +101,9 @@ async def worker_process(job: dict[str, Any]) -> AsyncIterator[WorkerProcess]:
 
     The job goes to the worker's stdin, never to its command line, where
     other users could read any key it holds; the worker first reports
-    ``{"port": ...}``. Closing stdin at the end of the block asks the worker
-    to stop, and ``run_process`` checks that it exits cleanly. The caller's
+    ``{"port": ...}``. Closing stdin at the end of the block asks a worker
+    that serves until then to stop, and ``run_process`` checks that it
+    exits cleanly. The caller's
     deadline bounds all of it.
     """
     async with trio.open_nursery() as nursery:

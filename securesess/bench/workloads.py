@@ -17,7 +17,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -182,27 +181,13 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
     }
     best = 0.0
     with trio.fail_after(timeout):
-        async with trio.open_nursery() as nursery:
-            worker: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    WORKER,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
-            )
-            assert worker.stdin is not None
-            assert worker.stdout is not None
-            async with worker.stdin:
-                await worker.stdin.send_all(json.dumps(job).encode() + b"\n")
-            reports = JsonLines(worker.stdout)
-            port = (await reports.next())["port"]
+        async with worker_process(job) as worker:
             for _ in range(runs):
-                async with await transport.connect(port) as stream:
+                async with await transport.connect(worker.port) as stream:
                     if await stream.receive_some(1) != _GO:
                         raise BenchError("the receiver did not send its go signal")
                     await send_bulk(stream, total)
-                result = await reports.next()
+                result = await worker.next_report()
                 if result["bytes"] != total:
                     raise BenchError(f"sent {total} bytes but {result['bytes']} arrived")
                 best = max(best, total / result["seconds"] / 1e6)
