@@ -22,9 +22,10 @@ from pathlib import Path
 import trio
 
 from securesess.bench import hub, tunnel, workloads
+from securesess.bench.errors import BenchError
 from securesess.bench.report import HANDSHAKES, IDLE, RTT_MEDIAN, RTT_P99, THROUGHPUT, Results
+from securesess.bench.settings import FULL, QUICK, Settings
 from securesess.bench.transports import LABELS, TRANSPORTS, load_transport, write_credentials
-from securesess.bench.workloads import FULL, QUICK, BenchError, Settings
 
 __all__ = ["FULL", "QUICK", "BenchError", "Results", "Settings", "run"]
 

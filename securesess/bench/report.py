@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import textwrap
 from dataclasses import dataclass
 from typing import Final
 
-from securesess.bench.hub import FANOUT_RECEIVERS, SENDER_TASKS, SIZES, HubResults
+from securesess.bench.hub import FANOUT_RECEIVERS, HubResults
+from securesess.bench.report_format import number, size, times
+from securesess.bench.report_hub import hub_json, hub_table
+from securesess.bench.report_tunnel import tunnel_json, tunnel_table
+from securesess.bench.settings import Settings
 from securesess.bench.transports import LABELS, NOISE, TRANSPORTS
-from securesess.bench.tunnel import PATHS, PROCESSES, PROTOCOL, TunnelResults
-from securesess.bench.workloads import Settings
+from securesess.bench.tunnel import TunnelResults
 
 __all__ = ["HUB_TARGETS", "METRICS", "TARGETS", "HubTarget", "Metric", "Results", "Target"]
 
@@ -94,17 +96,6 @@ HUB_RATE: Final = HubTarget(
 HUB_TARGETS: Final = (HUB_FANOUT, HUB_RATE)
 
 
-def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= scale:
-            return f"{count / scale:g} {unit}"
-    return f"{count} bytes"
-
-
-def _number(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
-
-
 @dataclass(frozen=True, slots=True)
 class Results:
     """Measured values: ``values[metric key][transport name]``, and the hub's
@@ -146,8 +137,8 @@ class Results:
                     for name in NOISE
                     for baseline in _BASELINES
                 },
-                "tunnel": None if self.tunnel is None else _tunnel_json(self.tunnel),
-                "hub": None if self.hub is None else _hub_json(self.hub),
+                "tunnel": None if self.tunnel is None else tunnel_json(self.tunnel),
+                "hub": None if self.hub is None else hub_json(self.hub),
                 "targets": [
                     {
                         "target": target.text,
@@ -183,7 +174,7 @@ class Results:
                 self.hub.fanout_p99_ms,
                 f"{FANOUT_RECEIVERS} members, p99 of {len(self.hub.fanout_ms)} broadcasts",
             ),
-            (HUB_RATE, best.rate, f"{best.members} members x {_size(best.size)}"),
+            (HUB_RATE, best.rate, f"{best.members} members x {size(best.size)}"),
         ]
 
     def table(self) -> str:
@@ -195,7 +186,7 @@ class Results:
         )
         lines = [
             f"securesess bench on loopback, best of {settings.repeat} interleaved round(s) "
-            f"of {_size(settings.total_bytes)}, {handshakes}, {settings.round_trips} round "
+            f"of {size(settings.total_bytes)}, {handshakes}, {settings.round_trips} round "
             f"trips; {settings.idle_connections} idle connections",
             "",
         ]
@@ -205,17 +196,15 @@ class Results:
         ]
         rows: list[tuple[str, list[str]]] = []
         for metric in METRICS:
-            values = [_number(self.values[metric.key][name]) for name in TRANSPORTS]
-            ratios = [
-                _times(self.ratio(metric, name, baseline)) for name, baseline in ratio_columns
-            ]
+            values = [number(self.values[metric.key][name]) for name in TRANSPORTS]
+            ratios = [times(self.ratio(metric, name, baseline)) for name, baseline in ratio_columns]
             rows.append((metric.label, values + ratios))
         beyond = {"tcp": 0.0, **self.beyond_tcp()}
         tls_beyond = beyond["tls"]
         rows.append(
             (
                 _BEYOND_TCP_LABEL,
-                [_number(beyond[name]) for name in TRANSPORTS]
+                [number(beyond[name]) for name in TRANSPORTS]
                 + [
                     # Nothing to divide by for raw TCP, nor for a TLS growth of 0.
                     f"{beyond[name] / tls_beyond:.2f}x" if baseline == "tls" and tls_beyond else "-"
@@ -251,170 +240,11 @@ class Results:
                 )
             lines.append(f"target: {target.text}: {', '.join(verdicts)}")
         if self.tunnel is not None:
-            lines += ["", *_tunnel_table(self.tunnel, settings)]
+            lines += ["", *tunnel_table(self.tunnel, settings)]
         if self.hub is not None:
-            lines += ["", *_hub_table(self.hub, settings)]
+            lines += ["", *hub_table(self.hub, settings)]
             for hub_target, value, configuration in self._hub_targets():
                 shown = f"{value:.1f} ms" if hub_target is HUB_FANOUT else f"{value:,.0f}/s"
                 verdict = "met" if hub_target.met(value) else "MISSED"
                 lines.append(f"target: {hub_target.text}: {shown} ({configuration}) {verdict}")
         return "\n".join(lines)
-
-
-def _hub_json(results: HubResults) -> dict[str, object]:
-    return {
-        "sender_tasks": SENDER_TASKS,
-        "throughput": [
-            {
-                "members": row.members,
-                "message_bytes": row.size,
-                "delivered": row.delivered,
-                "seconds": row.seconds,
-                "delivered_per_s": row.rate,
-                "mb_s": row.mb_s,
-                "hub_cpu": row.hub_cpu,
-                "clients_cpu": row.client_cpu,
-            }
-            for row in results.throughput
-        ],
-        "fanout": {
-            "members": FANOUT_RECEIVERS,
-            "samples": len(results.fanout_ms),
-            "median_ms": results.fanout_median_ms,
-            "p99_ms": results.fanout_p99_ms,
-            "hub_cpu_ms": results.fanout_hub_cpu_ms,
-            "clients_cpu_ms": results.fanout_client_cpu_ms,
-        },
-        "idle_kib_per_member": results.idle_kib_per_member,
-    }
-
-
-def _hub_table(results: HubResults, settings: Settings) -> list[str]:
-    header = ("members", "message", "delivered msgs/s", "MB/s", "hub CPU", "clients CPU")
-    rows = [
-        (
-            str(row.members),
-            _size(row.size),
-            f"{row.rate:,.0f}",
-            _number(row.mb_s),
-            f"{row.hub_cpu:.0%}",
-            f"{row.client_cpu:.0%}",
-        )
-        for row in results.throughput
-    ]
-    widths = [
-        max(len(text), *(len(row[column]) for row in rows)) for column, text in enumerate(header)
-    ]
-    return [
-        f"Hub: one session, {settings.hub_messages:,} deliveries per configuration "
-        f"({_size(max(SIZES))}: an eighth); the first member broadcasts from "
-        f"{SENDER_TASKS} tasks, the others receive.",
-        "  ".join(f"{text:>{width}}" for text, width in zip(header, widths, strict=True)),
-        *(
-            "  ".join(f"{cell:>{width}}" for cell, width in zip(row, widths, strict=True))
-            for row in rows
-        ),
-        f"fan-out of a 64-byte broadcast to {FANOUT_RECEIVERS} members: median "
-        f"{results.fanout_median_ms:.1f} ms, p99 {results.fanout_p99_ms:.1f} ms "
-        f"({len(results.fanout_ms)} broadcasts); CPU per broadcast: hub "
-        f"{results.fanout_hub_cpu_ms:.1f} ms, clients {results.fanout_client_cpu_ms:.1f} ms",
-        f"idle memory in the hub: {results.idle_kib_per_member:.1f} KiB per connected member "
-        f"({settings.idle_connections} members in one session)",
-        "",
-        "Hub in a worker process, every member's client in this one. CPU: each process's CPU",
-        "seconds per second of the run (100% = one core busy); the side near 100% set the pace.",
-        "Fan-out: send to the last member's receive. Idle memory: RSS growth of the hub alone.",
-        "",
-    ]
-
-
-# The tunnel's rows: a label, then (attribute of PathResults, is it a latency).
-_TUNNEL_ROWS: Final = (
-    ("throughput (MB/s)", "throughput_mb_s", False),
-    ("RTT median (us)", "rtt_median_us", True),
-    ("RTT p99 (us)", "rtt_p99_us", True),
-)
-# Processes on any path, in the order of the CPU columns.
-_TUNNEL_PROCESSES: Final = PROCESSES["tunnel"]
-
-
-def _tunnel_json(results: TunnelResults) -> dict[str, object]:
-    def value(path: str, key: str) -> float:
-        number: float = getattr(results.path(path), key)
-        return number
-
-    return {
-        "protocol": PROTOCOL,
-        **{
-            path: {
-                **{key: value(path, key) for _, key, _ in _TUNNEL_ROWS},
-                "throughput_cpu": dict(results.path(path).throughput_cpu),
-                "rtt_cpu": dict(results.path(path).rtt_cpu),
-            }
-            for path in PATHS
-        },
-        "ratios": {key: value("tunnel", key) / value("direct", key) for _, key, _ in _TUNNEL_ROWS},
-        "added_us": {
-            key: value("tunnel", key) - value("direct", key)
-            for _, key, latency in _TUNNEL_ROWS
-            if latency
-        },
-    }
-
-
-def _signed(value: float) -> str:
-    return ("+" if value >= 0 else "-") + _number(abs(value))
-
-
-def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
-    """The first column left-aligned, the others right-aligned, two spaces apart."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return [
-        "  ".join(
-            f"{cell:<{width}}" if column == 0 else f"{cell:>{width}}"
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
-
-
-def _tunnel_table(results: TunnelResults, settings: Settings) -> list[str]:
-    direct, tunnel = results.direct, results.tunnel
-    figures: list[tuple[str, ...]] = [("", "direct", "tunnel", "tunnel/direct", "added")]
-    for label, key, latency in _TUNNEL_ROWS:
-        before, after = getattr(direct, key), getattr(tunnel, key)
-        added = _signed(after - before) if latency else "-"
-        figures.append((label, _number(before), _number(after), f"{after / before:.2f}x", added))
-    cpu: list[tuple[str, ...]] = [("CPU", *_TUNNEL_PROCESSES)]
-    for workload, attribute in (("throughput", "throughput_cpu"), ("round trips", "rtt_cpu")):
-        for path in PATHS:
-            shares: dict[str, float] = getattr(results.path(path), attribute)
-            cpu.append(
-                (
-                    f"{workload}, {path}",
-                    *(
-                        f"{shares[name]:.0%}" if name in shares else "-"
-                        for name in _TUNNEL_PROCESSES
-                    ),
-                )
-            )
-    return [
-        *textwrap.wrap(
-            "Tunnel: the application (this process) and a plain TCP backend, connected "
-            "directly or through the tunnel's client end and server end "
-            f"({PROTOCOL} between them); best of {settings.repeat} interleaved round(s) of "
-            f"{_size(settings.tunnel_bytes)}, {settings.round_trips} round trips of 64 bytes.",
-            width=90,
-        ),
-        *_aligned(figures),
-        "",
-        *_aligned(cpu),
-        "",
-        "Backend, client end and server end: a worker process each, sharing the machine's cores.",
-        "Throughput: from the backend's go signal until it confirms every byte. CPU: each",
-        "process's CPU seconds per second of the best run (100% = one core busy).",
-    ]
-
-
-def _times(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}x"

@@ -59,19 +59,11 @@ from typing import Any, Final
 import trio
 
 from keystore import Identity, TrustStore
+from securesess.bench.errors import BenchError
+from securesess.bench.processes import JsonLines, WorkerProcess, answer_commands, worker_process
+from securesess.bench.settings import Settings
 from securesess.bench.transports import HOST
-from securesess.bench.workloads import (
-    SLACK,
-    BenchError,
-    JsonLines,
-    Settings,
-    WorkerProcess,
-    answer_commands,
-    p99,
-    receive_exactly,
-    send_bulk,
-    worker_process,
-)
+from securesess.bench.workloads import SLACK, p99, receive_exactly, send_bulk
 from securesess.stream.protocols import DEFAULT_PROTOCOL
 
 __all__ = [
@@ -157,7 +149,7 @@ async def serve_backend(commands: JsonLines, report: Callable[[dict[str, Any]], 
     """Worker side: a sink and an echo on one port, until stdin ends.
 
     Reports ``{"port": ...}`` once listening, then answers each command line
-    with one report (:func:`workloads.answer_commands`).
+    with one report (:func:`processes.answer_commands`).
     """
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -192,7 +184,7 @@ async def serve_end(
     ``key`` is the end's private key, ``peer_key`` the public key it pins
     for the other end, under the name ``peer``, all in hex. Reports
     ``{"port": ...}`` once listening, then answers each command line with
-    one report (:func:`workloads.answer_commands`).
+    one report (:func:`processes.answer_commands`).
     """
     # Imported here, not at the top, because every worker loads this module:
     # the idle-memory job's figure (RSS growth per connection) moves with

@@ -9,7 +9,7 @@ one JSON object per line:
   memory per idle connection (:func:`workloads.idle_kib_per_connection`),
   reported as ``{"kib": ...}``.
 * ``{"job": "hub", "credentials", "timeout"}``: a hub, until stdin ends; the
-  lines after the job are commands (:func:`securesess.bench.hub.serve`).
+  lines after the job are commands (:func:`securesess.bench.hub_server.serve`).
 * ``{"job": "tunnel-backend", "timeout"}``: the tunnel benchmark's backend,
   until stdin ends, also taking commands
   (:func:`securesess.bench.tunnel.serve_backend`).
@@ -32,7 +32,8 @@ from typing import Any
 
 import trio
 
-from securesess.bench import hub, tunnel, workloads
+from securesess.bench import hub_server, tunnel, workloads
+from securesess.bench.processes import JsonLines
 from securesess.bench.transports import load_transport
 
 
@@ -45,11 +46,11 @@ async def _run() -> None:
     # commands that follow the job line (hub and tunnel jobs).
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stdin:
-        lines = workloads.JsonLines(stdin)
+        lines = JsonLines(stdin)
         job = await lines.next()
         with trio.fail_after(job["timeout"]):
             if job["job"] == "hub":
-                await hub.serve(Path(job["credentials"]), lines, _report)
+                await hub_server.serve(Path(job["credentials"]), lines, _report)
                 return
             if job["job"] == "tunnel-backend":
                 await tunnel.serve_backend(lines, _report)

@@ -17,20 +17,28 @@ import gc
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import trio
-import trio.testing
 
+from securesess.bench.errors import BenchError
+from securesess.bench.processes import (
+    WORKER,
+    JsonLines,
+    WorkerProcess,
+    answer_commands,
+    rss_bytes,
+    worker_process,
+)
+from securesess.bench.settings import FULL, QUICK, Settings
 from securesess.bench.transports import Handler, Transport, load_transport
 
+# The settings, BenchError and the worker processes' plumbing have modules of
+# their own now; their names stay importable from here.
 __all__ = [
     "FULL",
     "IDLE_WARM_UP",
@@ -72,67 +80,6 @@ _MIN_BYTES_PER_SECOND: Final = 20e6
 _MAX_HANDSHAKE_SECONDS: Final = 0.05
 _MAX_ROUND_TRIP_SECONDS: Final = 0.01
 _MAX_IDLE_CONNECT_SECONDS: Final = 0.05
-WORKER: Final = (sys.executable, "-m", "securesess.bench.worker")
-
-
-class BenchError(Exception):
-    """A workload did not behave as the benchmark expects (a bug, not a slow result)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """How big each workload is."""
-
-    #: Bytes per throughput run.
-    total_bytes: int
-    #: Rounds over all transports; each transport's best round counts.
-    repeat: int
-    #: How long to run handshakes per transport, unless ``handshakes`` is set.
-    handshake_seconds: float
-    #: A fixed number of handshakes per transport instead of a duration.
-    handshakes: int | None
-    #: Timed round trips per transport (a tenth as many run first, untimed).
-    round_trips: int
-    #: Idle connections opened to measure memory per connection (and idle hub members).
-    idle_connections: int
-    #: Whether to measure the hub too (:mod:`securesess.bench.hub`).
-    hub: bool
-    #: Deliveries per hub throughput configuration of 64-byte messages (16 KiB: an eighth).
-    hub_messages: int
-    #: Timed fan-out latency samples (a tenth as many run first, untimed).
-    hub_fanouts: int
-    #: Whether to measure the tunnel against a direct connection (:mod:`securesess.bench.tunnel`).
-    tunnel: bool
-    #: Bytes per tunnel throughput run, direct and through the tunnel alike.
-    tunnel_bytes: int
-
-
-FULL: Final = Settings(
-    total_bytes=1 << 30,
-    repeat=3,
-    handshake_seconds=2.0,
-    handshakes=None,
-    round_trips=10_000,
-    idle_connections=200,
-    hub=True,
-    hub_messages=100_000,
-    hub_fanouts=200,
-    tunnel=True,
-    tunnel_bytes=256 << 20,
-)
-QUICK: Final = Settings(
-    total_bytes=32 << 20,
-    repeat=1,
-    handshake_seconds=0.3,
-    handshakes=None,
-    round_trips=200,
-    idle_connections=20,
-    hub=True,
-    hub_messages=5_000,
-    hub_fanouts=20,
-    tunnel=True,
-    tunnel_bytes=8 << 20,
-)
 
 
 # -- plumbing ------------------------------------------------------------------------
@@ -172,101 +119,6 @@ async def receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
             return b""
         data += chunk
     return bytes(data)
-
-
-class JsonLines:
-    """Reads one JSON object per line: the worker's reports, or the worker's job."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-
-    async def next(self) -> dict[str, Any]:
-        report = await self.next_or_none()
-        if report is None:
-            raise BenchError("the worker process exited without reporting")
-        return report
-
-    async def next_or_none(self) -> dict[str, Any] | None:
-        """The next object, or None if the stream ends (cleanly) before it."""
-        while (end := self._buffer.find(b"\n")) < 0:
-            data = await self._stream.receive_some()
-            if not data:
-                if self._buffer:
-                    raise BenchError("the stream ended in the middle of a line")
-                return None
-            self._buffer += data
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        report: dict[str, Any] = json.loads(line)
-        return report
-
-
-@dataclass(slots=True)
-class WorkerProcess:
-    """A worker serving something on ``port``, answering the parent's questions.
-
-    Each question is a command line on the worker's stdin, answered by one
-    report (:func:`answer_commands`).
-    """
-
-    port: int
-    _commands: trio.abc.SendStream
-    _reports: JsonLines
-
-    async def _ask(self, what: str) -> float:
-        await self._commands.send_all(json.dumps({what: True}).encode() + b"\n")
-        value: float = (await self._reports.next())[what]
-        return value
-
-    async def cpu(self) -> float:
-        """The worker's CPU time so far, in seconds."""
-        return await self._ask("cpu")
-
-    async def rss(self) -> int:
-        """The worker's resident set, in bytes, once it is idle."""
-        return int(await self._ask("rss"))
-
-
-@contextlib.asynccontextmanager
-async def worker_process(job: dict[str, Any]) -> AsyncIterator[WorkerProcess]:
-    """A worker running ``job``, for the duration of the block.
-
-    The job goes to the worker's stdin, never to its command line, where
-    other users could read any key it holds; the worker first reports
-    ``{"port": ...}``. Closing stdin at the end of the block asks the worker
-    to stop, and ``run_process`` checks that it exits cleanly. The caller's
-    deadline bounds all of it.
-    """
-    async with trio.open_nursery() as nursery:
-        worker: trio.Process = await nursery.start(
-            partial(trio.run_process, WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        )
-        assert worker.stdin is not None
-        assert worker.stdout is not None
-        async with worker.stdin:
-            await worker.stdin.send_all(json.dumps(job).encode() + b"\n")
-            reports = JsonLines(worker.stdout)
-            port = (await reports.next())["port"]
-            yield WorkerProcess(port, worker.stdin, reports)
-
-
-async def answer_commands(commands: JsonLines, report: Callable[[dict[str, Any]], None]) -> None:
-    """Worker side of :class:`WorkerProcess`: answer each command until stdin ends.
-
-    ``{"cpu": true}`` is answered with ``{"cpu": seconds}`` (this process's
-    CPU time), ``{"rss": true}`` with ``{"rss": bytes}`` once every task is
-    blocked (queues drained) and after a collection.
-    """
-    while (command := await commands.next_or_none()) is not None:
-        if command.get("cpu"):
-            report({"cpu": time.process_time()})
-        elif command.get("rss"):
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            gc.collect()
-            report({"rss": rss_bytes()})
-        else:
-            raise BenchError(f"unknown worker command {command!r}")
 
 
 def p99(samples: list[float]) -> float:
@@ -329,27 +181,13 @@ async def throughput(name: str, credentials: Path, settings: Settings) -> float:
     }
     best = 0.0
     with trio.fail_after(timeout):
-        async with trio.open_nursery() as nursery:
-            worker: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    WORKER,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
-            )
-            assert worker.stdin is not None
-            assert worker.stdout is not None
-            async with worker.stdin:
-                await worker.stdin.send_all(json.dumps(job).encode() + b"\n")
-            reports = JsonLines(worker.stdout)
-            port = (await reports.next())["port"]
+        async with worker_process(job) as worker:
             for _ in range(runs):
-                async with await transport.connect(port) as stream:
+                async with await transport.connect(worker.port) as stream:
                     if await stream.receive_some(1) != _GO:
                         raise BenchError("the receiver did not send its go signal")
                     await send_bulk(stream, total)
-                result = await reports.next()
+                result = await worker.next_report()
                 if result["bytes"] != total:
                     raise BenchError(f"sent {total} bytes but {result['bytes']} arrived")
                 best = max(best, total / result["seconds"] / 1e6)
@@ -415,12 +253,6 @@ async def round_trip_times(transport: Transport, settings: Settings) -> tuple[fl
 
 
 # -- 4. memory per idle connection -------------------------------------------------------------
-
-
-def rss_bytes() -> int:
-    # statm's second field is the resident set, in pages.
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 async def idle_kib_per_connection(transport: Transport, connections: int) -> float:

@@ -12,13 +12,13 @@ from securesess.testing._faults import (
     Drop,
     Duplicate,
     Fault,
-    FaultyStream,
     FlipBits,
     Reorder,
     Stall,
     Truncate,
     random_flips,
 )
+from securesess.testing._faulty_stream import FaultyStream
 from securesess.testing._pairs import secure_stream_pair
 
 __all__ = [
