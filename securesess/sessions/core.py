@@ -317,16 +317,19 @@ class SessionCore:
                 f"not {expected}",
                 version,
             )
-        if current is None and len(session.variables) >= limits.max_variables:
+        # A member that may not receive is judged at the limits as if the key
+        # were new: that an overwrite fits where a new key would not would
+        # tell it which keys exist, and how long their values are.
+        as_new = current is None or not member.receives
+        if as_new and len(session.variables) >= limits.max_variables:
             raise Refused(
                 ErrorCode.LIMIT_EXCEEDED,
                 f"session {session.name!r} already has {limits.max_variables} variables",
             )
         # Bounded in bytes too: every JOIN answer carries all the variables.
-        size = session.variable_bytes + len(key) + len(value)
-        if current is not None:
-            size -= len(key) + len(current.value)
-        if size > limits.max_variable_bytes:
+        grown = session.variable_bytes + len(key) + len(value)
+        size = grown if current is None else grown - len(key) - len(current.value)
+        if (grown if as_new else size) > limits.max_variable_bytes:
             raise Refused(
                 ErrorCode.LIMIT_EXCEEDED,
                 f"session {session.name!r} would hold more than "

@@ -22,7 +22,7 @@ from securesess.constants import (
     CloseCode,
 )
 from securesess.errors import HandshakeFailed
-from securesess.stream.containment import contained, peer_address
+from securesess.stream.containment import contained, peer_address, printable
 from securesess.stream.options import AdmissionArgs, AdmissionLimits, merged, unexpected
 from securesess.stream.ratelimit import HandshakeRateLimit, source_of
 from securesess.stream.secure_stream import SecureStream
@@ -47,6 +47,12 @@ OnFailure = Callable[[SecureStream, HandshakeFailed | str], object]
 
 async def _refuse_busy(stream: SecureStream) -> None:
     transport = stream.transport_stream
+    if stream.connection.answered:
+        # Displaced just as its first flight was read and answered (the
+        # cancellation landed after that): the client has a handshake message,
+        # not room for a busy answer, so the cut is all it can be told.
+        await trio.aclose_forcefully(transport)
+        return
     with trio.move_on_after(_LINGER):
         try:
             await transport.send_all(stream.connection.answer_busy())
@@ -62,10 +68,15 @@ async def _refuse_busy(stream: SecureStream) -> None:
 
 
 def log_failure(stream: SecureStream, failure: HandshakeFailed | str) -> None:
+    """Log one refused or failed handshake, on one line whatever the stranger sent.
+
+    A failure's text can quote the peer (a protocol name is any ASCII, line
+    breaks included), so it is made printable before it is logged.
+    """
     if isinstance(failure, str):
-        log.warning("refused a connection from %s: %s", peer_address(stream), failure)
+        log.warning("refused a connection from %s: %s", peer_address(stream), printable(failure))
     else:
-        log.info("handshake with %s failed: %s", peer_address(stream), failure)
+        log.info("handshake with %s failed: %s", peer_address(stream), printable(str(failure)))
 
 
 def _source(stream: SecureStream) -> str | None:

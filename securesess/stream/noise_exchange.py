@@ -183,13 +183,14 @@ class NoiseExchange:
         return HandshakeFailed(what)
 
     def _next_frame(self, eof: bool, limit: int = MAX_FRAME) -> bytes | None:
+        # Judge by the length field first, whether or not the bytes are all
+        # here: a frame over the limit is refused unread and unanswered.
+        length = self._frames.next_length()
+        if length is not None and length > limit:
+            raise HandshakeFailed(f"a {length}-byte frame where at most {limit} fit")
         data = self._frames.next_frame()
         if data is not None:
             return bytes(data)
-        length = self._frames.next_length()
-        if length is not None and length > limit:
-            # Judge by the length field: no need to wait for the bytes.
-            raise HandshakeFailed(f"a {length}-byte frame where at most {limit} fit")
         if eof:
             raise self.closed_early("the peer closed the connection during the handshake")
         return None
