@@ -151,7 +151,7 @@ def test_the_session_core_is_sans_io(path: Path) -> None:
 
 # The connection protocol and what it is built from: bytes in, bytes and events out.
 SANS_IO_STREAM = [
-    "authenticate", "connection", "events", "frames", "noise_exchange", "payload",
+    "answer", "authenticate", "connection", "events", "frames", "noise_exchange", "payload",
     "protocols", "records",
 ]  # fmt: skip
 
@@ -161,3 +161,28 @@ def test_the_connection_protocol_is_sans_io(name: str) -> None:
     path = ROOT / "securesess" / "stream" / f"{name}.py"
     assert _imported_modules(path) & (FORBIDDEN_IN_HANDSHAKE - {"keystore", "securesess"}) == set()
     assert not _calls_builtin_open(path)
+
+
+# A module is one idea and a class one responsibility: past these sizes, that
+# stops being true, and the module or class is split (docs/architecture.md).
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 300
+SOURCE_FILES = sorted(
+    path
+    for package in ("handshake", "keystore", "securesess")
+    for path in (ROOT / package).rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("path", SOURCE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_or_class_is_too_big_to_be_one_idea(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_MODULE_LINES
+    too_big = [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.ClassDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
+    ]
+    assert too_big == []

@@ -16,7 +16,19 @@ from typing import Any, Final, Generic, TypeVar, final
 
 from securesess.sessions.outcome import Member
 
-__all__ = ["Backlogs", "Mailbox", "Outbox"]
+__all__ = ["Backlogs", "Mailbox", "Outbox", "take"]
+
+
+def take(queue: deque[bytes], limit: int, into: list[bytes]) -> int:
+    """Move items from the front of ``queue`` to ``into`` until ``limit`` bytes
+    are reached (the last may pass it: items are never split); their size."""
+    taken = 0
+    while queue and taken < limit:
+        item = queue.popleft()
+        into.append(item)
+        taken += len(item)
+    return taken
+
 
 # What the writer takes from one mailbox per turn, and per send.
 QUANTUM: Final = 64 * 1024
@@ -130,11 +142,7 @@ class Backlogs(Generic[OutboxT]):
             if not mailbox.active:
                 continue
             queue = mailbox.queue
-            taken = 0
-            while queue and taken < QUANTUM:
-                item = queue.popleft()
-                chunks.append(item)
-                taken += len(item)
+            taken = take(queue, QUANTUM, chunks)
             mailbox.backlog -= taken
             self._delivered(outbox, taken)
             size += taken

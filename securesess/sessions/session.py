@@ -30,7 +30,7 @@ from securesess.sessions.events import (
 from securesess.sessions.wire import Op
 
 if TYPE_CHECKING:
-    from securesess.sessions.client import HubConnection
+    from securesess.sessions.hub_connection import HubConnection
 
 __all__ = ["Session"]
 

@@ -20,7 +20,8 @@ event loop, no socket and no clock; a pump drives it:
 3. Then records: ``send_data()``, ``send_eof()`` and ``send_close()`` seal
    straight into the buffer the pump writes; ``next_event(max_bytes)``
    decrypts into the buffer :class:`Data` hands over, then yields
-   :class:`EndOfStream` or :class:`PeerClosed`. A record that does not
+   :class:`EndOfStream` or :class:`PeerClosed`, after which nothing more
+   is read: what follows either is discarded unread. A record that does not
    authenticate or parse raises the cause (:class:`RecordAuthenticationFailed`,
    :class:`ProtocolViolation`, :class:`TruncatedStream`).
 
@@ -39,16 +40,14 @@ from collections.abc import Sequence
 from typing import Final, final
 
 from handshake import HandshakeState, NoiseProtocol, TransportState
-from keystore import Identity, Peer, fingerprint
+from keystore import Identity, Peer
 from securesess.constants import REKEY_AFTER_RECORDS
 from securesess.errors import (
-    HandshakeFailed,
-    PeerNotTrusted,
     ProtocolViolation,
-    RecordAuthenticationFailed,
     TruncatedStream,
 )
-from securesess.stream.authenticate import Authenticator, Refusal
+from securesess.stream.answer import BUSY_ANSWER, admit, read_answer
+from securesess.stream.authenticate import Authenticator
 from securesess.stream.events import (
     Data,
     EndOfStream,
@@ -56,9 +55,8 @@ from securesess.stream.events import (
     HandshakeComplete,
     NoCommonProtocol,
     PeerClosed,
-    Refused,
 )
-from securesess.stream.frames import FrameReader, frame
+from securesess.stream.frames import FrameReader
 from securesess.stream.noise_exchange import Keys, NoiseExchange
 from securesess.stream.protocols import check_psk
 from securesess.stream.records import (
@@ -71,8 +69,6 @@ from securesess.stream.records import (
 
 __all__ = ["BUSY_ANSWER", "Connection"]
 
-#: The responder's answer when it takes no handshake now: an empty allowed list.
-BUSY_ANSWER: Final = b"\0\0" + frame(b"")
 #: How much one Data event holds at most, by default: several full records.
 _DATA_LIMIT: Final = 256 * 1024
 
@@ -82,7 +78,7 @@ class _State(enum.Enum):
     HANDSHAKE = "HANDSHAKE"  # negotiation and the Noise messages
     ACCEPT = "ACCEPT"  # initiator: waiting for ACCEPT or CLOSE
     OPEN = "OPEN"  # records
-    DONE = "DONE"  # ended: an answer, a refusal or an error; nothing more to read
+    DONE = "DONE"  # nothing more to read: an answer, a refusal, an error, END or CLOSE
 
 
 # Looking a member up on an Enum class costs more than a global: the record
@@ -204,8 +200,10 @@ class Connection:
 
     @property
     def can_send(self) -> bool:
-        """Whether records can be sealed: the keys exist, and no END or CLOSE went out."""
-        return self._writer is not None and not self._end_sent
+        """Whether records can be sealed: the connection was accepted, and no END or
+        CLOSE went out. (An initiator has its keys before ACCEPT, but until then
+        the server may still refuse it.)"""
+        return self._writer is not None and self._exchange is None and not self._end_sent
 
     @property
     def end_sent(self) -> bool:
@@ -294,16 +292,7 @@ class Connection:
 
     def _accept(self, authenticator: Authenticator, keys: Keys) -> HandshakeComplete:
         """The responder decides on the initiator and answers ACCEPT, or CLOSE and why."""
-        key = keys.noise.remote_static
-        assert key is not None  # XX and IK both carry the initiator's key
-        try:
-            peer = authenticator(key, keys.certificate)
-        except Refusal as refusal:
-            writer = RecordWriter(keys.noise.into_transport())
-            self._out += writer.seal(RecordType.CLOSE, close_body(refusal.code, refusal.reason))
-            raise PeerNotTrusted(
-                f"refused the client: {refusal.reason}", fingerprint=fingerprint(key)
-            ) from None
+        peer = admit(authenticator, keys, self._out)
         self._out += self._open(keys.noise, peer).seal(RecordType.ACCEPT)
         self._state = _State.OPEN
         self._exchange = None
@@ -323,32 +312,16 @@ class Connection:
         reader = self._reader
         assert reader is not None
         assert self._peer is not None
-        while True:
-            try:
-                result = reader.read(0)
-            except (ProtocolViolation, RecordAuthenticationFailed) as exc:
-                raise HandshakeFailed(str(exc)) from exc
-            if result is None:
-                if self._eof:
-                    raise self._handshake().closed_early(
-                        "the server closed the connection without accepting"
-                    )
-                return None
-            data, control = result
-            if data:
-                raise HandshakeFailed("the server sent data before accepting")
-            if control is not None:
-                break  # else a REKEY: read on
-        record_type, body = control
-        if record_type == RecordType.CLOSE:
-            try:
-                aborted = parse_close(body)
-            except ProtocolViolation as exc:
-                raise HandshakeFailed(f"the server refused with a malformed reason: {exc}") from exc
+        answer = read_answer(reader)
+        if answer is None:
+            if self._eof:
+                raise self._handshake().closed_early(
+                    "the server closed the connection without accepting"
+                )
+            return None
+        if answer is not True:
             self._state = _State.DONE
-            return Refused(aborted.code, aborted.reason)
-        if record_type != RecordType.ACCEPT:
-            raise HandshakeFailed("the server's first record was not ACCEPT")
+            return answer
         self._state = _State.OPEN
         self._exchange = None
         return HandshakeComplete(self._peer)
@@ -379,9 +352,10 @@ class Connection:
         return close
 
     def _open_writer(self) -> RecordWriter:
-        if self._writer is None or self._end_sent:
+        writer = self._writer
+        if writer is None or not self.can_send:
             raise RuntimeError("records are sent after the handshake and before the end")
-        return self._writer
+        return writer
 
     def _next_record_event(self, max_bytes: int) -> Event | None:
         reader = self._reader
@@ -402,10 +376,14 @@ class Connection:
                 return Data(data)
 
     def _control_event(self, record_type: int, body: bytearray) -> Event:
+        # END ends the peer's direction and CLOSE the connection: either way,
+        # whatever follows is discarded unread (protocol.md §4), never handed out.
         if record_type == RecordType.END:
             self._end_received = True
+            self._state = _State.DONE
             return EndOfStream()
         if record_type == RecordType.CLOSE:
+            self._state = _State.DONE
             aborted = parse_close(body)
             return PeerClosed(aborted.code, aborted.reason)
         raise ProtocolViolation(f"an unexpected {RecordType(record_type).name} record")

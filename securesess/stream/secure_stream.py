@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from typing import Final, Unpack, final
+from typing import Final, TypeVar, Unpack, final
 
 import trio
 
@@ -60,6 +60,28 @@ from securesess.stream.pump import RECEIVE_SIZE, Busy, Pump, Status
 from securesess.stream.records import BATCH
 
 __all__ = ["SecureStream"]
+
+_T = TypeVar("_T")
+
+
+def _connection(options: SecureOptions, server_side: bool) -> Connection:
+    """The sans-IO connection a SecureStream with ``options`` pumps."""
+    authenticator = Authenticator(options.trust, expect=options.expect, authorize=options.authorize)
+    return Connection(
+        identity=options.identity,
+        authenticator=authenticator,
+        server_side=server_side,
+        protocol=options.protocol,
+        psk=options.psk,
+        rekey_after_records=options.rekey_after_records,
+    )
+
+
+def _established(value: _T | None, what: str) -> _T:
+    """What the handshake established, or NeedHandshakeError before it has."""
+    if value is None:
+        raise trio.NeedHandshakeError(f"{what} once the handshake completes")
+    return value
 
 
 @final
@@ -101,16 +123,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
     ) -> None:
         unexpected(keywords, SecureOptions)
         self.options: Final = merged(SecureOptions, options, keywords)
-        self._connection: Final = Connection(
-            identity=self.options.identity,
-            authenticator=Authenticator(
-                self.options.trust, expect=self.options.expect, authorize=self.options.authorize
-            ),
-            server_side=server_side,
-            protocol=self.options.protocol,
-            psk=self.options.psk,
-            rekey_after_records=self.options.rekey_after_records,
-        )
+        self._connection: Final = _connection(self.options, server_side)
         self.transport_stream: Final = transport_stream
         self._pump: Final = Pump(self._connection, transport_stream)
         self._handshake_started = False
@@ -144,10 +157,7 @@ class SecureStream(trio.abc.HalfCloseableStream):
         Raises:
             trio.NeedHandshakeError: the handshake has not completed yet.
         """
-        peer = self._connection.peer
-        if peer is None:
-            raise trio.NeedHandshakeError("the peer is known once the handshake completes")
-        return peer
+        return _established(self._connection.peer, "the peer is known")
 
     @property
     def confirmed(self) -> bool:
@@ -170,18 +180,12 @@ class SecureStream(trio.abc.HalfCloseableStream):
         Raises:
             trio.NeedHandshakeError: the handshake has not completed yet.
         """
-        handshake_hash = self._connection.handshake_hash
-        if handshake_hash is None:
-            raise trio.NeedHandshakeError("the handshake hash exists once the handshake completes")
-        return handshake_hash
+        return _established(self._connection.handshake_hash, "the handshake hash exists")
 
     @property
     def protocol(self) -> str:
         """The negotiated Noise protocol name."""
-        protocol = self._connection.protocol
-        if protocol is None:
-            raise trio.NeedHandshakeError("the protocol is known once the handshake completes")
-        return protocol.name
+        return _established(self._connection.protocol, "the protocol is known").name
 
     # -- the handshake ----------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""What a hub sends a client, read: events routed to their session, errors typed.
+
+The client's reader calls these for each decoded message. An event for a
+session we are not (or no longer) in, or one at or before a sequence number
+the session has seen, is dropped: the hub may have sent it before our LEAVE
+arrived. Anything malformed raises :class:`ProtocolViolation`, and the
+connection ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from keystore import Peer
+from securesess.errors import (
+    AccessDenied,
+    AlreadyMember,
+    LimitExceeded,
+    NoSuchSession,
+    NotMember,
+    SessionClosed,
+    SessionError,
+    VersionConflict,
+)
+from securesess.sessions import wire
+from securesess.sessions.events import (
+    MemberJoined,
+    MemberLeft,
+    Message,
+    MessageId,
+    VariableChanged,
+)
+from securesess.sessions.session import Session, member_from_fields
+from securesess.sessions.wire import ErrorCode, Op
+
+__all__ = ["EVENTS", "error_from", "peer_from", "route_event"]
+
+_ERRORS: Final[dict[int, type[SessionError]]] = {
+    ErrorCode.ACCESS_DENIED: AccessDenied,
+    ErrorCode.NO_SUCH_SESSION: NoSuchSession,
+    ErrorCode.ALREADY_MEMBER: AlreadyMember,
+    ErrorCode.NOT_MEMBER: NotMember,
+    ErrorCode.NO_SUCH_MEMBER: NotMember,
+    ErrorCode.SESSION_CLOSED: SessionClosed,
+    ErrorCode.VERSION_CONFLICT: VersionConflict,
+    ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
+}
+
+#: The operations that are a session's events.
+EVENTS: Final = frozenset({Op.MESSAGE, Op.JOINED, Op.LEFT, Op.VARIABLE, Op.ENDED})
+
+
+def peer_from(fields: object) -> Peer:
+    """The peer a WELCOME describes (a member's fields without the member id)."""
+    member = member_from_fields([0, *fields] if type(fields) is list else fields)
+    return Peer(member.name, member.public_key, member.groups)
+
+
+def error_from(message: list[Any]) -> SessionError:
+    """The error an ERROR answer (``[ERROR, rid, code, text, version?]``) stands for."""
+    if len(message) not in (4, 5) or type(message[2]) is not int or type(message[3]) is not str:
+        raise wire.field_error(message, "malformed error")
+    error_type = _ERRORS.get(message[2], SessionError)
+    text = message[3]
+    if error_type is VersionConflict:
+        version = message[4] if len(message) == 5 and type(message[4]) is int else 0
+        return VersionConflict(text, version=version)
+    return error_type(text)
+
+
+def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
+    """Hand one event (its op in :data:`EVENTS`) to the session it belongs to."""
+    op = message[0]
+    if op == Op.MESSAGE:  # the common case first
+        wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.BYTES, wire.BOOL)
+    elif op == Op.JOINED:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.LIST)
+    elif op == Op.LEFT:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.STR)
+    elif op == Op.VARIABLE:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.STR, wire.BYTES, wire.INT, wire.INT)
+    else:
+        _end(sessions, message)
+        return
+    session = sessions.get(message[1])
+    seq = message[2]
+    if session is None or seq <= session._seq:
+        return
+    if op == Op.MESSAGE:
+        sender = session.member(message[3])
+        if sender is None:
+            raise wire.field_error(message, "the sender is not a member")
+        session._push(seq, Message(MessageId(seq, sender.id), sender, message[4], message[5]))
+    elif op == Op.JOINED:
+        member = member_from_fields(message[3])
+        session._add_member(member)
+        session._push(seq, MemberJoined(member, seq))
+        session._check_state()
+    elif op == Op.LEFT:
+        gone = session._remove_member(message[3])
+        if gone is None:
+            raise wire.field_error(message, "the member is not in the session")
+        session._push(seq, MemberLeft(gone, message[4], seq))
+    else:
+        key, value, version = message[3], message[4], message[5]
+        session._set_variable(key, value, version)
+        session._push(seq, VariableChanged(key, value, version, session.member(message[6]), seq))
+        session._check_state()
+
+
+def _end(sessions: Mapping[str, Session], message: list[Any]) -> None:
+    wire.expect_shape(message, wire.STR, wire.INT, wire.STR)
+    session = sessions.get(message[1])
+    if session is not None:
+        session._finish(
+            SessionClosed(
+                f"no longer a member of session {message[1]!r}: {message[3]}",
+                session=message[1],
+                reason=message[3],
+            )
+        )
