@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import trio
 
@@ -29,10 +29,25 @@ from securesess.sessions.events import (
 )
 from securesess.sessions.wire import Op
 
-if TYPE_CHECKING:
-    from securesess.sessions.hub_connection import HubConnection
-
 __all__ = ["Session"]
+
+
+class Carrier(Protocol):
+    """What a session needs of the connection it was joined over (a
+    :class:`~securesess.sessions.hub_connection.HubConnection`): so the
+    session depends on this, not on the connection's module."""
+
+    _max_backlog: int
+    _max_session_state: int
+
+    async def _request(
+        self, op: Op, *fields: Any, join: str | None = None, settles: str | None = None
+    ) -> Any: ...
+
+    def _leave_quietly(self, name: str) -> None: ...
+
+    def _forget(self, session: Session) -> None: ...
+
 
 # What one buffered event costs beyond its data (an estimate for the bound).
 _EVENT_OVERHEAD: Final = 128
@@ -88,7 +103,7 @@ class Session:
         "rights",
     )
 
-    def __init__(self, connection: HubConnection, name: str, reply: list[Any]) -> None:
+    def __init__(self, connection: Carrier, name: str, reply: list[Any]) -> None:
         if (
             len(reply) != 5
             or type(reply[0]) is not int
