@@ -37,6 +37,7 @@ from keystore.errors import (
     InsecurePermissionsError,
     KeystoreCorruptError,
     KeystoreError,
+    KeystoreWriteError,
     UnknownNameError,
 )
 
@@ -102,7 +103,10 @@ class Layout:
             # Holding the lock, no other writer is active: a temporary file
             # left now is from a writer that was killed, and is garbage.
             for stale in self.path.rglob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise KeystoreWriteError(f"cannot remove {stale}: {exc.strerror}") from None
             yield
 
     def identity_file(self, name: str) -> Path:
