@@ -149,7 +149,7 @@ def test_re_encoding_cannot_dodge_a_revocation() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda b: b"\x02" + b[1:], "unsupported certificate version 2"),
+        (lambda b: b"\x03" + b[1:], "unsupported certificate version 3"),
         (lambda b: b[:-70], "too short"),
         (lambda b: b + b"\x00", "bytes after its groups"),
         (lambda b: b[:89] + b"\x00" + b[90:], "malformed name"),
