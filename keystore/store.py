@@ -172,8 +172,21 @@ class Keystore:
 
     # -- pinned peers -------------------------------------------------------------------
 
-    def add_peer(self, name: str, public_key: bytes, groups: Iterable[str] = ()) -> None:
-        self._trust.add_peer(name, public_key, groups)
+    def add_peer(
+        self,
+        name: str,
+        public_key: bytes,
+        groups: Iterable[str] = (),
+        *,
+        signing_key: bytes | None = None,
+    ) -> None:
+        """Pin ``public_key`` as ``name``; ``signing_key`` is the peer's Ed25519
+        public key, which the pin then vouches for (see :class:`keystore.Peer`).
+
+        Raises:
+            DuplicatePeerError: the name, the key or the signing key is already pinned.
+        """
+        self._trust.add_peer(name, public_key, groups, signing_key=signing_key)
 
     def remove_peer(self, name: str) -> None:
         self._trust.remove_peer(name)
