@@ -1943,10 +1943,13 @@ def _seal_cheaply(store: Keystore, name: str) -> bytes:
     encrypted this way costs microseconds per load instead of a second.
     """
     identity = store.identity(name)
+    assert identity.signing_key is not None
+    assert identity.signing_public_key is not None
     salt = bytes(range(16))
     headers = {
         "Name": name,
         "Public-Key": encode_key(identity.public_key),
+        "Signing-Key": encode_key(identity.signing_public_key),
         "Encryption": "argon2id-xchacha20poly1305",
         "Argon2id": "ops=1,mem=8192",
         "Salt": "AAECAwQFBgcICQoLDA0ODw==",
@@ -1954,9 +1957,8 @@ def _seal_cheaply(store: Keystore, name: str) -> bytes:
     key = nacl.pwhash.argon2id.kdf(32, _PASSPHRASE, salt, opslimit=1, memlimit=8192)
     nonce = bytes(24)
     associated = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode()
-    body = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(
-        identity.private_bytes(), associated, nonce, key
-    )
+    secret = identity.private_bytes() + identity.signing_key.private_bytes_raw()
+    body = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(secret, associated, nonce, key)
     return armor("IDENTITY KEY", body, headers)
 
 
