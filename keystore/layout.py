@@ -4,7 +4,7 @@ Layout (docs/keystore.md has the formats)::
 
     HOME/                       mode 0700
       .lock                     writers hold an exclusive flock on it
-      identities/NAME.key       armoured private key, encrypted unless asked
+      identities/NAME.key       armoured private keys, encrypted unless asked
       identities/NAME.crt       the identity's certificate, if it has one
       identities/retired/       keys replaced by ``keys rotate``
       authorities/NAME.key      a CA's armoured Ed25519 signing key

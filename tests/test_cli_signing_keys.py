@@ -55,6 +55,22 @@ def test_export_prints_both_public_keys_as_one_token(home: Path) -> None:
     }
 
 
+def test_new_and_rotate_report_the_signing_key_they_made(home: Path) -> None:
+    created = json.loads(ok(home, "keys", "new", "db", "--no-passphrase", "--json").stdout)
+    store = Keystore.open(home)
+    signing = store.signing_public_key("db")
+    assert signing is not None
+    assert (created["signing_key"], created["signing_fingerprint"]) == (
+        encode_key(signing),
+        fingerprint(signing),
+    )
+    rotated = json.loads(ok(home, "keys", "rotate", "db", "--json").stdout)
+    new_signing = store.signing_public_key("db")
+    assert new_signing is not None
+    assert new_signing != signing
+    assert rotated["signing_key"] == encode_key(new_signing)
+
+
 def test_peers_add_pins_the_signing_key_of_a_token_and_none_of_a_bare_key(
     home: Path, tmp_path: Path
 ) -> None:
