@@ -131,8 +131,9 @@ class Identities:
         check_private(path)
         secret = open_secret(armored, passphrase_bytes(passphrase), str(path))
         signing_header = armored.headers.get(_SIGNING_HEADER)
-        # The header says which format the body is: its presence is sealed
-        # with the body, so it cannot be added or removed unnoticed.
+        # The header says which format the body is. It cannot be added or
+        # removed unnoticed: in an encrypted file it is sealed with the body,
+        # and in either the body's length must then agree with it.
         length = _KEY_LEN if signing_header is None else 2 * _KEY_LEN
         if len(secret) != length:
             raise KeystoreCorruptError(
