@@ -4,7 +4,13 @@ Files only, never the network.
 """
 
 from keystore.certificate import Certificate, sign_certificate
-from keystore.encoding import decode_key, encode_key, fingerprint
+from keystore.encoding import (
+    decode_key,
+    decode_public_token,
+    encode_key,
+    encode_public_token,
+    fingerprint,
+)
 from keystore.errors import (
     AuthorityExpiredError,
     AuthorityNotYetValidError,
@@ -18,11 +24,14 @@ from keystore.errors import (
     InvalidCertificateError,
     KeystoreCorruptError,
     KeystoreError,
+    KeystoreWriteError,
+    MalformedKeyError,
     RevocationListMissingError,
     RevokedError,
     UnknownAuthorityError,
     UnknownNameError,
     UntrustedPeerError,
+    UpgradeRequiredError,
     WrongPassphraseError,
 )
 from keystore.identity import Identity
@@ -47,6 +56,8 @@ __all__ = [
     "Keystore",
     "KeystoreCorruptError",
     "KeystoreError",
+    "KeystoreWriteError",
+    "MalformedKeyError",
     "Peer",
     "RevocationListMissingError",
     "RevokedError",
@@ -54,11 +65,14 @@ __all__ = [
     "UnknownAuthorityError",
     "UnknownNameError",
     "UntrustedPeerError",
+    "UpgradeRequiredError",
     "WrongPassphraseError",
     "armor_certificate",
     "decode_key",
+    "decode_public_token",
     "default_home",
     "encode_key",
+    "encode_public_token",
     "fingerprint",
     "read_certificate_file",
     "sign_certificate",

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from keystore.errors import InsecurePermissionsError, KeystoreError
+from keystore.errors import InsecurePermissionsError, KeystoreError, KeystoreWriteError
 
 __all__ = ["check_directories", "check_private", "ensure_directory", "locked", "write_atomically"]
 
@@ -43,9 +43,9 @@ def ensure_directory(path: Path) -> None:
                 parent.mkdir(mode=_SHARED_DIRECTORY, exist_ok=True)
         path.mkdir(mode=_PRIVATE_DIRECTORY, exist_ok=True)
     except OSError as exc:
-        raise KeystoreError(f"cannot create {path}: {exc.strerror}") from None
+        raise KeystoreWriteError(f"cannot create {path}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        raise KeystoreError(f"cannot use {path}: permission denied (check its owner and mode)")
+        raise KeystoreWriteError(f"cannot use {path}: permission denied (check its owner and mode)")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -74,7 +74,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             temporary.unlink()
-        raise KeystoreError(f"cannot write {path}: {exc.strerror}") from None
+        raise KeystoreWriteError(f"cannot write {path}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -83,7 +83,7 @@ def locked(lock_path: Path) -> Iterator[None]:
     try:
         descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, _PRIVATE_FILE)
     except OSError as exc:
-        raise KeystoreError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
+        raise KeystoreWriteError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield

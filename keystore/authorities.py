@@ -93,6 +93,7 @@ class Authorities:
         *,
         passphrase: Passphrase,
         public_key: bytes,
+        signing_key: bytes | None = None,
         name: str,
         groups: Iterable[str] = (),
         valid_seconds: int,
@@ -122,6 +123,7 @@ class Authorities:
             certificate = sign_certificate(
                 key,
                 subject_key=public_key,
+                signing_key=signing_key,
                 name=name,
                 groups=groups,
                 serial=info["next_serial"],

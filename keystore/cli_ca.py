@@ -27,7 +27,7 @@ from keystore.cli_input import (
     read_passphrase,
 )
 from keystore.cli_output import EXIT_CODES, Refused, Result, fail, prints_result, warn
-from keystore.encoding import decode_key, encode_key, fingerprint
+from keystore.encoding import decode_key, decode_public_token, encode_key, fingerprint
 from keystore.errors import UntrustedPeerError
 from keystore.layout import default_home
 from keystore.store import Keystore
@@ -100,13 +100,25 @@ def ca_sign(
 ) -> Result:
     """Issue a certificate for PUBLIC_KEY, or for --identity NAME.
 
+    PUBLIC_KEY is what 'keys export' prints: with the subject's signing key
+    (after ':') the certificate is version 2 and binds both keys; with the
+    X25519 key alone it is version 1, which earlier releases also accept.
     Without --identity or -o, prints the certificate itself (its armoured
     text; under "certificate" with --json).
     """
     if (public_key is None) == (identity is None):
         fail("give either a PUBLIC_KEY or --identity NAME")
     store = open_store(home)
-    key = store.public_key(identity) if identity is not None else decode_key(public_key or "")
+    if identity is not None:
+        key, signing = store.public_key(identity), store.signing_public_key(identity)
+        if signing is None:
+            warn(
+                f"identity {identity!r} has no signing key yet: this certificate (version 1) "
+                f"binds its X25519 key alone; run 'securesess keys upgrade {identity}' and "
+                "sign again to bind both"
+            )
+    else:
+        key, signing = decode_public_token(public_key or "")
     info = store.ca_info(ca_name)
     expiry_warning(info["not_after"], f"CA {ca_name!r}")
     passphrase = (
@@ -120,6 +132,7 @@ def ca_sign(
         ca_name,
         passphrase=passphrase,
         public_key=key,
+        signing_key=signing,
         name=subject,
         groups=groups,
         valid_seconds=parse_duration(valid),
@@ -176,7 +189,13 @@ def ca_verify(file: Path, home: Path | None) -> Result:
         raise Refused(f"not valid: {exc}", data) from None
     expiry_warning(certificate.not_after, f"certificate {file}")
     groups = sorted(peer.groups)
-    data = {"valid": True, "name": peer.name, "groups": groups, "issuer_name": issuer}
+    data = {
+        "valid": True,
+        "name": peer.name,
+        "groups": groups,
+        "issuer_name": issuer,
+        "signing_fingerprint": None if peer.signing_key is None else fingerprint(peer.signing_key),
+    }
     by = "" if issuer is None else f", by CA {issuer}"
     return Result(data, f"valid: {peer.name} ({', '.join(groups) or 'no groups'}){by}")
 
@@ -227,7 +246,8 @@ def _issued_here(store: Keystore, ca_name: str, ca_key: bytes) -> int | None:
 @home_option
 @prints_result
 def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> Result:
-    """Revoke WHAT: a public key (base64), a certificate SERIAL (with --ca), or a CA's name.
+    """Revoke WHAT: a public key (base64, or as 'keys export' prints it: the
+    X25519 key is what is revoked), a certificate SERIAL (with --ca), or a CA's name.
 
     A serial that the CA, kept in this keystore, never issued is revoked
     all the same (a copy of its key may have issued it elsewhere), with a
@@ -260,7 +280,7 @@ def ca_revoke(what: str, ca_name: str | None, home: Path | None) -> Result:
         store.revoke_key(cas[what])
         data = {"revoked": "ca", "ca": what, "fingerprint": fingerprint(cas[what])}
         return Result(data, f"revoked CA {what}: every certificate it issued is now refused")
-    key = decode_key(what)
+    key, _ = decode_public_token(what)
     store.revoke_key(key)
     return Result(
         {"revoked": "key", "fingerprint": fingerprint(key)}, f"revoked key {fingerprint(key)}"

@@ -47,6 +47,7 @@ def certificate_text(summary: dict[str, Any]) -> str:
             f"  groups:     {groups}",
             f"  serial:     {summary['serial']}",
             f"  key:        {summary['subject_key']}",
+            f"  signing:    {summary['signing_key'] or 'none (a version 1 certificate)'}",
             f"  issuer:     {issuer}",
             f"  valid:      {summary['not_before']} to {summary['not_after']}",
         ]

@@ -25,10 +25,22 @@ from keystore.cli_input import (
     read_passphrase,
 )
 from keystore.cli_output import EXIT_CODES, Result, fail, prints_result, warn
-from keystore.encoding import encode_key, fingerprint
+from keystore.encoding import encode_key, encode_public_token, fingerprint
 from keystore.errors import KeystoreError
 
-__all__ = ["keys"]
+__all__ = ["keys", "signing_fields"]
+
+
+def signing_fields(signing_key: bytes | None) -> dict[str, Any]:
+    """A signing key's ``--json`` fields: its base64 and its fingerprint, or None."""
+    return {
+        "signing_key": None if signing_key is None else encode_key(signing_key),
+        "signing_fingerprint": None if signing_key is None else fingerprint(signing_key),
+    }
+
+
+def _upgrade_hint(name: str) -> str:
+    return f"run 'securesess keys upgrade {name}'"
 
 
 @click.group(epilog=EXIT_CODES)
@@ -60,6 +72,7 @@ def keys_new(
         "name": name,
         "public_key": encode_key(identity.public_key),
         "fingerprint": identity.fingerprint,
+        **signing_fields(identity.signing_public_key),
     }
     return Result(data, f"created {name}: {data['public_key']} ({identity.fingerprint})")
 
@@ -79,10 +92,13 @@ def keys_list(home: Path | None) -> Result:
     for name in store.identity_names():
         try:
             certificate = store.certificate(name)
+            signing = store.signing_public_key(name)
             rows.append(
                 {
                     "name": name,
                     "fingerprint": fingerprint(store.public_key(name)),
+                    "signing_fingerprint": None if signing is None else fingerprint(signing),
+                    "needs_upgrade": signing is None,
                     "encrypted": store.is_encrypted(name),
                     "certificate": None
                     if certificate is None
@@ -97,6 +113,11 @@ def keys_list(home: Path | None) -> Result:
         f"{row['name']:<20} (unreadable)"
         if "error" in row
         else f"{row['name']:<20} {row['fingerprint']}"
+        + (
+            f"  (needs an upgrade: {_upgrade_hint(row['name'])})"
+            if row["needs_upgrade"]
+            else f"  signing {row['signing_fingerprint']}"
+        )
         + ("" if row["encrypted"] else "  (unencrypted)")
         + ("  (certified)" if row["certificate"] else "")
         for row in rows
@@ -111,15 +132,18 @@ def keys_list(home: Path | None) -> Result:
 @home_option
 @prints_result
 def keys_show(name: str, home: Path | None) -> Result:
-    """Show identity NAME: public key, fingerprint, certificate."""
+    """Show identity NAME: public key, fingerprints, certificate."""
     store = open_store(home)
     public = store.public_key(name)
+    signing = store.signing_public_key(name)
     certificate = store.certificate(name)
     summary = None if certificate is None else certificate_summary(certificate, ca_names(store))
     data = {
         "name": name,
         "public_key": encode_key(public),
         "fingerprint": fingerprint(public),
+        **signing_fields(signing),
+        "needs_upgrade": signing is None,
         "encrypted": store.is_encrypted(name),
         "certificate": summary,
     }
@@ -127,6 +151,12 @@ def keys_show(name: str, home: Path | None) -> Result:
         f"identity {name}",
         f"  public key: {data['public_key']}",
         f"  fingerprint: {data['fingerprint']}",
+        "  signing key: "
+        + (
+            f"none (an earlier release wrote this key file): {_upgrade_hint(name)}"
+            if signing is None
+            else fingerprint(signing)
+        ),
         f"  encrypted:  {'yes' if data['encrypted'] else 'no'}",
     ]
     if certificate is None or summary is None:
@@ -142,10 +172,29 @@ def keys_show(name: str, home: Path | None) -> Result:
 @home_option
 @prints_result
 def keys_export(name: str, home: Path | None) -> Result:
-    """Print identity NAME's public key (never the private key)."""
-    public = open_store(home).public_key(name)
-    data = {"name": name, "public_key": encode_key(public), "fingerprint": fingerprint(public)}
-    return Result(data, encode_key(public))
+    """Print identity NAME's public keys as one token (never a private key).
+
+    The token is the X25519 key and the Ed25519 signing key, each in
+    base64, joined by ':'; 'peers add' and 'ca sign' take it as it is. An
+    identity that has no signing key yet prints its X25519 key alone.
+    """
+    store = open_store(home)
+    public = store.public_key(name)
+    signing = store.signing_public_key(name)
+    token = encode_public_token(public, signing)
+    if signing is None:
+        warn(
+            f"identity {name!r} has no signing key yet, so this is its X25519 key alone: "
+            f"{_upgrade_hint(name)}, then export it again"
+        )
+    data = {
+        "name": name,
+        "public_key": encode_key(public),
+        "fingerprint": fingerprint(public),
+        **signing_fields(signing),
+        "token": token,
+    }
+    return Result(data, token)
 
 
 @keys.command("passwd", epilog=EXIT_CODES)
@@ -206,12 +255,58 @@ def keys_rotate(name: str, passphrase_file: Path | None, kdf: str, home: Path | 
         "retired": old,
         "public_key": encode_key(identity.public_key),
         "fingerprint": identity.fingerprint,
+        **signing_fields(identity.signing_public_key),
     }
     return Result(
         data,
         f"rotated {name}: new key {data['public_key']} ({identity.fingerprint}); {old} retired. "
         "Peers that pinned the old key, and its certificate, need the new one.",
     )
+
+
+@keys.command("upgrade", epilog=EXIT_CODES)
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@passphrase_file_option
+@home_option
+@prints_result
+def keys_upgrade(names: tuple[str, ...], passphrase_file: Path | None, home: Path | None) -> Result:
+    """Give identities written by an earlier release a signing key (all of them without NAME).
+
+    Each key file keeps its passphrase, its Argon2id cost and its X25519
+    key, so its pins and certificate stay good; files that have a signing
+    key are left as they are. Exits 1, after upgrading the others, if one
+    cannot be (a JSON array of the identities, with --json).
+    """
+    store = open_store(home)
+    rows: list[dict[str, Any]] = []
+    for name in dict.fromkeys(names or store.identity_names()):
+        try:
+            upgraded = False
+            if store.signing_public_key(name) is None:
+                passphrase = current_passphrase(store, name, passphrase_file)
+                upgraded = store.upgrade_identity(name, passphrase=passphrase)
+                certificate = store.certificate(name)
+                if upgraded and certificate is not None and certificate.signing_key is None:
+                    warn(
+                        f"the certificate of {name!r} (version 1) binds its X25519 key alone: "
+                        f"have its CA sign it again (ca sign --identity {name}) to bind both"
+                    )
+            signing = signing_fields(store.signing_public_key(name))
+            rows.append({"name": name, "upgraded": upgraded, **signing})
+        except KeystoreError as exc:
+            # As keys list does: one file that will not open must not stop the rest.
+            rows.append({"name": name, "error": str(exc)})
+            warn(str(exc))
+    lines = [
+        f"{row['name']:<20} (not upgraded)"
+        if "error" in row
+        else f"{row['name']:<20} "
+        + ("upgraded: " if row["upgraded"] else "up to date: ")
+        + f"signing {row['signing_fingerprint']}"
+        for row in rows
+    ]
+    failed = any("error" in row for row in rows)
+    return Result(rows, "\n".join(lines) if lines else "no identities", status=1 if failed else 0)
 
 
 @keys.command("delete", epilog=EXIT_CODES)

@@ -19,11 +19,14 @@ __all__ = [
     "InvalidCertificateError",
     "KeystoreCorruptError",
     "KeystoreError",
+    "KeystoreWriteError",
+    "MalformedKeyError",
     "RevocationListMissingError",
     "RevokedError",
     "UnknownAuthorityError",
     "UnknownNameError",
     "UntrustedPeerError",
+    "UpgradeRequiredError",
     "WrongPassphraseError",
 ]
 
@@ -51,8 +54,25 @@ class WrongPassphraseError(KeystoreError):
     """The passphrase does not decrypt the private key."""
 
 
+class KeystoreWriteError(KeystoreError):
+    """A file of the keystore cannot be written: a read-only file system, a
+    directory this user may not write, a full disk."""
+
+
 class KeystoreCorruptError(KeystoreError):
     """A keystore file is truncated, malformed or altered."""
+
+
+class UpgradeRequiredError(KeystoreError):
+    """An identity's key file is in an earlier format, without a signing
+    key, and could not be upgraded where it is (the keystore is read-only).
+
+    The message names the command that upgrades it.
+    """
+
+
+class MalformedKeyError(KeystoreError, ValueError):
+    """Text that should be a key (base64, or a public key token) is not one."""
 
 
 class RevocationListMissingError(KeystoreCorruptError):

@@ -4,7 +4,7 @@ Layout (docs/keystore.md has the formats)::
 
     HOME/                       mode 0700
       .lock                     writers hold an exclusive flock on it
-      identities/NAME.key       armoured private key, encrypted unless asked
+      identities/NAME.key       armoured private keys, encrypted unless asked
       identities/NAME.crt       the identity's certificate, if it has one
       identities/retired/       keys replaced by ``keys rotate``
       authorities/NAME.key      a CA's armoured Ed25519 signing key
@@ -37,6 +37,7 @@ from keystore.errors import (
     InsecurePermissionsError,
     KeystoreCorruptError,
     KeystoreError,
+    KeystoreWriteError,
     UnknownNameError,
 )
 
@@ -102,7 +103,10 @@ class Layout:
             # Holding the lock, no other writer is active: a temporary file
             # left now is from a writer that was killed, and is garbage.
             for stale in self.path.rglob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise KeystoreWriteError(f"cannot remove {stale}: {exc.strerror}") from None
             yield
 
     def identity_file(self, name: str) -> Path:

@@ -27,7 +27,15 @@ from nacl.bindings import (
 from keystore.armor import Armored, armor
 from keystore.errors import KeystoreCorruptError, KeystoreError, WrongPassphraseError
 
-__all__ = ["ENCRYPTED", "UNENCRYPTED", "Argon2idCost", "open_secret", "seal_secret"]
+__all__ = [
+    "ENCRYPTED",
+    "UNENCRYPTED",
+    "Argon2idCost",
+    "is_encrypted",
+    "open_secret",
+    "seal_secret",
+    "sealed_cost",
+]
 
 ENCRYPTED: Final = "argon2id-xchacha20poly1305"
 UNENCRYPTED: Final = "none"
@@ -145,6 +153,27 @@ def is_encrypted(armored: Armored) -> bool:
     return armored.headers.get("Encryption") != UNENCRYPTED
 
 
+def sealed_cost(armored: Armored, source: str) -> Argon2idCost:
+    """The Argon2id cost an encrypted file records, so that resealing it
+    keeps the cost its owner chose.
+
+    Raises:
+        KeystoreCorruptError: the header is damaged, or out of bounds.
+    """
+    try:
+        params = dict(item.split("=", 1) for item in armored.headers["Argon2id"].split(","))
+        ops, mem = int(params["ops"]), int(params["mem"])
+    except (KeyError, ValueError):
+        raise KeystoreCorruptError(f"{source} has damaged encryption headers") from None
+    try:
+        return Argon2idCost(ops, mem)
+    except ValueError:
+        raise KeystoreCorruptError(
+            f"{source} asks for Argon2id parameters out of range (ops={ops}, mem={mem}; "
+            f"at most ops={_MAX_OPS}, mem={_MAX_MEM})"
+        ) from None
+
+
 def open_secret(armored: Armored, passphrase: bytes | None, source: str) -> bytes:
     """The secret in ``armored``.
 
@@ -162,19 +191,11 @@ def open_secret(armored: Armored, passphrase: bytes | None, source: str) -> byte
         raise KeystoreCorruptError(f"{source} uses an unknown encryption {encryption!r}")
     if passphrase is None:
         raise WrongPassphraseError(f"{source} is encrypted: a passphrase is needed")
+    cost = sealed_cost(armored, source)
     try:
-        params = dict(item.split("=", 1) for item in armored.headers["Argon2id"].split(","))
-        ops, mem = int(params["ops"]), int(params["mem"])
         salt = base64.b64decode(armored.headers["Salt"], validate=True)
     except (KeyError, ValueError, binascii.Error):
         raise KeystoreCorruptError(f"{source} has damaged encryption headers") from None
-    try:
-        cost = Argon2idCost(ops, mem)
-    except ValueError:
-        raise KeystoreCorruptError(
-            f"{source} asks for Argon2id parameters out of range (ops={ops}, mem={mem}; "
-            f"at most ops={_MAX_OPS}, mem={_MAX_MEM})"
-        ) from None
     if len(salt) != 16:
         raise KeystoreCorruptError(
             f"{source} has damaged encryption headers: the salt is not 16 bytes"

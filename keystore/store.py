@@ -120,6 +120,7 @@ class Keystore:
             ca,
             passphrase=ca_passphrase,
             public_key=identity.public_key,
+            signing_key=identity.signing_public_key,
             name=name,
             groups=groups,
             valid_seconds=valid_seconds,
@@ -134,19 +135,48 @@ class Keystore:
         """An identity's public key, read without its passphrase."""
         return self._identities.public_key(name)
 
+    def signing_public_key(self, name: str) -> bytes | None:
+        """An identity's Ed25519 public key, read without its passphrase.
+
+        None when its key file is in the format of an earlier release, which
+        had no signing keys: :meth:`identity` or :meth:`upgrade_identity`
+        gives it one.
+        """
+        return self._identities.signing_public_key(name)
+
     def is_encrypted(self, name: str) -> bool:
         return self._identities.is_encrypted(name)
 
     def identity(self, name: str, *, passphrase: Passphrase = None) -> Identity:
         """Load identity ``name`` (with its certificate, if it has one).
 
+        The identity always has a signing key: a key file of an earlier
+        release, which has none, is upgraded in place first (as
+        :meth:`upgrade_identity` does).
+
         Raises:
             UnknownNameError: no such identity.
             WrongPassphraseError: the passphrase is missing or wrong.
             InsecurePermissionsError: other users can read the key file.
             KeystoreCorruptError: the file is damaged or altered.
+            UpgradeRequiredError: the file is of an earlier release and the
+                keystore cannot be written to upgrade it.
         """
         return self._identities.load(name, passphrase=passphrase)
+
+    def upgrade_identity(self, name: str, *, passphrase: Passphrase = None) -> bool:
+        """Give identity ``name`` a signing key if its key file, from an
+        earlier release, has none; False if it already had one.
+
+        The file is resealed as it was: encrypted at the Argon2id cost it
+        records (the passphrase stays the same), or unencrypted. Its X25519
+        key, and so its certificate and every pin of it, is unchanged.
+
+        Raises:
+            The errors of :meth:`identity`, and KeystoreError when the file
+            cannot be written.
+        """
+        return self._identities.upgrade(name, passphrase=passphrase)
 
     def certificate(self, name: str) -> Certificate | None:
         """The certificate stored for identity ``name``, if any."""
@@ -172,8 +202,21 @@ class Keystore:
 
     # -- pinned peers -------------------------------------------------------------------
 
-    def add_peer(self, name: str, public_key: bytes, groups: Iterable[str] = ()) -> None:
-        self._trust.add_peer(name, public_key, groups)
+    def add_peer(
+        self,
+        name: str,
+        public_key: bytes,
+        groups: Iterable[str] = (),
+        *,
+        signing_key: bytes | None = None,
+    ) -> None:
+        """Pin ``public_key`` as ``name``; ``signing_key`` is the peer's Ed25519
+        public key, which the pin then vouches for (see :class:`keystore.Peer`).
+
+        Raises:
+            DuplicatePeerError: the name, the key or the signing key is already pinned.
+        """
+        self._trust.add_peer(name, public_key, groups, signing_key=signing_key)
 
     def remove_peer(self, name: str) -> None:
         self._trust.remove_peer(name)
@@ -204,15 +247,19 @@ class Keystore:
         *,
         passphrase: Passphrase,
         public_key: bytes,
+        signing_key: bytes | None = None,
         name: str,
         groups: Iterable[str] = (),
         valid_seconds: int,
     ) -> Certificate:
-        """Issue a certificate from CA ``ca`` for ``public_key`` as ``name``."""
+        """Issue a certificate from CA ``ca`` for ``public_key`` as ``name``:
+        version 2, binding the subject's Ed25519 ``signing_key`` too, when it
+        is given; version 1 otherwise."""
         return self._authorities.sign(
             ca,
             passphrase=passphrase,
             public_key=public_key,
+            signing_key=signing_key,
             name=name,
             groups=groups,
             valid_seconds=valid_seconds,

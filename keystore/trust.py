@@ -45,13 +45,18 @@ class Peer:
     """An authenticated peer: its static key, and what vouches for it.
 
     ``certificate`` is the CA certificate it presented, or None when it is
-    trusted because its key is pinned.
+    trusted because its key is pinned. ``signing_key`` is its Ed25519
+    public key as what vouches for it binds it: the pin's when it is pinned
+    (a pin wins, whatever certificate it shows), else a version 2
+    certificate's; None when neither binds one. It never comes from the
+    peer's word alone, nor from whoever relays its messages.
     """
 
     name: str | None
     public_key: bytes
     groups: frozenset[str] = field(default_factory=frozenset)
     certificate: Certificate | None = None
+    signing_key: bytes | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -109,22 +114,33 @@ class TrustStore:
     # -- pinned peers -------------------------------------------------------------
 
     def add_peer(
-        self, name: str, public_key: bytes | bytearray | memoryview, groups: Iterable[str] = ()
+        self,
+        name: str,
+        public_key: bytes | bytearray | memoryview,
+        groups: Iterable[str] = (),
+        *,
+        signing_key: bytes | bytearray | memoryview | None = None,
     ) -> Peer:
-        """Pin ``public_key`` under ``name``.
+        """Pin ``public_key`` under ``name``, and with it the peer's Ed25519
+        ``signing_key`` if given.
 
         Raises:
-            DuplicatePeerError: the name or the key is already pinned.
-            handshake.InvalidKeyError: the key is not 32 bytes.
+            DuplicatePeerError: the name, the key or the signing key is already pinned.
+            handshake.InvalidKeyError: a key is not 32 bytes.
         """
         key = _key(public_key, "public key")
+        signer = None if signing_key is None else _key(signing_key, "signing key")
         if not name:
             raise ValueError("a pinned peer needs a non-empty name")
         if name in self._by_name:
             raise DuplicatePeerError(f"a peer named {name!r} is already pinned")
         if key in self._by_key:
             raise DuplicatePeerError(f"that key is already pinned as {self._by_key[key].name!r}")
-        peer = Peer(name, key, frozenset(groups))
+        # Two pins sharing a signing key could each sign as the other.
+        for other in self._by_name.values():
+            if signer is not None and other.signing_key == signer:
+                raise DuplicatePeerError(f"that signing key is already pinned as {other.name!r}")
+        peer = Peer(name, key, frozenset(groups), signing_key=signer)
         self._by_name[name] = peer
         self._by_key[key] = peer
         return peer
@@ -306,4 +322,4 @@ class TrustStore:
             )
         if moment > cert.not_after:
             raise CertificateExpiredError(f"{subject} expired at {cert.describe()['not_after']}")
-        return Peer(cert.name, public_key, frozenset(cert.groups), cert)
+        return Peer(cert.name, public_key, frozenset(cert.groups), cert, cert.signing_key)

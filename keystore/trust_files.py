@@ -33,14 +33,26 @@ class TrustFiles:
 
     # -- pinned peers -------------------------------------------------------------------
 
-    def add_peer(self, name: str, public_key: bytes, groups: Iterable[str] = ()) -> None:
+    def add_peer(
+        self,
+        name: str,
+        public_key: bytes,
+        groups: Iterable[str] = (),
+        *,
+        signing_key: bytes | None = None,
+    ) -> None:
         check_name(name, "a peer")
+        groups = sorted(set(groups))
         with self._layout.writing():
             trust = self.load()  # refuses duplicates by name and by key
-            trust.add_peer(name, public_key, groups)
+            trust.add_peer(name, public_key, groups, signing_key=signing_key)
             self._revocations.keep_locked()
             peers = self._layout.table("peers.toml", "peers")
-            peers[name] = {"public_key": encode_key(public_key), "groups": sorted(set(groups))}
+            entry: dict[str, Any] = {"public_key": encode_key(public_key)}
+            if signing_key is not None:
+                entry["signing_key"] = encode_key(signing_key)
+            entry["groups"] = groups
+            peers[name] = entry
             self._revocations.write_trust_file("peers.toml", peers)
 
     def remove_peer(self, name: str) -> None:
@@ -98,7 +110,13 @@ class TrustFiles:
 
             def add_peer(table: Any, name: str = name) -> None:
                 groups = [str(group) for group in toml_list(table, "groups")]
-                trust.add_peer(name, decode_key(table["public_key"]), groups)
+                signing = table.get("signing_key")  # absent from pins of public keys alone
+                trust.add_peer(
+                    name,
+                    decode_key(table["public_key"]),
+                    groups,
+                    signing_key=None if signing is None else decode_key(signing, "signing key"),
+                )
 
             self._layout.entry("peers.toml", name, entry, add_peer)
         for name, entry in self._layout.table("cas.toml", "cas").items():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, final
 
-from keystore import Peer, TrustStore, UntrustedPeerError, decode_key, fingerprint
+from keystore import Peer, TrustStore, UntrustedPeerError, decode_public_token, fingerprint
 from securesess.errors import PolicyError
 from securesess.names import check_session_name
 
@@ -49,13 +49,15 @@ _RULE_FIELDS: Final = frozenset(
 
 
 def _key_fingerprint(text: str, where: str) -> str:
-    """Keys may be written as fingerprints (as `keys list` shows) or base64."""
+    """Keys may be written as fingerprints (as `keys list` shows), base64, or
+    as `keys export` prints them; a rule is about the X25519 key, which a
+    handshake proves, so a token's signing half is not part of the match."""
     if text.startswith("SHA256:"):
         if len(text) != len("SHA256:") + 43:
             raise PolicyError(f"{where}: {text!r} is not a SHA256 fingerprint")
         return text
     try:
-        return fingerprint(decode_key(text))
+        return fingerprint(decode_public_token(text)[0])
     except ValueError as exc:
         raise PolicyError(f"{where}: {exc}") from None
 

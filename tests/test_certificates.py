@@ -26,6 +26,7 @@ from keystore import (
     TrustStore,
     UnknownAuthorityError,
     UntrustedPeerError,
+    fingerprint,
     sign_certificate,
 )
 from securesess import PeerNotTrusted, PeerRejected, SecureStream
@@ -43,12 +44,19 @@ class CA:
         self.serial = 0
 
     def issue(
-        self, identity: Identity, *, groups: tuple[str, ...] = (), start: int = -DAY, days: int = 90
+        self,
+        identity: Identity,
+        *,
+        groups: tuple[str, ...] = (),
+        start: int = -DAY,
+        days: int = 90,
+        version: int = 1,
     ) -> Certificate:
         self.serial += 1
         return sign_certificate(
             self.key,
             subject_key=identity.public_key,
+            signing_key=identity.signing_public_key if version == 2 else None,
             name=identity.name or "anonymous",
             groups=groups,
             serial=self.serial,
@@ -68,6 +76,77 @@ def test_a_certificate_round_trips_and_verifies() -> None:
     assert summary["name"] == "api"
     assert summary["serial"] == 1
     assert str(summary["not_after"]).endswith("Z")
+
+
+def test_a_version_2_certificate_round_trips_and_verifies_with_the_signing_key() -> None:
+    ca, api = CA(), Identity.generate("api")
+    certificate = ca.issue(api, groups=("web",), version=2)
+    assert certificate.encoded[0] == 2
+    assert certificate.encoded[1:33] == api.public_key
+    assert certificate.encoded[33:65] == api.signing_public_key
+    decoded = Certificate.decode(certificate.encoded)
+    assert decoded == certificate
+    assert (decoded.version, decoded.signing_key) == (2, api.signing_public_key)
+    decoded.verify_signature()
+    assert decoded.describe()["version"] == 2
+    assert decoded.describe()["signing_key"] == fingerprint(api.signing_public_key or b"")
+    # 32 bytes more than version 1, and nothing else differs in size.
+    assert len(decoded.encoded) == len(ca.issue(api, groups=("web",)).encoded) + 32 == 194
+
+
+def test_a_version_1_certificate_still_decodes_and_verifies_without_a_signing_key() -> None:
+    ca, api = CA(), Identity.generate("api")
+    certificate = ca.issue(api)
+    assert certificate.encoded[0] == 1
+    decoded = Certificate.decode(certificate.encoded)
+    decoded.verify_signature()
+    assert (decoded.version, decoded.signing_key) == (1, None)
+    assert decoded.describe()["signing_key"] is None
+    assert api.with_certificate(decoded).certificate == decoded
+
+
+def test_a_version_2_certificate_with_a_changed_signing_key_does_not_verify() -> None:
+    ca, api = CA(), Identity.generate("api")
+    encoded = bytearray(ca.issue(api, version=2).encoded)
+    encoded[40] ^= 1  # inside the signing key
+    forged = Certificate.decode(bytes(encoded))
+    assert forged.signing_key != api.signing_public_key
+    with pytest.raises(CertificateError, match="signature is not valid"):
+        forged.verify_signature()
+    trust = TrustStore()
+    trust.add_ca(ca.name, ca.public_key)
+    with pytest.raises(InvalidCertificateError, match="signature is not valid"):
+        trust.verify(api.public_key, bytes(encoded))
+
+
+def test_a_body_signed_as_version_1_does_not_verify_as_version_2() -> None:
+    ca, api = CA(), Identity.generate("api")
+    # A version 1 certificate relabelled: read in the version 2 layout, its
+    # bytes fall apart, or no longer hold what was signed.
+    for groups in ((), ("web",), ("a" * 31,)):
+        relabelled = b"\x02" + ca.issue(api, groups=groups).encoded[1:]
+        with pytest.raises(CertificateError):
+            Certificate.decode(relabelled).verify_signature()
+    # A version 2 layout signed under the version 1 domain: each version's
+    # domain is its own, so the signature is good for neither.
+    genuine = ca.issue(api, version=2)
+    body = genuine.encoded[:-64]
+    for domain in (b"securesess certificate v1\0", b""):
+        forged = Certificate.decode(body + ca.key.sign(domain + body))
+        with pytest.raises(CertificateError, match="signature is not valid"):
+            forged.verify_signature()
+
+
+def test_an_identity_refuses_a_version_2_certificate_for_another_signing_key() -> None:
+    ca, api = CA(), Identity.generate("api")
+    certificate = ca.issue(api, version=2)
+    assert api.with_certificate(certificate).certificate == certificate
+    same_static = Identity(api.keypair, "api", signing_key=Ed25519PrivateKey.generate())
+    with pytest.raises(ValueError, match="another signing key"):
+        same_static.with_certificate(certificate)
+    without = Identity(api.keypair, "api")
+    with pytest.raises(ValueError, match="another signing key"):
+        without.with_certificate(certificate)
 
 
 def test_trust_by_certificate_names_the_peer() -> None:
@@ -149,7 +228,7 @@ def test_re_encoding_cannot_dodge_a_revocation() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda b: b"\x02" + b[1:], "unsupported certificate version 2"),
+        (lambda b: b"\x03" + b[1:], "unsupported certificate version 3"),
         (lambda b: b[:-70], "too short"),
         (lambda b: b + b"\x00", "bytes after its groups"),
         (lambda b: b[:89] + b"\x00" + b[90:], "malformed name"),
@@ -174,6 +253,19 @@ def test_an_identity_refuses_a_certificate_for_another_key() -> None:
 
 
 # -- in a handshake -----------------------------------------------------------------
+
+
+async def test_a_handshake_tells_each_side_the_signing_key_the_ca_bound() -> None:
+    ca = CA()
+    api, db = Identity.generate("api"), Identity.generate("db")
+    api = api.with_certificate(ca.issue(api, version=2))
+    db = db.with_certificate(ca.issue(db))  # version 1: no signing key to learn
+    trust = TrustStore()
+    trust.add_ca(ca.name, ca.public_key)
+    client, server = _streams(api, db, trust, trust)
+    await handshake_both(client, server)
+    assert server.peer.signing_key == api.signing_public_key
+    assert client.peer.signing_key is None
 
 
 def _streams(

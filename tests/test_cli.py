@@ -92,7 +92,7 @@ async def test_a_newcomers_walkthrough(tmp_path: Path) -> None:
 def test_every_verb_has_help() -> None:
     for verb in [
         ("keys", "new"), ("keys", "list"), ("keys", "show"), ("keys", "export"),
-        ("keys", "passwd"), ("keys", "rotate"), ("keys", "delete"),
+        ("keys", "passwd"), ("keys", "rotate"), ("keys", "upgrade"), ("keys", "delete"),
         ("peers", "add"), ("peers", "list"), ("peers", "remove"),
         ("ca", "init"), ("ca", "sign"), ("ca", "print"), ("ca", "verify"),
         ("ca", "trust"), ("ca", "revoke"),
@@ -107,16 +107,18 @@ def test_json_listings(tmp_path: Path) -> None:
     run(home, "keys", "new", "vault", passphrase="secret")
     rows = json.loads(run(home, "keys", "list", "--json").stdout)
     assert [(r["name"], r["encrypted"]) for r in rows] == [("api", False), ("vault", True)]
-    key = run(home, "keys", "export", "api").stdout.strip()
-    run(home, "peers", "add", "friend", key, "--group", "a", "--group", "b")
+    token = run(home, "keys", "export", "api").stdout.strip()
+    run(home, "peers", "add", "friend", token, "--group", "a", "--group", "b")
     peers = json.loads(run(home, "peers", "list", "--json").stdout)
+    exported = json.loads(run(home, "keys", "export", "api", "--json").stdout)
+    assert token == exported["token"] == f"{exported['public_key']}:{exported['signing_key']}"
     assert peers == [
         {
             "name": "friend",
-            "public_key": key,
-            "fingerprint": json.loads(run(home, "keys", "export", "api", "--json").stdout)[
-                "fingerprint"
-            ],
+            "public_key": exported["public_key"],
+            "fingerprint": exported["fingerprint"],
+            "signing_key": exported["signing_key"],
+            "signing_fingerprint": exported["signing_fingerprint"],
             "groups": ["a", "b"],
         }
     ]

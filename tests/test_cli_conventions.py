@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from keystore import Keystore, encode_key
 from securesess.cli import WITHOUT_JSON, main
+from tests.test_signing_keys import write_earlier_key_file
 
 PASSPHRASE = "correct horse battery staple"
 YEAR = 365 * 86_400
@@ -81,8 +82,10 @@ def test_every_command_that_prints_a_result_takes_json_and_prints_json(
     store = Keystore.open(home)
     key = encode_key(store.public_key("hub"))
     other_ca = encode_key(bytes(range(32)))
-    private = store.identity("api").private_bytes()
-    secrets = [PASSPHRASE, encode_key(private), private.hex()]
+    api = store.identity("api")
+    assert api.signing_key is not None
+    private, seed = api.private_bytes(), api.signing_key.private_bytes_raw()
+    secrets = [PASSPHRASE, encode_key(private), private.hex(), encode_key(seed), seed.hex()]
     # In an order that works in one keystore, each leaf once.
     runs: list[tuple[str, ...]] = [
         ("keys", "new", "db", "--no-passphrase"),
@@ -91,6 +94,7 @@ def test_every_command_that_prints_a_result_takes_json_and_prints_json(
         ("keys", "export", "api"),
         ("keys", "passwd", "db", "--no-passphrase"),
         ("keys", "rotate", "db"),
+        ("keys", "upgrade"),
         ("ca", "init", "ops", "--no-passphrase"),
         ("ca", "sign", "--ca", "root", "--name", "db", "--identity", "db", "-o", str(certificate)),
         ("ca", "print", str(certificate)),
@@ -115,7 +119,7 @@ def test_every_command_that_prints_a_result_takes_json_and_prints_json(
         result = invoke(home, *args, "--json")
         assert result.exit_code == 0, (args, result.stderr)
         document = json.loads(result.stdout)
-        assert isinstance(document, list if args[1] == "list" else dict), args
+        assert isinstance(document, list if args[1] in ("list", "upgrade") else dict), args
         assert not any(secret in result.stdout for secret in secrets), args
 
 
@@ -151,6 +155,8 @@ MISSING_FILE_RUNS = {
         "keys", "passwd", "vault", "--passphrase-file", "{}"),
     (("keys", "passwd"), "--new-passphrase-file"): (
         "keys", "passwd", "api", "--new-passphrase-file", "{}"),
+    (("keys", "upgrade"), "--passphrase-file"): (
+        "keys", "upgrade", "earlier", "--passphrase-file", "{}"),
     (("ca", "init"), "--passphrase-file"): ("ca", "init", "x", "--passphrase-file", "{}"),
     (("ca", "sign"), "--passphrase-file"): (
         "ca", "sign", "--ca", "vaultca", "--name", "x", "--identity", "api",
@@ -180,7 +186,9 @@ def test_the_missing_file_table_covers_every_file_option() -> None:
 def test_a_missing_file_is_an_error_in_one_line_not_a_usage_error(
     home: Path, missing: Path, which: tuple[tuple[str, ...], str]
 ) -> None:
-    Keystore.open(home).init_ca("vaultca", passphrase=PASSPHRASE, valid_seconds=YEAR)
+    store = Keystore.open(home)
+    store.init_ca("vaultca", passphrase=PASSPHRASE, valid_seconds=YEAR)
+    write_earlier_key_file(store, "earlier", PASSPHRASE)  # for keys upgrade to open
     args = [arg.replace("{}", str(missing)) for arg in MISSING_FILE_RUNS[which]]
     line = one_error_line(invoke(home, *args))
     assert str(missing) in line

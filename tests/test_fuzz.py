@@ -256,15 +256,22 @@ class _World:
         client, server = Identity.generate("client"), Identity.generate("server")
         stranger = Identity.generate("stranger")
 
-        def issue(key: Ed25519PrivateKey, subject: Identity, serial: int, **window: int) -> bytes:
-            window = window or {"not_before": now - 3600, "not_after": now + 20 * _YEAR}
+        def issue(
+            key: Ed25519PrivateKey,
+            subject: Identity,
+            serial: int,
+            not_before: int = now - 3600,
+            not_after: int = now + 20 * _YEAR,
+        ) -> bytes:
             return sign_certificate(
                 key,
                 subject_key=subject.public_key,
+                signing_key=subject.signing_public_key,
                 name=subject.name or "",
                 groups=["services"],
                 serial=serial,
-                **window,
+                not_before=not_before,
+                not_after=not_after,
             ).encoded
 
         self.client_certificate = issue(self.ca, client, 1)
@@ -1360,14 +1367,25 @@ def test_data_that_arrived_before_a_bad_record_is_delivered_first(script: Record
 
 
 _FIXED: Final = struct.Struct(">B32s32sQQQ")
+_FIXED_V2: Final = struct.Struct(">B32s32s32sQQQ")
 
 
 def reference_certificate(raw: bytes) -> tuple[object, ...] | None:
     """The fields of a certificate as docs/protocol.md §3 lays them out, or None."""
-    if len(raw) < _FIXED.size + 64:
-        return None
-    version, subject, issuer, serial, not_before, not_after = _FIXED.unpack_from(raw)
-    body, pos = raw[:-64], _FIXED.size
+    signing: bytes | None = None
+    if raw[:1] == b"\x02":
+        if len(raw) < _FIXED_V2.size + 64:
+            return None
+        version, subject, signing, issuer, serial, not_before, not_after = _FIXED_V2.unpack_from(
+            raw
+        )
+        pos = _FIXED_V2.size
+    else:
+        if len(raw) < _FIXED.size + 64:
+            return None
+        version, subject, issuer, serial, not_before, not_after = _FIXED.unpack_from(raw)
+        pos = _FIXED.size
+    body = raw[:-64]
 
     def text() -> str:
         nonlocal pos
@@ -1386,17 +1404,22 @@ def reference_certificate(raw: bytes) -> tuple[object, ...] | None:
         groups = tuple(text() for _ in range(count))
     except ValueError:
         return None
-    if version != 1 or pos != len(body) or not_before > not_after:
+    if version not in (1, 2) or pos != len(body) or not_before > not_after:
         return None
-    return (subject, issuer, serial, not_before, not_after, name, groups)
+    return (subject, signing, issuer, serial, not_before, not_after, name, groups)
 
 
 def _certificate_bytes(
     version: int, windows: tuple[int, int], serial: int, texts: list[bytes], count_skew: int
 ) -> bytes:
     name, groups = texts[0], texts[1:]
+    fixed = (
+        _FIXED_V2.pack(version, bytes(32), b"\x03" * 32, b"\x01" * 32, serial, *windows)
+        if version == 2
+        else _FIXED.pack(version, bytes(32), b"\x01" * 32, serial, *windows)
+    )
     return (
-        _FIXED.pack(version, bytes(32), b"\x01" * 32, serial, *windows)
+        fixed
         + bytes([len(name) % 256])
         + name
         + bytes([(len(groups) + count_skew) % 256])
@@ -1439,6 +1462,7 @@ def test_certificate_bytes_decode_as_the_spec_says_and_no_forgery_verifies(raw: 
         return
     assert expected == (
         certificate.subject_key,
+        certificate.signing_key,
         certificate.issuer,
         certificate.serial,
         certificate.not_before,
@@ -1919,10 +1943,13 @@ def _seal_cheaply(store: Keystore, name: str) -> bytes:
     encrypted this way costs microseconds per load instead of a second.
     """
     identity = store.identity(name)
+    assert identity.signing_key is not None
+    assert identity.signing_public_key is not None
     salt = bytes(range(16))
     headers = {
         "Name": name,
         "Public-Key": encode_key(identity.public_key),
+        "Signing-Key": encode_key(identity.signing_public_key),
         "Encryption": "argon2id-xchacha20poly1305",
         "Argon2id": "ops=1,mem=8192",
         "Salt": "AAECAwQFBgcICQoLDA0ODw==",
@@ -1930,9 +1957,8 @@ def _seal_cheaply(store: Keystore, name: str) -> bytes:
     key = nacl.pwhash.argon2id.kdf(32, _PASSPHRASE, salt, opslimit=1, memlimit=8192)
     nonce = bytes(24)
     associated = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode()
-    body = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(
-        identity.private_bytes(), associated, nonce, key
-    )
+    secret = identity.private_bytes() + identity.signing_key.private_bytes_raw()
+    body = nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(secret, associated, nonce, key)
     return armor("IDENTITY KEY", body, headers)
 
 
