@@ -21,7 +21,6 @@ from functools import partial
 from typing import Any, Final
 
 import trio
-import trio.testing
 
 from securesess.bench.errors import BenchError
 
@@ -130,6 +129,12 @@ async def answer_commands(commands: JsonLines, report: Callable[[dict[str, Any]]
         if command.get("cpu"):
             report({"cpu": time.process_time()})
         elif command.get("rss"):
+            # Imported here, not with the module: trio.testing imports pytest
+            # where it is installed (a development venv), and its ~12,000
+            # objects would make every full collection of the benchmark's
+            # processes two to three times slower, showing as latency.
+            import trio.testing  # noqa: PLC0415 (see above)
+
             await trio.testing.wait_all_tasks_blocked(cushion=0.05)
             gc.collect()
             report({"rss": rss_bytes()})
