@@ -1,0 +1,207 @@
+"""A commit: the signed start of an epoch, with its secret wrapped to each member.
+
+A member the hub designates makes a fresh epoch secret and wraps it with
+HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, base
+mode, single-shot) to the static key of each member of the new roster. The
+hub orders the commit among the session's messages; every member applies
+it at that place, so all agree which content belongs to which epoch.
+Encoding (big-endian)::
+
+    u8  version (1)
+    u8  len || session name (UTF-8)
+    u64 epoch          the epoch this commit begins: the previous one + 1
+    32  previous       the transcript hash before this commit
+    u64 committer      the member that made it (its number in the roster)
+    roster             as in roster.py
+    per roster member, in the roster's order:
+      u16 len || HPKE ciphertext (enc || sealed epoch secret)
+    32  confirmation   HKDF-Expand(secret, "confirm", context(session, epoch, previous))
+    64  Ed25519 signature by the committer over "securesess commit v1\\0" || all above
+
+The HPKE ``info`` of a member's wrap is ``"securesess welcome v1\\0" ||
+SHA-256(every byte before the wraps) || u64 member``: a wrap opens only for
+its member, in this commit. The confirmation lets each member check that the
+secret it unwrapped is the one the committer committed to, so a committer
+cannot give two members different secrets unnoticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final, final
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from securesess.sessions.sealing.errors import ForgedContent, MalformedSealing
+from securesess.sessions.sealing.roster import Roster
+from securesess.sessions.sealing.schedule import SECRET_LEN, EpochKeys, context, expand
+
+__all__ = ["SUITE", "VERSION", "Commit", "make_commit"]
+
+VERSION: Final = 1
+#: The HPKE suite of every wrap: X25519, as the members' static keys are.
+SUITE: Final = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_SIGNED: Final = b"securesess commit v1\0"
+_WELCOME: Final = b"securesess welcome v1\0"
+_HEAD: Final = struct.Struct(">Q32sQ")
+_U64: Final = struct.Struct(">Q")
+_U16: Final = struct.Struct(">H")
+_SIGNATURE_LEN: Final = 64
+_CONFIRMATION_LEN: Final = 32
+
+
+def _confirmation(secret: bytes, session: str, epoch: int, previous: bytes) -> bytes:
+    return expand(secret, b"confirm", context(session, epoch, previous))
+
+
+def _wrap_info(head: bytes, member: int) -> bytes:
+    return _WELCOME + hashlib.sha256(head).digest() + _U64.pack(member)
+
+
+def _head(session: str, epoch: int, previous: bytes, committer: int, roster: Roster) -> bytes:
+    name = session.encode("utf-8")
+    return (
+        bytes([VERSION, len(name)])
+        + name
+        + _HEAD.pack(epoch, previous, committer)
+        + roster.encode()
+    )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A decoded commit. Decoding checks the format; :meth:`verify` the
+    signature and :meth:`open` this member's wrap."""
+
+    session: str
+    epoch: int
+    previous: bytes
+    committer: int
+    roster: Roster
+    wraps: tuple[bytes, ...]
+    confirmation: bytes
+    signature: bytes
+    encoded: bytes
+    head_len: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> Commit:
+        """Raises:
+        MalformedSealing: the bytes are not a well-formed commit.
+        """
+        data = bytes(data)
+        try:
+            if data[0] != VERSION:
+                raise MalformedSealing(f"unsupported commit version {data[0]}")
+            name_len = data[1]
+            session = data[2 : 2 + name_len].decode("utf-8")
+            offset = 2 + name_len
+            epoch, previous, committer = _HEAD.unpack_from(data, offset)
+            roster, offset = Roster.decode_from(data, offset + _HEAD.size)
+        except (IndexError, UnicodeDecodeError, struct.error, ValueError) as error:
+            if isinstance(error, MalformedSealing):
+                raise
+            raise MalformedSealing("a commit's header is malformed") from None
+        head_len = offset
+        wraps = []
+        for _ in roster:
+            if offset + _U16.size > len(data):
+                raise MalformedSealing("a commit ends inside its wraps")
+            (length,) = _U16.unpack_from(data, offset)
+            offset += _U16.size
+            wraps.append(data[offset : offset + length])
+            offset += length
+        if len(data) != offset + _CONFIRMATION_LEN + _SIGNATURE_LEN:
+            raise MalformedSealing("a commit's length does not match its contents")
+        if committer not in roster:
+            raise MalformedSealing(f"the committer #{committer} is not in its own roster")
+        if epoch < 1 or epoch >= 1 << 63:
+            raise MalformedSealing(f"epoch {epoch} is out of range")
+        return cls(
+            session=session,
+            epoch=epoch,
+            previous=previous,
+            committer=committer,
+            roster=roster,
+            wraps=tuple(wraps),
+            confirmation=data[offset : offset + _CONFIRMATION_LEN],
+            signature=data[offset + _CONFIRMATION_LEN :],
+            encoded=data,
+            head_len=head_len,
+        )
+
+    def verify(self, signing_key: bytes) -> None:
+        """Check the signature with the committer's signing key, as the
+        verifier already knows it (from the previous roster, or vouched for).
+
+        Raises:
+            ForgedContent: not signed by that key.
+        """
+        signed = _SIGNED + self.encoded[:-_SIGNATURE_LEN]
+        try:
+            Ed25519PublicKey.from_public_bytes(signing_key).verify(self.signature, signed)
+        except InvalidSignature:
+            raise ForgedContent(
+                f"the commit of epoch {self.epoch} is not signed by member #{self.committer}"
+            ) from None
+
+    def open(self, member: int, static_key: X25519PrivateKey, transcript: bytes) -> EpochKeys:
+        """The new epoch's keys, from ``member``'s wrap. ``transcript`` is the
+        hash after this commit (:func:`~.schedule.next_transcript`).
+
+        Raises:
+            ForgedContent: the wrap does not open for this key, or its secret
+                is not the one the committer confirmed.
+            KeyError: ``member`` is not in the roster.
+        """
+        index = list(self.roster).index(member)
+        info = _wrap_info(self.encoded[: self.head_len], member)
+        try:
+            secret = SUITE.decrypt(self.wraps[index], static_key, info=info)
+        except (InvalidTag, ValueError):
+            raise ForgedContent(
+                f"the epoch {self.epoch} secret does not open for member #{member}"
+            ) from None
+        expected = _confirmation(secret, self.session, self.epoch, self.previous)
+        if len(secret) != SECRET_LEN or not hmac.compare_digest(expected, self.confirmation):
+            raise ForgedContent(f"the epoch {self.epoch} secret is not the one confirmed")
+        return EpochKeys(self.session, self.epoch, secret, transcript)
+
+
+def make_commit(
+    *,
+    session: str,
+    epoch: int,
+    previous: bytes,
+    committer: int,
+    signing_key: Ed25519PrivateKey,
+    roster: Roster,
+) -> tuple[bytes, bytes]:
+    """A signed commit beginning ``epoch`` with a fresh secret, and that secret.
+
+    The caller (the committer) opens its own epoch keys from the secret once
+    the hub has ordered the commit.
+    """
+    if committer not in roster:
+        raise ValueError("the committer must be in the roster it commits")
+    secret = os.urandom(SECRET_LEN)
+    head = _head(session, epoch, previous, committer, roster)
+    parts = [head]
+    for member, credential in roster.items():
+        wrap = SUITE.encrypt(
+            secret,
+            X25519PublicKey.from_public_bytes(credential.static_key),
+            info=_wrap_info(head, member),
+        )
+        parts.append(_U16.pack(len(wrap)) + wrap)
+    parts.append(_confirmation(secret, session, epoch, previous))
+    unsigned = b"".join(parts)
+    return unsigned + signing_key.sign(_SIGNED + unsigned), secret
