@@ -1,8 +1,9 @@
 """Sealing a session's content end to end, so the hub relays what it cannot read.
 
 A session moves through *epochs*. Each epoch has a secret that one member
-makes and wraps, with HPKE (RFC 9180), to the static key of every member of
-that epoch, in a signed :mod:`commit <securesess.sessions.sealing.commit>`;
+makes and wraps, with HPKE (RFC 9180), to the membership key of every
+member of that epoch (a key made for that membership, signed with the
+member's identity), in a signed :mod:`commit <securesess.sessions.sealing.commit>`;
 the hub only orders commits among the session's messages. Members seal each
 message under a key of their own derived from the epoch secret, and sign it
 with their identity's Ed25519 key, so neither the hub nor another member can
@@ -18,23 +19,27 @@ from securesess.sessions.sealing.commit import Commit, make_commit
 from securesess.sessions.sealing.content import Kind, Opened, SealedHeader
 from securesess.sessions.sealing.errors import (
     ForgedContent,
+    MalformedSealing,
     ReplayedContent,
     SealingError,
     StaleEpoch,
     UnknownSender,
+    UntrustedMember,
     WrongSession,
 )
-from securesess.sessions.sealing.group import GroupState
+from securesess.sessions.sealing.group import EpochChange, GroupState
 from securesess.sessions.sealing.roster import Credential, Roster, RosterEntry
 from securesess.sessions.sealing.schedule import EpochKeys
 
 __all__ = [
     "Commit",
     "Credential",
+    "EpochChange",
     "EpochKeys",
     "ForgedContent",
     "GroupState",
     "Kind",
+    "MalformedSealing",
     "Opened",
     "ReplayedContent",
     "Roster",
@@ -43,6 +48,7 @@ __all__ = [
     "SealingError",
     "StaleEpoch",
     "UnknownSender",
+    "UntrustedMember",
     "WrongSession",
     "make_commit",
 ]

@@ -2,9 +2,10 @@
 
 A member the hub designates makes a fresh epoch secret and wraps it with
 HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, base
-mode, single-shot) to the static key of each member of the new roster. The
-hub orders the commit among the session's messages; every member applies
-it at that place, so all agree which content belongs to which epoch.
+mode, single-shot, empty aad) to the membership key of each member of the
+new roster (roster.py says why not to the static key). The hub orders the
+commit among the session's messages; every member applies it at that
+place, so all agree which content belongs to which epoch.
 Encoding (big-endian)::
 
     u8  version (1)
@@ -29,9 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import secrets
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, final
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -41,16 +42,24 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from securesess.sessions.sealing.errors import ForgedContent, MalformedSealing
 from securesess.sessions.sealing.roster import Roster
-from securesess.sessions.sealing.schedule import SECRET_LEN, EpochKeys, context, expand
+from securesess.sessions.sealing.schedule import (
+    SECRET_LEN,
+    EpochKeys,
+    context,
+    expand,
+    name_field,
+)
 
-__all__ = ["SUITE", "VERSION", "Commit", "make_commit"]
+__all__ = ["MAX_EPOCH", "SUITE", "VERSION", "Commit", "make_commit"]
 
 VERSION: Final = 1
-#: The HPKE suite of every wrap: X25519, as the members' static keys are.
+#: The HPKE suite of every wrap and direct message: X25519, as membership keys are.
 SUITE: Final = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _SIGNED: Final = b"securesess commit v1\0"
 _WELCOME: Final = b"securesess welcome v1\0"
 _HEAD: Final = struct.Struct(">Q32sQ")
+#: The latest epoch a commit may begin: epochs fit a signed 64-bit integer.
+MAX_EPOCH: Final = (1 << 63) - 1
 _U64: Final = struct.Struct(">Q")
 _U16: Final = struct.Struct(">H")
 _SIGNATURE_LEN: Final = 64
@@ -66,10 +75,9 @@ def _wrap_info(head: bytes, member: int) -> bytes:
 
 
 def _head(session: str, epoch: int, previous: bytes, committer: int, roster: Roster) -> bytes:
-    name = session.encode("utf-8")
     return (
-        bytes([VERSION, len(name)])
-        + name
+        bytes([VERSION])
+        + name_field(session)
         + _HEAD.pack(epoch, previous, committer)
         + roster.encode()
     )
@@ -86,16 +94,17 @@ class Commit:
     previous: bytes
     committer: int
     roster: Roster
-    wraps: tuple[bytes, ...]
-    confirmation: bytes
-    signature: bytes
-    encoded: bytes
-    head_len: int
+    wraps: tuple[bytes, ...] = field(repr=False)
+    confirmation: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    encoded: bytes = field(repr=False)
+    head_len: int = field(repr=False)
 
     @classmethod
     def decode(cls, data: bytes) -> Commit:
         """Raises:
-        MalformedSealing: the bytes are not a well-formed commit.
+        MalformedSealing: the bytes are not a well-formed commit. Nothing
+            else, whatever the bytes.
         """
         data = bytes(data)
         try:
@@ -106,10 +115,10 @@ class Commit:
             offset = 2 + name_len
             epoch, previous, committer = _HEAD.unpack_from(data, offset)
             roster, offset = Roster.decode_from(data, offset + _HEAD.size)
-        except (IndexError, UnicodeDecodeError, struct.error, ValueError) as error:
-            if isinstance(error, MalformedSealing):
-                raise
+        except (IndexError, UnicodeDecodeError, struct.error):
             raise MalformedSealing("a commit's header is malformed") from None
+        if not session or len(session.encode("utf-8")) != name_len:
+            raise MalformedSealing("a commit's session name is malformed")
         head_len = offset
         wraps = []
         for _ in roster:
@@ -119,11 +128,12 @@ class Commit:
             offset += _U16.size
             wraps.append(data[offset : offset + length])
             offset += length
+        # The wraps' lengths were taken on trust; this is where a short one shows.
         if len(data) != offset + _CONFIRMATION_LEN + _SIGNATURE_LEN:
             raise MalformedSealing("a commit's length does not match its contents")
         if committer not in roster:
             raise MalformedSealing(f"the committer #{committer} is not in its own roster")
-        if epoch < 1 or epoch >= 1 << 63:
+        if not 1 <= epoch <= MAX_EPOCH:
             raise MalformedSealing(f"epoch {epoch} is out of range")
         return cls(
             session=session,
@@ -148,12 +158,12 @@ class Commit:
         signed = _SIGNED + self.encoded[:-_SIGNATURE_LEN]
         try:
             Ed25519PublicKey.from_public_bytes(signing_key).verify(self.signature, signed)
-        except InvalidSignature:
+        except (InvalidSignature, ValueError):
             raise ForgedContent(
                 f"the commit of epoch {self.epoch} is not signed by member #{self.committer}"
             ) from None
 
-    def open(self, member: int, static_key: X25519PrivateKey, transcript: bytes) -> EpochKeys:
+    def open(self, member: int, membership_key: X25519PrivateKey, transcript: bytes) -> EpochKeys:
         """The new epoch's keys, from ``member``'s wrap. ``transcript`` is the
         hash after this commit (:func:`~.schedule.next_transcript`).
 
@@ -165,13 +175,14 @@ class Commit:
         index = list(self.roster).index(member)
         info = _wrap_info(self.encoded[: self.head_len], member)
         try:
-            secret = SUITE.decrypt(self.wraps[index], static_key, info=info)
+            secret = SUITE.decrypt(self.wraps[index], membership_key, info=info)
         except (InvalidTag, ValueError):
             raise ForgedContent(
                 f"the epoch {self.epoch} secret does not open for member #{member}"
             ) from None
-        expected = _confirmation(secret, self.session, self.epoch, self.previous)
-        if len(secret) != SECRET_LEN or not hmac.compare_digest(expected, self.confirmation):
+        if len(secret) != SECRET_LEN or not hmac.compare_digest(
+            _confirmation(secret, self.session, self.epoch, self.previous), self.confirmation
+        ):
             raise ForgedContent(f"the epoch {self.epoch} secret is not the one confirmed")
         return EpochKeys(self.session, self.epoch, secret, transcript)
 
@@ -184,24 +195,35 @@ def make_commit(
     committer: int,
     signing_key: Ed25519PrivateKey,
     roster: Roster,
-) -> tuple[bytes, bytes]:
-    """A signed commit beginning ``epoch`` with a fresh secret, and that secret.
+) -> bytes:
+    """A signed commit beginning ``epoch`` with a fresh secret.
 
-    The caller (the committer) opens its own epoch keys from the secret once
-    the hub has ordered the commit.
+    The committer keeps nothing of the secret: it opens its own wrap when the
+    hub has ordered the commit, like every other member, so a commit the hub
+    never orders leaves no key behind.
+
+    Raises:
+        ValueError: the committer is not in ``roster``, ``epoch`` is out of
+            range, or a member's membership key is not one HPKE can seal to.
     """
     if committer not in roster:
         raise ValueError("the committer must be in the roster it commits")
-    secret = os.urandom(SECRET_LEN)
+    if not 1 <= epoch <= MAX_EPOCH or len(previous) != 32:
+        raise ValueError("a commit begins an epoch from 1 to 2**63 - 1 after a 32-byte hash")
+    secret = secrets.token_bytes(SECRET_LEN)
     head = _head(session, epoch, previous, committer, roster)
     parts = [head]
-    for member, credential in roster.items():
-        wrap = SUITE.encrypt(
-            secret,
-            X25519PublicKey.from_public_bytes(credential.static_key),
-            info=_wrap_info(head, member),
-        )
+    for member, entry in roster.items():
+        try:
+            wrap = SUITE.encrypt(
+                secret,
+                X25519PublicKey.from_public_bytes(entry.membership_key),
+                info=_wrap_info(head, member),
+            )
+        except ValueError:
+            # A low-order point: only its own member could have signed it.
+            raise ValueError(f"member #{member}'s membership key is unusable") from None
         parts.append(_U16.pack(len(wrap)) + wrap)
     parts.append(_confirmation(secret, session, epoch, previous))
     unsigned = b"".join(parts)
-    return unsigned + signing_key.sign(_SIGNED + unsigned), secret
+    return unsigned + signing_key.sign(_SIGNED + unsigned)

@@ -17,25 +17,25 @@ nonce ``u32 0 || u64 generation`` and associated data ``"securesess content
 v1\\0" || context || header`` (the header is every byte before the
 ciphertext; the context names the session, the epoch and its transcript,
 see schedule.py). A direct message's plaintext is first sealed with HPKE to
-the recipient's static key (``info`` = that same associated data), so the
-other members, who hold the epoch's keys, still cannot read it.
+the recipient's membership key (``info`` = that same associated data), so
+the other members, who hold the epoch's keys, still cannot read it.
 
 The epoch key proves the content comes from a member of the epoch; the
 signature proves which one, since every member can derive every sender's
 key. The hub sees the header: kind, epoch, sender, counter, recipient, the
-variable's key and the length.
+variable's key (it keeps a version per key) and the length.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, final
 
 from securesess.sessions.sealing.errors import MalformedSealing
 
-__all__ = ["SIGNATURE_LEN", "VERSION", "Kind", "Opened", "SealedHeader"]
+__all__ = ["DOMAIN", "SIGNATURE_LEN", "TAG_LEN", "VERSION", "Kind", "Opened", "SealedHeader"]
 
 VERSION: Final = 1
 SIGNATURE_LEN: Final = 64
@@ -43,6 +43,7 @@ TAG_LEN: Final = 16
 DOMAIN: Final = b"securesess content v1\0"
 _FIXED: Final = struct.Struct(">BBQQQ")
 _U64: Final = struct.Struct(">Q")
+_MAX_U64: Final = (1 << 64) - 1
 
 
 class Kind(enum.IntEnum):
@@ -63,13 +64,23 @@ class SealedHeader:
     recipient: int | None = None
     key: str | None = None
 
+    def __post_init__(self) -> None:
+        if not all(0 <= n <= _MAX_U64 for n in (self.epoch, self.sender, self.generation)):
+            raise ValueError("a header's numbers are 64-bit")
+        if (self.kind is Kind.DIRECT) != (self.recipient is not None):
+            raise ValueError("a direct message, and only one, names its recipient")
+        if (self.kind is Kind.VARIABLE) != (self.key is not None):
+            raise ValueError("a variable value, and only one, names its key")
+        if self.recipient is not None and not 0 <= self.recipient <= _MAX_U64:
+            raise ValueError("a recipient is a 64-bit member number")
+        if self.key is not None and len(self.key.encode("utf-8")) > 255:
+            raise ValueError("a variable key is at most 255 bytes of UTF-8")
+
     def encode(self) -> bytes:
         head = _FIXED.pack(VERSION, self.kind, self.epoch, self.sender, self.generation)
-        if self.kind is Kind.DIRECT:
-            assert self.recipient is not None
+        if self.recipient is not None:
             return head + _U64.pack(self.recipient)
-        if self.kind is Kind.VARIABLE:
-            assert self.key is not None
+        if self.key is not None:
             key = self.key.encode("utf-8")
             return head + bytes([len(key)]) + key
         return head
@@ -80,7 +91,7 @@ class SealedHeader:
 
         Raises:
             MalformedSealing: not well-formed, or too short to hold a
-                ciphertext and a signature.
+                ciphertext and a signature. Nothing else, whatever the bytes.
         """
         try:
             version, kind_byte, epoch, sender, generation = _FIXED.unpack_from(data)
@@ -94,24 +105,27 @@ class SealedHeader:
                 offset += _U64.size
             elif kind is Kind.VARIABLE:
                 key_len = data[offset]
-                key = data[offset + 1 : offset + 1 + key_len].decode("utf-8")
+                raw = bytes(data[offset + 1 : offset + 1 + key_len])
+                if len(raw) != key_len:
+                    raise MalformedSealing("sealed content ends inside its variable key")
+                key = raw.decode("utf-8")
                 offset += 1 + key_len
-        except (struct.error, IndexError, UnicodeDecodeError, ValueError) as error:
-            if isinstance(error, MalformedSealing):
-                raise
+        except (struct.error, IndexError, ValueError):
+            # ValueError: not a Kind, or not UTF-8 (UnicodeDecodeError is one).
             raise MalformedSealing("sealed content's header is malformed") from None
         if len(data) < offset + TAG_LEN + SIGNATURE_LEN:
             raise MalformedSealing("sealed content is too short")
-        return cls(Kind(kind), epoch, sender, generation, recipient, key), offset
+        return cls(kind, epoch, sender, generation, recipient, key), offset
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """Content a member opened: who sealed it, and what it says."""
+    """Content a member opened: who sealed it, and what it says (which
+    ``repr`` leaves out, as it does every plaintext)."""
 
     header: SealedHeader
-    body: bytes
+    body: bytes = field(repr=False)
 
     @property
     def sender(self) -> int:

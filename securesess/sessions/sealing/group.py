@@ -4,38 +4,40 @@ A :class:`GroupState` is fed what the hub delivers, in the hub's order: a
 commit moves it to the next epoch (:meth:`GroupState.apply_commit`), content
 is opened under the epoch it names (:meth:`GroupState.open`). It seals what
 the member sends (:meth:`GroupState.seal`) and, when the hub designates this
-member, makes the next commit (:meth:`GroupState.propose`).
+member, makes the next commit (:meth:`GroupState.propose`). Each state is
+one membership: it makes a fresh membership key when it is created, and
+:meth:`GroupState.erase` (the membership is over) forgets it for good.
 
 What it refuses, and why:
 
-- content of an epoch other than the current one, except a variable value
-  of one of the few retained past epochs, which a member may still read
-  once it has seen it set: the hub orders every commit among the content,
-  so content sealed under an epoch after the commit that ended it is stale,
-  whoever replays it;
+- content of an epoch other than the current one: the hub orders every
+  commit among the content, so content of an epoch delivered after the
+  commit that ended it is stale, whoever replays it. Only
+  :meth:`GroupState.open_value`, for a variable's stored value (a snapshot,
+  not an event in the order), reaches back to the few retained past epochs;
 - content whose sender is not in the epoch's roster, or whose hub-given
   sender differs from the sealed one;
 - content that does not open under its sender's key or whose signature is
   not its sender's (the hub or another member altered or forged it);
 - a sender's counter that does not move forward (a replay, in this epoch);
-- a commit that does not continue this member's transcript, is not signed by
-  a member of the current epoch, changes a continuing member's keys, names
-  keys this member's trust does not vouch for, or whose secret does not
-  open or is not the one confirmed.
+- a commit :func:`~securesess.sessions.sealing.admission.admit` refuses, or
+  whose secret does not open or is not the one confirmed.
 
 A refused input changes nothing: every check comes before the state moves.
 """
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Final, final
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from securesess import names
+from securesess.sessions.sealing.admission import admit
 from securesess.sessions.sealing.commit import SUITE, Commit, make_commit
 from securesess.sessions.sealing.content import DOMAIN, SIGNATURE_LEN, Kind, Opened, SealedHeader
 from securesess.sessions.sealing.errors import (
@@ -43,53 +45,49 @@ from securesess.sessions.sealing.errors import (
     ReplayedContent,
     StaleEpoch,
     UnknownSender,
-    UntrustedMember,
     WrongSession,
 )
-from securesess.sessions.sealing.roster import Credential, Roster, Vouch
-from securesess.sessions.sealing.schedule import GENESIS, MAX_GENERATION, EpochKeys, next_transcript
+from securesess.sessions.sealing.roster import Credential, Roster, RosterEntry, Vouch
+from securesess.sessions.sealing.schedule import (
+    GENESIS,
+    MAX_GENERATION,
+    EpochKeys,
+    next_transcript,
+)
 
 __all__ = ["DEFAULT_RETAIN", "EpochChange", "GroupState"]
 
 #: Past epochs whose keys a member keeps, for variable values set in them.
 DEFAULT_RETAIN: Final = 2
-_U64: Final = struct.Struct(">Q")
 
 
 @final
+@dataclass(frozen=True, slots=True)
 class EpochChange:
     """What a commit changed: the new epoch, who came, who went."""
 
-    __slots__ = ("added", "epoch", "removed")
-
-    def __init__(self, epoch: int, added: frozenset[int], removed: frozenset[int]) -> None:
-        self.epoch: Final = epoch
-        self.added: Final = added
-        self.removed: Final = removed
-
-    def __repr__(self) -> str:
-        return (
-            f"EpochChange(epoch={self.epoch}, added={sorted(self.added)}, "
-            f"removed={sorted(self.removed)})"
-        )
+    epoch: int
+    added: frozenset[int]
+    removed: frozenset[int]
 
 
 @final
 class GroupState:
-    """A member's sealing state for one session.
+    """A member's sealing state for one membership of one session.
 
     ``member`` is the hub's number for this membership; ``vouch`` is this
     member's own trust, asked about every key a roster names.
     """
 
     __slots__ = (
+        "_entry",
         "_generation",
         "_keys",
+        "_membership",
         "_past",
         "_retain",
         "_seen",
         "_signing",
-        "_static",
         "member",
         "roster",
         "session",
@@ -101,25 +99,43 @@ class GroupState:
         session: str,
         member: int,
         *,
-        static_key: X25519PrivateKey,
+        static_key: X25519PublicKey,
         signing_key: Ed25519PrivateKey,
         vouch: Vouch,
+        certificate: bytes = b"",
         retain: int = DEFAULT_RETAIN,
     ) -> None:
-        self.session: Final = session
+        if retain < 0:
+            raise ValueError("retain counts past epochs: 0 or more")
+        self.session: Final = names.check_session_name(session)
         self.member: Final = member
         self.vouch: Final = vouch
-        self._static: Final = static_key
         self._signing: Final = signing_key
         self._retain: Final = retain
+        self._membership: X25519PrivateKey | None = X25519PrivateKey.generate()
+        credential = Credential(
+            static_key.public_bytes_raw(), signing_key.public_key().public_bytes_raw(), certificate
+        )
+        self._entry: Final = RosterEntry.make(
+            session=session,
+            member=member,
+            credential=credential,
+            membership_key=self._membership.public_key().public_bytes_raw(),
+            signing_key=signing_key,
+        )
         self._keys: EpochKeys | None = None
         self._past: OrderedDict[int, tuple[EpochKeys, Roster]] = OrderedDict()
         self.roster: Roster | None = None
         self._generation = 0
-        # The highest counter seen per sender, in the current epoch.
+        # The highest counter opened per sender, in the current epoch.
         self._seen: dict[int, int] = {}
 
     # -- what the member holds ----------------------------------------------------------
+
+    @property
+    def entry(self) -> RosterEntry:
+        """This membership's entry, for the committer's roster (public)."""
+        return self._entry
 
     @property
     def epoch(self) -> int:
@@ -135,23 +151,22 @@ class GroupState:
         """How much this member sealed in the current epoch."""
         return self._generation
 
-    def credential(self, certificate: bytes = b"") -> Credential:
-        """This member's own entry for a roster."""
-        return Credential(
-            self._static.public_key().public_bytes_raw(),
-            self._signing.public_key().public_bytes_raw(),
-            certificate,
-        )
+    @property
+    def erased(self) -> bool:
+        return self._membership is None
 
     # -- epochs -------------------------------------------------------------------------
 
     def propose(self, roster: Roster) -> bytes:
         """A commit beginning the next epoch with ``roster``, made by this
         member. It takes effect when the hub orders it and this member
-        applies it like anyone else."""
-        if self.member not in roster:
-            raise ValueError("a member commits only rosters it belongs to")
-        commit, _ = make_commit(
+        applies it like anyone else. A member with no epoch yet proposes
+        the session's first (only the member that starts a session should).
+        """
+        self._membership_key()
+        if roster.get(self.member) != self._entry:
+            raise ValueError("a member commits only rosters that hold its own entry")
+        return make_commit(
             session=self.session,
             epoch=self.epoch + 1,
             previous=self.transcript,
@@ -159,7 +174,6 @@ class GroupState:
             signing_key=self._signing,
             roster=roster,
         )
-        return commit
 
     def apply_commit(self, data: bytes) -> EpochChange:
         """Move to the epoch ``data`` begins.
@@ -168,43 +182,20 @@ class GroupState:
             SealingError: the commit is refused (see the module's list);
                 the state is unchanged.
         """
+        membership = self._membership_key()
         commit = Commit.decode(data)
-        if commit.session != self.session:
-            raise WrongSession(f"a commit of session {commit.session!r} is not for this one")
-        if commit.epoch != self.epoch + 1 or commit.previous != self.transcript:
-            raise StaleEpoch(
-                f"a commit of epoch {commit.epoch} does not follow epoch {self.epoch} here"
-            )
-        if self.member not in commit.roster:
-            raise UnknownSender(f"the commit of epoch {commit.epoch} leaves this member out")
         old = self.roster
-        if old is None:
-            # A joiner knows no one yet: its own trust vouches for everyone.
-            committer_key = commit.roster[commit.committer].signing_key
-            newcomers = set(commit.roster)
-        else:
-            if commit.committer not in old:
-                raise UnknownSender(
-                    f"the commit of epoch {commit.epoch} is by #{commit.committer}, "
-                    f"not a member of epoch {self.epoch}"
-                )
-            committer_key = old[commit.committer].signing_key
-            for member in commit.roster:
-                if member in old and old[member] != commit.roster[member]:
-                    raise ForgedContent(
-                        f"the commit of epoch {commit.epoch} changes #{member}'s keys"
-                    )
-            newcomers = {m for m in commit.roster if m not in old}
-        commit.verify(committer_key)
-        if commit.roster[self.member] != self.credential(commit.roster[self.member].certificate):
-            raise ForgedContent(f"the commit of epoch {commit.epoch} gives this member other keys")
-        for member in sorted(newcomers):
-            try:
-                self.vouch(commit.roster[member])
-            except UntrustedMember as error:
-                raise UntrustedMember(f"member #{member}: {error}") from None
+        newcomers = admit(
+            commit,
+            session=self.session,
+            own=self._entry,
+            roster=old,
+            epoch=self.epoch,
+            transcript=self.transcript,
+            vouch=self.vouch,
+        )
         keys = commit.open(
-            self.member, self._static, next_transcript(self.transcript, commit.encoded)
+            self.member, membership, next_transcript(commit.previous, commit.encoded)
         )
         # Every check has passed: now the state moves.
         if self._keys is not None and old is not None:
@@ -217,7 +208,7 @@ class GroupState:
         self._generation = 0
         self._seen = {}
         removed = frozenset(old or ()) - frozenset(commit.roster)
-        return EpochChange(commit.epoch, frozenset(newcomers), removed)
+        return EpochChange(commit.epoch, newcomers, removed)
 
     # -- content ------------------------------------------------------------------------
 
@@ -226,8 +217,10 @@ class GroupState:
         member, or the value of variable ``key``.
 
         Raises:
-            StaleEpoch: no epoch yet, or this member's counter is used up.
+            StaleEpoch: no epoch yet, this membership is over, or this
+                member's counter is used up.
             UnknownSender: ``to`` is not a member of the current epoch.
+            ValueError: both ``to`` and ``key``, or a key over 255 bytes.
         """
         keys, roster = self._current()
         if self._generation >= MAX_GENERATION:
@@ -237,44 +230,80 @@ class GroupState:
         kind = Kind.DIRECT if to is not None else Kind.VARIABLE if key is not None else Kind.MESSAGE
         header = SealedHeader(kind, keys.epoch, self.member, self._generation, to, key).encode()
         aad = DOMAIN + keys.context + header
-        plaintext = body
+        plaintext = bytes(body)
         if to is not None:
             if to not in roster:
                 raise UnknownSender(f"member #{to} is not in epoch {keys.epoch}")
-            recipient = X25519PublicKey.from_public_bytes(roster[to].static_key)
-            plaintext = SUITE.encrypt(body, recipient, info=aad)
+            recipient = X25519PublicKey.from_public_bytes(roster[to].membership_key)
+            plaintext = SUITE.encrypt(plaintext, recipient, info=aad)
         sealed = header + keys.sender(self.member).encrypt(
             keys.nonce(self._generation), plaintext, aad
         )
+        # The counter moves as soon as its nonce is used, so nothing can use it twice.
         self._generation += 1
         return sealed + self._signing.sign(DOMAIN + keys.context + sealed)
 
     def open(self, data: bytes, *, sender: int | None = None) -> Opened:
-        """Open content the hub delivered; ``sender`` is the member the hub
-        says sent it, which must be the one that sealed it.
+        """Open content the hub delivered in the session's order; ``sender``
+        is the member the hub says sent it, which must be the one that
+        sealed it.
 
         Raises:
             SealingError: refused (see the module's list); nothing is
                 returned and the counters do not move.
         """
+        data = bytes(data)
         header, start = SealedHeader.decode(data)
         if sender is not None and header.sender != sender:
             raise ForgedContent(f"content sealed by #{header.sender} arrived as from #{sender}")
-        keys, roster, current = self._epoch(header)
-        if header.sender not in roster:
-            raise UnknownSender(f"#{header.sender} is not a member of epoch {header.epoch}")
-        if current and header.generation <= self._seen.get(header.sender, -1):
+        keys, roster = self._current()
+        if header.epoch != keys.epoch:
+            raise StaleEpoch(f"content of epoch {header.epoch} reached epoch {keys.epoch}")
+        opened = self._open(data, header, start, keys, roster)
+        # Checked once the content is known to be the sender's: a forgery
+        # is called one, whatever counter it claims.
+        if header.generation <= self._seen.get(header.sender, -1):
             raise ReplayedContent(
                 f"#{header.sender}'s counter {header.generation} in epoch {header.epoch} was seen"
             )
+        self._seen[header.sender] = header.generation
+        return opened
+
+    def open_value(self, data: bytes) -> Opened:
+        """Open a variable's value as the hub stores it (for example in a
+        snapshot), sealed in the current epoch or one of the retained past
+        ones. A stored value is read as often as it is asked for, so no
+        counter is checked or moved: the hub's versions, not the seal, say
+        whether it is the latest.
+
+        Raises:
+            SealingError: refused; StaleEpoch also for a value of an epoch
+                this member never held or has erased.
+        """
+        data = bytes(data)
+        header, start = SealedHeader.decode(data)
+        keys, roster = self._current()
+        if header.kind is not Kind.VARIABLE:
+            raise WrongSession("only a variable's value is read outside the session's order")
+        if header.epoch != keys.epoch:
+            if header.epoch not in self._past:
+                raise StaleEpoch(f"a value of epoch {header.epoch} reached epoch {keys.epoch}")
+            keys, roster = self._past[header.epoch]
+        return self._open(data, header, start, keys, roster)
+
+    def _open(
+        self, data: bytes, header: SealedHeader, start: int, keys: EpochKeys, roster: Roster
+    ) -> Opened:
+        if header.sender not in roster:
+            raise UnknownSender(f"#{header.sender} is not a member of epoch {header.epoch}")
         if header.kind is Kind.DIRECT and header.recipient != self.member:
             raise WrongSession(f"a direct message for #{header.recipient} reached #{self.member}")
         signed, signature = data[:-SIGNATURE_LEN], data[-SIGNATURE_LEN:]
         try:
-            Ed25519PublicKey.from_public_bytes(roster[header.sender].signing_key).verify(
+            Ed25519PublicKey.from_public_bytes(roster[header.sender].credential.signing_key).verify(
                 signature, DOMAIN + keys.context + signed
             )
-        except InvalidSignature:
+        except (InvalidSignature, ValueError):
             raise ForgedContent(
                 f"content of epoch {header.epoch} is not signed by #{header.sender}"
             ) from None
@@ -284,33 +313,31 @@ class GroupState:
                 keys.nonce(header.generation), data[start:-SIGNATURE_LEN], aad
             )
             if header.kind is Kind.DIRECT:
-                body = SUITE.decrypt(body, self._static, info=aad)
+                body = SUITE.decrypt(body, self._membership_key(), info=aad)
         except (InvalidTag, ValueError):
-            # Signed by the sender yet not opening: the sender sealed it
-            # under another epoch's secret than ours, a fork of the history.
+            # Signed by its sender under this epoch's context, yet not
+            # opening: the sender itself sealed it wrongly.
             raise ForgedContent(
                 f"content of epoch {header.epoch} from #{header.sender} does not open here"
             ) from None
-        if current:
-            self._seen[header.sender] = header.generation
         return Opened(header, body)
 
+    def _membership_key(self) -> X25519PrivateKey:
+        if self._membership is None:
+            raise StaleEpoch(f"member #{self.member}'s membership of {self.session!r} is over")
+        return self._membership
+
     def _current(self) -> tuple[EpochKeys, Roster]:
+        self._membership_key()
         if self._keys is None or self.roster is None:
             raise StaleEpoch(f"member #{self.member} has no epoch of {self.session!r} yet")
         return self._keys, self.roster
 
-    def _epoch(self, header: SealedHeader) -> tuple[EpochKeys, Roster, bool]:
-        keys, roster = self._current()
-        if header.epoch == keys.epoch:
-            return keys, roster, True
-        if header.kind is Kind.VARIABLE and header.epoch in self._past:
-            past_keys, past_roster = self._past[header.epoch]
-            return past_keys, past_roster, False
-        raise StaleEpoch(f"content of epoch {header.epoch} reached epoch {keys.epoch}")
-
     def erase(self) -> None:
-        """Forget every epoch's keys, as a member does when it leaves."""
+        """End this membership: forget every epoch's keys and the membership
+        key. Nothing opens, seals or applies afterwards, so an old commit
+        handed to this state again cannot bring its keys (and its counters,
+        from zero) back."""
         for keys, _ in self._past.values():
             keys.erase()
         self._past.clear()
@@ -318,6 +345,7 @@ class GroupState:
             self._keys.erase()
         self._keys = None
         self.roster = None
+        self._membership = None
 
     def __repr__(self) -> str:
         return f"GroupState(session={self.session!r}, member={self.member}, epoch={self.epoch})"

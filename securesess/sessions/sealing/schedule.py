@@ -27,31 +27,48 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 __all__ = [
     "GENESIS",
+    "MAX_GENERATION",
     "SECRET_LEN",
+    "TRANSCRIPT_LEN",
     "EpochKeys",
     "context",
     "expand",
+    "name_field",
     "next_transcript",
 ]
 
 SECRET_LEN: Final = 32
+TRANSCRIPT_LEN: Final = 32
 #: The transcript hash before a session's first commit.
 GENESIS: Final = bytes(32)
 _LABEL: Final = b"securesess session v1 "
 _TRANSCRIPT: Final = b"securesess transcript v1\0"
 _U64: Final = struct.Struct(">Q")
 _NONCE_PREFIX: Final = bytes(4)
+#: A sender's counters run from 0 to MAX_GENERATION - 1 in one epoch.
 MAX_GENERATION: Final = (1 << 64) - 1
+
+
+def name_field(session: str) -> bytes:
+    """``u8 len || UTF-8``: how a session name is written everywhere in sealing.
+
+    Raises:
+        ValueError: the name is empty or over 255 bytes.
+    """
+    name = session.encode("utf-8")
+    if not 0 < len(name) <= 255:
+        raise ValueError("a session name is 1 to 255 bytes of UTF-8")
+    return bytes([len(name)]) + name
 
 
 def context(session: str, epoch: int, transcript: bytes) -> bytes:
     """The bytes that tie a key, a wrap or a signature to one epoch of one session."""
-    name = session.encode("utf-8")
-    return bytes([len(name)]) + name + _U64.pack(epoch) + transcript
+    return name_field(session) + _U64.pack(epoch) + transcript
 
 
-def expand(secret: bytes, label: bytes, ctx: bytes, length: int = 32) -> bytes:
-    return HKDFExpand(SHA256(), length, _LABEL + label + b"\0" + ctx).derive(secret)
+def expand(secret: bytes, label: bytes, ctx: bytes) -> bytes:
+    """32 bytes of HKDF-Expand(secret, info = prefix || label || 0x00 || ctx)."""
+    return HKDFExpand(SHA256(), 32, _LABEL + label + b"\0" + ctx).derive(secret)
 
 
 def next_transcript(previous: bytes, commit: bytes) -> bytes:
@@ -63,7 +80,8 @@ def next_transcript(previous: bytes, commit: bytes) -> bytes:
 class EpochKeys:
     """The keys of one epoch, derived once and kept for as long as the epoch is.
 
-    Holds the epoch secret; nothing of it appears in ``repr``.
+    Holds the epoch secret until :meth:`erase`; nothing of it appears in
+    ``repr``.
     """
 
     __slots__ = ("_ciphers", "_context", "_secret", "epoch", "session", "transcript")
@@ -71,10 +89,12 @@ class EpochKeys:
     def __init__(self, session: str, epoch: int, secret: bytes, transcript: bytes) -> None:
         if len(secret) != SECRET_LEN:
             raise ValueError(f"an epoch secret is {SECRET_LEN} bytes")
+        if len(transcript) != TRANSCRIPT_LEN:
+            raise ValueError(f"a transcript hash is {TRANSCRIPT_LEN} bytes")
         self.session: Final = session
         self.epoch: Final = epoch
         self.transcript: Final = transcript
-        self._secret = secret
+        self._secret: bytes | None = bytes(secret)
         self._context: Final = context(session, epoch, transcript)
         self._ciphers: dict[int, AESGCM] = {}
 
@@ -82,10 +102,21 @@ class EpochKeys:
     def context(self) -> bytes:
         return self._context
 
+    @property
+    def erased(self) -> bool:
+        return self._secret is None
+
     def sender(self, member: int) -> AESGCM:
-        """The AEAD of ``member``'s content in this epoch (AES-256-GCM)."""
+        """The AEAD of ``member``'s content in this epoch (AES-256-GCM).
+
+        Raises:
+            ValueError: the keys are erased.
+        """
         cipher = self._ciphers.get(member)
         if cipher is None:
+            if self._secret is None:
+                # An erased epoch must not quietly derive keys from nothing.
+                raise ValueError(f"the keys of epoch {self.epoch} are erased")
             key = expand(self._secret, b"sender", self._context + _U64.pack(member))
             cipher = self._ciphers[member] = AESGCM(key)
         return cipher
@@ -95,18 +126,15 @@ class EpochKeys:
         """A sender's nonce: its counter, which it never repeats within an epoch."""
         return _NONCE_PREFIX + _U64.pack(generation)
 
-    def secret(self) -> bytes:
-        """The epoch secret, for wrapping it to members in a commit."""
-        return self._secret
-
     def erase(self) -> None:
         """Forget the secret and every key derived from it.
 
         Python cannot promise the bytes are overwritten in memory; dropping
         every reference is what it can do, and what "erased" means here.
         """
-        self._secret = b""
+        self._secret = None
         self._ciphers.clear()
 
     def __repr__(self) -> str:
-        return f"EpochKeys(session={self.session!r}, epoch={self.epoch})"
+        state = ", erased" if self._secret is None else ""
+        return f"EpochKeys(session={self.session!r}, epoch={self.epoch}{state})"
