@@ -172,6 +172,8 @@ class Commit:
                 is not the one the committer confirmed.
             KeyError: ``member`` is not in the roster.
         """
+        if member not in self.roster:
+            raise KeyError(member)
         index = list(self.roster).index(member)
         info = _wrap_info(self.encoded[: self.head_len], member)
         try:
