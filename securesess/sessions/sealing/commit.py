@@ -70,8 +70,8 @@ def _confirmation(secret: bytes, session: str, epoch: int, previous: bytes) -> b
     return expand(secret, b"confirm", context(session, epoch, previous))
 
 
-def _wrap_info(head: bytes, member: int) -> bytes:
-    return _WELCOME + hashlib.sha256(head).digest() + _U64.pack(member)
+def _wrap_info(head_digest: bytes, member: int) -> bytes:
+    return _WELCOME + head_digest + _U64.pack(member)
 
 
 def _head(session: str, epoch: int, previous: bytes, committer: int, roster: Roster) -> bytes:
@@ -175,7 +175,7 @@ class Commit:
         if member not in self.roster:
             raise KeyError(member)
         index = list(self.roster).index(member)
-        info = _wrap_info(self.encoded[: self.head_len], member)
+        info = _wrap_info(hashlib.sha256(self.encoded[: self.head_len]).digest(), member)
         try:
             secret = SUITE.decrypt(self.wraps[index], membership_key, info=info)
         except (InvalidTag, ValueError):
@@ -214,13 +214,15 @@ def make_commit(
         raise ValueError("a commit begins an epoch from 1 to 2**63 - 1 after a 32-byte hash")
     secret = secrets.token_bytes(SECRET_LEN)
     head = _head(session, epoch, previous, committer, roster)
+    # Hashed once: the head grows with the roster, and every wrap names it.
+    digest = hashlib.sha256(head).digest()
     parts = [head]
     for member, entry in roster.items():
         try:
             wrap = SUITE.encrypt(
                 secret,
                 X25519PublicKey.from_public_bytes(entry.membership_key),
-                info=_wrap_info(head, member),
+                info=_wrap_info(digest, member),
             )
         except ValueError:
             # A low-order point: only its own member could have signed it.
