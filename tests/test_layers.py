@@ -149,6 +149,22 @@ def test_the_session_core_is_sans_io(path: Path) -> None:
     assert _imported_modules(path) & FORBIDDEN_IN_SESSION_CORE == set()
 
 
+# Sealing is computation on bytes: randomness from `secrets`, never `os`.
+SEALING_FILES = sorted((ROOT / "securesess" / "sessions" / "sealing").glob("*.py"))
+
+
+def test_the_sealing_package_has_its_modules() -> None:
+    names = {path.stem for path in SEALING_FILES}
+    assert names >= {"admission", "commit", "content", "errors", "group", "roster", "schedule"}
+
+
+@pytest.mark.parametrize("path", SEALING_FILES, ids=lambda p: p.name)
+def test_sealing_is_sans_io(path: Path) -> None:
+    assert _imported_modules(path) & FORBIDDEN_IN_SESSION_CORE == set()
+    assert not _calls_builtin_open(path)
+    assert not {"securesess.sessions.hub", "securesess.sessions.client"} & _project_imports(path)
+
+
 # The connection protocol and what it is built from: bytes in, bytes and events out.
 SANS_IO_STREAM = [
     "answer", "authenticate", "connection", "events", "frames", "noise_exchange", "payload",
