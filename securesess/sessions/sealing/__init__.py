@@ -28,6 +28,7 @@ from securesess.sessions.sealing.errors import (
     WrongSession,
 )
 from securesess.sessions.sealing.group import EpochChange, GroupState
+from securesess.sessions.sealing.relay import Relay
 from securesess.sessions.sealing.roster import Credential, Roster, RosterEntry
 from securesess.sessions.sealing.schedule import EpochKeys
 
@@ -41,6 +42,7 @@ __all__ = [
     "Kind",
     "MalformedSealing",
     "Opened",
+    "Relay",
     "ReplayedContent",
     "Roster",
     "RosterEntry",

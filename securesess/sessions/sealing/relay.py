@@ -1,0 +1,156 @@
+"""What the hub checks of a sealed session, from the little it can read.
+
+The hub opens neither content nor commits. It reads their headers and a
+commit's roster, and it puts everything in one order. That is enough for
+the promises that depend on the order:
+
+- content is sequenced only under the current epoch: once the hub has
+  ordered a commit, the epoch it ended is over for every member, so a
+  message sealed under it, or replayed from it, is refused here as it
+  would be by each member;
+- content names the member that sent it, and that member belongs to the
+  current epoch (a joiner waits for the commit that brings it in);
+- a direct message goes to a member of the current epoch;
+- a commit is sequenced only from the member the hub designated, for the
+  next epoch, continuing the transcript, and with a roster of exactly the
+  session's members now: nobody is added, and nobody who left is kept.
+
+The members check all of this again, and more (signatures, keys, their
+trust): nothing here is trusted by anyone but the hub. What it buys is that
+an honest hub refuses, with a reason, what every member would refuse
+anyway, before relaying it to all of them.
+
+Every membership change makes a commit due. The designated committer is the
+longest-present member of the current epoch (the lowest member number,
+since the hub numbers memberships in order), so that the other members
+already know its signing key; when none of them is left, nobody holds the
+epoch's transcript, and the longest-present member of the session starts
+its epochs again from the first.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+from securesess.sessions.sealing.commit import Commit
+from securesess.sessions.sealing.content import Kind, SealedHeader
+from securesess.sessions.sealing.errors import (
+    ForgedContent,
+    StaleEpoch,
+    UnknownSender,
+    WrongSession,
+)
+from securesess.sessions.sealing.schedule import GENESIS, next_transcript
+
+__all__ = ["Relay"]
+
+
+@final
+class Relay:
+    """The hub's view of one sealed session: its epoch, its roster, its members.
+
+    A refused input changes nothing.
+    """
+
+    __slots__ = ("epoch", "members", "roster", "session", "transcript")
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.epoch = 0
+        self.transcript = GENESIS
+        #: The current epoch's members, as its commit names them.
+        self.roster: frozenset[int] = frozenset()
+        #: The session's members now, as the hub admitted them.
+        self.members: set[int] = set()
+
+    # -- membership ---------------------------------------------------------------------
+
+    def joined(self, member: int) -> None:
+        self.members.add(member)
+
+    def left(self, member: int) -> None:
+        self.members.discard(member)
+
+    @property
+    def due(self) -> bool:
+        """Whether the members differ from the current epoch's: a commit is due."""
+        return bool(self.members) and self.members != self.roster
+
+    @property
+    def committer(self) -> int | None:
+        """The member designated to commit the next epoch, while one is due."""
+        if not self.due:
+            return None
+        continuing = self.members & self.roster
+        return min(continuing or self.members)
+
+    # -- sequencing ---------------------------------------------------------------------
+
+    def sequence_commit(self, data: bytes, sender: int) -> Commit:
+        """Order ``sender``'s commit, or refuse it.
+
+        Raises:
+            SealingError: malformed, for another session, not from the
+                designated member, not the next epoch, or with a roster
+                other than the members now.
+        """
+        commit = Commit.decode(data)
+        if commit.session != self.session:
+            raise WrongSession(f"a commit of session {commit.session!r} is not for this one")
+        committer = self.committer
+        if sender != committer or commit.committer != sender:
+            expected = "none is due" if committer is None else f"#{committer} is to commit"
+            raise UnknownSender(
+                f"#{sender} may not commit epoch {commit.epoch} of {self.session!r}: {expected}"
+            )
+        epoch, previous = self._next()
+        if commit.epoch != epoch or commit.previous != previous:
+            raise StaleEpoch(f"a commit of epoch {commit.epoch} does not follow epoch {self.epoch}")
+        if frozenset(commit.roster) != self.members:
+            raise StaleEpoch(
+                f"the commit of epoch {commit.epoch} names other members than the session has"
+            )
+        self.epoch = commit.epoch
+        self.transcript = next_transcript(commit.previous, commit.encoded)
+        self.roster = frozenset(commit.roster)
+        return commit
+
+    def _next(self) -> tuple[int, bytes]:
+        """The epoch a commit is to begin now, and the transcript it must continue.
+
+        When no member of the current epoch is left, nobody holds its
+        transcript: the designated member starts the session's epochs again
+        from the first, as every member then is a joiner and accepts.
+        """
+        if self.members & self.roster:
+            return self.epoch + 1, self.transcript
+        return 1, GENESIS
+
+    def sequence_content(self, data: bytes, sender: int) -> SealedHeader:
+        """Order content from ``sender``, or refuse it; its header, for routing.
+
+        Raises:
+            SealingError: malformed, sealed by another member than
+                ``sender``, under an epoch other than the current one, by a
+                member not in it, or for a recipient not in it.
+        """
+        header, _ = SealedHeader.decode(data)
+        if header.sender != sender:
+            raise ForgedContent(f"#{sender} sent content sealed as #{header.sender}'s")
+        if header.epoch != self.epoch:
+            raise StaleEpoch(
+                f"content of epoch {header.epoch} reached {self.session!r} at epoch {self.epoch}"
+            )
+        if sender not in self.roster or sender not in self.members:
+            raise UnknownSender(f"#{sender} is not a member of epoch {self.epoch}")
+        if header.kind is Kind.DIRECT and (
+            header.recipient not in self.roster or header.recipient not in self.members
+        ):
+            raise UnknownSender(f"#{header.recipient} is not a member of epoch {self.epoch}")
+        return header
+
+    def __repr__(self) -> str:
+        return (
+            f"Relay(session={self.session!r}, epoch={self.epoch}, "
+            f"members={sorted(self.members)}, due={self.due})"
+        )
