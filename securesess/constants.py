@@ -14,6 +14,8 @@ __all__ = [
     "DEFAULT_CLIENT_BACKLOG",
     "DEFAULT_CLIENT_SESSION_STATE",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_EPOCH_MESSAGES",
+    "DEFAULT_EPOCH_SECONDS",
     "DEFAULT_HANDSHAKE_BURST",
     "DEFAULT_HANDSHAKE_RATE",
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -121,3 +123,12 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 #: (stunnel's default too): long enough for an idle pool, short enough that
 #: connections whose ends vanished without a word do not pile up for ever.
 DEFAULT_IDLE_TIMEOUT: Final = 12 * 3600.0
+
+# -- a sealed session -----------------------------------------------------------------
+
+#: Content one epoch of a sealed session carries before the hub makes a new
+#: epoch due, its members unchanged: a bound on what any one key seals.
+DEFAULT_EPOCH_MESSAGES: Final = 1 << 20
+#: Seconds one epoch lasts at most before the hub makes a new one due: a
+#: bound on how long a stolen epoch secret reads what follows.
+DEFAULT_EPOCH_SECONDS: Final = 3600.0

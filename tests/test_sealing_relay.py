@@ -34,10 +34,12 @@ def _refused(relay: Relay, error: type[SealingError], attempt: object) -> None:
     assert _state(relay) == before
 
 
-def _commit(relay: Relay, committer: GroupState, members: list[GroupState]) -> bytes:
+def _commit(
+    relay: Relay, committer: GroupState, members: list[GroupState], *, now: float = 0.0
+) -> bytes:
     """``committer``'s commit of ``members``, ordered by ``relay`` and applied by all."""
     data = committer.propose(Roster(member.entry for member in members))
-    relay.sequence_commit(data, committer.member)
+    relay.sequence_commit(data, committer.member, now=now)
     for member in members:
         member.apply_commit(data)
     return data
@@ -74,9 +76,11 @@ def test_a_join_makes_a_commit_due_from_the_longest_present_member() -> None:
     roster = Roster(m.entry for m in (a, b, c))
     # Only the designated member's commit is ordered, and only the one that
     # names exactly the members now.
-    _refused(relay, UnknownSender, lambda: relay.sequence_commit(b.propose(roster), b.member))
+    _refused(
+        relay, UnknownSender, lambda: relay.sequence_commit(b.propose(roster), b.member, now=0.0)
+    )
     without_c = a.propose(Roster(m.entry for m in (a, b)))
-    _refused(relay, StaleEpoch, lambda: relay.sequence_commit(without_c, a.member))
+    _refused(relay, StaleEpoch, lambda: relay.sequence_commit(without_c, a.member, now=0.0))
     _commit(relay, a, [a, b, c])
     assert (relay.epoch, relay.due) == (2, False)
     assert relay.transcript == a.transcript == b.transcript == c.transcript
@@ -135,7 +139,7 @@ def test_when_the_designated_member_leaves_the_next_longest_present_commits() ->
     stale = a.propose(Roster(m.entry for m in (a, b, c, d)))
     relay.left(a.member)
     assert relay.committer == b.member
-    _refused(relay, UnknownSender, lambda: relay.sequence_commit(stale, a.member))
+    _refused(relay, UnknownSender, lambda: relay.sequence_commit(stale, a.member, now=0.0))
     _commit(relay, b, [b, c, d])
     assert relay.epoch == 2
     assert relay.roster == frozenset({b.member, c.member, d.member})
@@ -167,13 +171,13 @@ def test_a_replayed_commit_is_refused() -> None:
     commit = _commit(relay, a, [a, b, c])
     relay.left(c.member)
     assert relay.committer == a.member
-    _refused(relay, StaleEpoch, lambda: relay.sequence_commit(commit, a.member))
+    _refused(relay, StaleEpoch, lambda: relay.sequence_commit(commit, a.member, now=0.0))
 
 
 def test_nothing_is_due_and_nobody_may_commit_while_the_roster_is_the_membership() -> None:
     _, relay, (a, b) = _started(2)
     again = a.propose(Roster(m.entry for m in (a, b)))
-    _refused(relay, UnknownSender, lambda: relay.sequence_commit(again, a.member))
+    _refused(relay, UnknownSender, lambda: relay.sequence_commit(again, a.member, now=0.0))
 
 
 def test_a_commit_for_another_session_is_refused() -> None:
@@ -182,7 +186,7 @@ def test_a_commit_for_another_session_is_refused() -> None:
     stranger = other_hub.newcomer()
     commit = stranger.propose(Roster([stranger.entry]))
     relay.joined(99)
-    _refused(relay, WrongSession, lambda: relay.sequence_commit(commit, a.member))
+    _refused(relay, WrongSession, lambda: relay.sequence_commit(commit, a.member, now=0.0))
 
 
 @pytest.mark.parametrize("data", [b"", b"\x01", b"\x02" + bytes(40), bytes(200)])
@@ -190,4 +194,46 @@ def test_bytes_that_are_not_sealed_are_malformed(data: bytes) -> None:
     _, relay, (a, _b) = _started(2)
     _refused(relay, MalformedSealing, lambda: relay.sequence_content(data, a.member))
     relay.joined(50)
-    _refused(relay, MalformedSealing, lambda: relay.sequence_commit(data, a.member))
+    _refused(relay, MalformedSealing, lambda: relay.sequence_commit(data, a.member, now=0.0))
+
+
+def test_an_epoch_that_carried_its_limit_is_replaced_with_the_same_members() -> None:
+    hub = HonestHub()
+    relay = Relay(hub.session, max_messages=3)
+    a, b = hub.newcomer(), hub.newcomer()
+    for member in (a, b):
+        relay.joined(member.member)
+    _commit(relay, a, [a, b])
+    for _ in range(2):
+        relay.sequence_content(a.seal(b"x"), a.member)
+    assert (relay.due, relay.committer) == (False, None)
+    relay.sequence_content(b.seal(b"the third"), b.member)
+    assert (relay.due, relay.committer) == (True, a.member)
+    # Content goes on under the old epoch until the commit is ordered.
+    old = a.seal(b"still epoch 1")
+    relay.sequence_content(old, a.member)
+    _commit(relay, a, [a, b])
+    assert (relay.epoch, relay.due, relay.roster) == (2, False, frozenset({a.member, b.member}))
+    _refused(relay, StaleEpoch, lambda: relay.sequence_content(old, a.member))
+    assert b.open(a.seal(b"new keys"), sender=a.member).body == b"new keys"
+
+
+def test_an_epoch_older_than_its_limit_is_replaced() -> None:
+    hub = HonestHub()
+    relay = Relay(hub.session, max_seconds=60.0)
+    a, b = hub.newcomer(), hub.newcomer()
+    for member in (a, b):
+        relay.joined(member.member)
+    _commit(relay, a, [a, b], now=1000.0)
+    assert relay.expire(1059.0) is False
+    assert relay.expire(1060.0) is True
+    assert relay.committer == a.member
+    _commit(relay, a, [a, b], now=1061.0)
+    assert (relay.epoch, relay.expire(1100.0)) == (2, False)
+
+
+def test_limits_below_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        Relay("s", max_messages=0)
+    with pytest.raises(ValueError, match="at least one"):
+        Relay("s", max_seconds=0.0)

@@ -20,7 +20,9 @@ trust): nothing here is trusted by anyone but the hub. What it buys is that
 an honest hub refuses, with a reason, what every member would refuse
 anyway, before relaying it to all of them.
 
-Every membership change makes a commit due. The designated committer is the
+Every membership change makes a commit due, and so does an epoch that has
+carried ``max_messages`` contents or lasted ``max_seconds`` (a rotation:
+the same members, new keys). The designated committer is the
 longest-present member of the current epoch (the lowest member number,
 since the hub numbers memberships in order), so that the other members
 already know its signing key; when none of them is left, nobody holds the
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from typing import final
 
+from securesess.constants import DEFAULT_EPOCH_MESSAGES, DEFAULT_EPOCH_SECONDS
 from securesess.sessions.sealing.commit import Commit
 from securesess.sessions.sealing.content import Kind, SealedHeader
 from securesess.sessions.sealing.errors import (
@@ -52,16 +55,42 @@ class Relay:
     A refused input changes nothing.
     """
 
-    __slots__ = ("epoch", "members", "roster", "session", "transcript")
+    __slots__ = (
+        "_carried",
+        "_rotate",
+        "_started",
+        "epoch",
+        "max_messages",
+        "max_seconds",
+        "members",
+        "roster",
+        "session",
+        "transcript",
+    )
 
-    def __init__(self, session: str) -> None:
+    def __init__(
+        self,
+        session: str,
+        *,
+        max_messages: int = DEFAULT_EPOCH_MESSAGES,
+        max_seconds: float = DEFAULT_EPOCH_SECONDS,
+    ) -> None:
+        if max_messages < 1 or not max_seconds > 0:
+            raise ValueError("an epoch carries at least one content, for some time")
         self.session = session
+        self.max_messages = max_messages
+        self.max_seconds = max_seconds
         self.epoch = 0
         self.transcript = GENESIS
         #: The current epoch's members, as its commit names them.
         self.roster: frozenset[int] = frozenset()
         #: The session's members now, as the hub admitted them.
         self.members: set[int] = set()
+        # What the current epoch has carried, since when, and whether it is
+        # to be replaced although its members stay.
+        self._carried = 0
+        self._started = 0.0
+        self._rotate = False
 
     # -- membership ---------------------------------------------------------------------
 
@@ -73,8 +102,17 @@ class Relay:
 
     @property
     def due(self) -> bool:
-        """Whether the members differ from the current epoch's: a commit is due."""
-        return bool(self.members) and self.members != self.roster
+        """Whether a commit is due: the members differ from the current
+        epoch's, or the epoch is used up (:meth:`expire`, ``max_messages``)."""
+        return bool(self.members) and (self._rotate or self.members != self.roster)
+
+    def expire(self, now: float) -> bool:
+        """Whether a commit is due at ``now`` (seconds, any monotonic clock):
+        an epoch older than ``max_seconds`` is. The hub calls it from time
+        to time; the relay keeps no clock of its own."""
+        if self.roster and now - self._started >= self.max_seconds:
+            self._rotate = True
+        return self.due
 
     @property
     def committer(self) -> int | None:
@@ -86,8 +124,9 @@ class Relay:
 
     # -- sequencing ---------------------------------------------------------------------
 
-    def sequence_commit(self, data: bytes, sender: int) -> Commit:
-        """Order ``sender``'s commit, or refuse it.
+    def sequence_commit(self, data: bytes, sender: int, *, now: float) -> Commit:
+        """Order ``sender``'s commit at ``now`` (the clock of :meth:`expire`),
+        or refuse it.
 
         Raises:
             SealingError: malformed, for another session, not from the
@@ -113,6 +152,9 @@ class Relay:
         self.epoch = commit.epoch
         self.transcript = next_transcript(commit.previous, commit.encoded)
         self.roster = frozenset(commit.roster)
+        self._carried = 0
+        self._started = now
+        self._rotate = False
         return commit
 
     def _next(self) -> tuple[int, bytes]:
@@ -147,6 +189,9 @@ class Relay:
             header.recipient not in self.roster or header.recipient not in self.members
         ):
             raise UnknownSender(f"#{header.recipient} is not a member of epoch {self.epoch}")
+        self._carried += 1
+        if self._carried >= self.max_messages:
+            self._rotate = True
         return header
 
     def __repr__(self) -> str:
