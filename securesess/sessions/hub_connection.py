@@ -245,10 +245,16 @@ class HubConnection:
         if settles is not None:
             self._settle(settles)
         requests.queue(pack(op, rid, *fields))
+        end = requests.queued_total
         try:
-            await requests.until_sent(requests.queued_total)
-            with trio.move_on_after(self._timeout):
+            # One deadline for the whole request, moved on as it goes out and
+            # once it is out: the answer gets the full timeout from then.
+            with trio.move_on_after(self._timeout) as deadline:
+                await requests.until_sent(end, deadline)
+                deadline.deadline = trio.current_time() + self._timeout
                 await reply.done.wait()
+            if requests.sent_total < end:
+                raise HubTimeout(f"the hub took none of our requests for {self._timeout:g} s")
             if not reply.done.is_set():
                 raise HubTimeout(f"the hub did not answer {op.name} within {self._timeout:g} s")
         except BaseException:

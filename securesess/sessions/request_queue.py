@@ -71,6 +71,10 @@ class RequestQueue:
         Raises:
             HubTimeout: the hub took none of our requests for that long.
         """
+        if self._queued_bytes <= OUTGOING_LIMIT:
+            # The common case, and a cancel scope costs more than the whole
+            # request otherwise does: only a wait needs a deadline.
+            return
         with trio.move_on_after(self._timeout):
             while self._queued_bytes > OUTGOING_LIMIT:
                 await self._room.wait()
@@ -78,21 +82,18 @@ class RequestQueue:
         if self._queued_bytes > OUTGOING_LIMIT:
             raise HubTimeout(f"the hub took none of our requests for {self._timeout:g} s")
 
-    async def until_sent(self, end: int) -> None:
+    async def until_sent(self, end: int, deadline: trio.CancelScope) -> None:
         """Wait until the first ``end`` bytes queued have gone out, for as
-        long as the writer makes progress: a slow link may take a while
-        over a big request, a hub that reads nothing never lets it go.
-
-        Raises:
-            HubTimeout: no batch went out for the timeout.
+        long as the writer makes progress: each batch that goes out moves
+        ``deadline`` (the caller's scope, which then times its answer too)
+        ``timeout`` seconds on, so a slow link may take a while over a big
+        request, and a hub that reads nothing never lets it go: the
+        caller's scope then ends the wait, and the caller tells which.
         """
         while self.sent_total < end:
-            sent = self._sent
-            with trio.move_on_after(self._timeout) as waiting:
-                await sent.wait()
+            await self._sent.wait()
             self._check()
-            if waiting.cancelled_caught:
-                raise HubTimeout(f"the hub took none of our requests for {self._timeout:g} s")
+            deadline.deadline = trio.current_time() + self._timeout
 
     async def write(self, stream: trio.abc.SendStream) -> None:
         """The writer task: send what is queued, a batch at a time, until the stream fails."""
