@@ -70,8 +70,13 @@ class HubWorld:
         self.hub: Hub | None = None
 
     def add(self, name: str, groups: Iterable[str] = ()) -> Identity:
+        """A peer the hub pins, and that every client pins with its signing
+        key, so that members vouch for each other in sealed sessions."""
         identity = self.identities[name] = Identity.generate(name)
         self.trust.add_peer(name, identity.public_key, groups)
+        self.client_trust.add_peer(
+            name, identity.public_key, groups, signing_key=identity.signing_public_key
+        )
         return identity
 
     def policy(self, text: str = POLICY) -> Policy:

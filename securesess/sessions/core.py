@@ -18,6 +18,15 @@ things to do, which the hub does in this order:
   each queue.
 * ``reply``: the answer to the requester (OK or ERROR).
 
+Sessions are sealed end to end (docs/protocol.md §10): the core never sees
+a message or a value, only their headers. Each session's
+:class:`~securesess.sessions.sealing.Relay` orders its epochs: a member
+takes part from its ENTER (its roster entry) and the first commit that
+names it; content is ordered only under the current epoch and delivered
+only to its members. Whenever a commit is due (a member entered or left,
+or the epoch is used up) the designated member is sent a DUE with what it
+needs to make it: the members now, and the entries it has not seen.
+
 Every event of a session takes the session's next sequence number when it
 is made, and its recipients are the members at that moment: a member that
 has ended is in no later delivery, which is how "removed" takes effect
@@ -33,6 +42,7 @@ replaces); sessions live in a :class:`~securesess.sessions.store.SessionStore`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
@@ -48,6 +58,7 @@ from securesess.sessions.outcome import (
     Outcome,
     Refused,
 )
+from securesess.sessions.sealing import Kind, RosterEntry, SealingError
 from securesess.sessions.store import MemoryStore, SessionState, SessionStore
 from securesess.sessions.wire import VERSION, ErrorCode, Op, pack
 
@@ -70,11 +81,16 @@ class SessionCore:
         *,
         limits: Limits | None = None,
         store: SessionStore[Member] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         #: Where grants and denials come from; a reload assigns a new one.
         self.policy = policy
         self.limits: Final = limits if limits is not None else Limits()
         self._store: Final[SessionStore[Member]] = store if store is not None else MemoryStore()
+        # For the epochs' age (Relay.expire): any monotonic clock, in seconds.
+        self._clock: Final = clock
+        # The last DUE sent per session, so that one is sent once.
+        self._dues: Final[dict[str, tuple[object, ...]]] = {}
         self._transitions: Final[dict[type, Callable[[Client, Any, Outcome], None]]] = {
             rq.Join: self._join,
             rq.Leave: self._leave,
@@ -82,6 +98,9 @@ class SessionCore:
             rq.Set: self._set,
             rq.Remove: self._remove,
             rq.Close: self._close,
+            rq.Enter: self._enter,
+            rq.Commit: self._commit,
+            rq.Reseal: self._reseal,
         }
 
     def __len__(self) -> int:
@@ -152,6 +171,17 @@ class SessionCore:
             else:
                 member.grant = grant
                 member.receives = Right.RECEIVE in grant
+                self._session(member.session).relay.receives(member.id, member.receives)
+        return outcome
+
+    def expire(self) -> Outcome:
+        """Make a commit due in every session whose epoch is too old (the
+        hub calls this from time to time)."""
+        outcome = Outcome()
+        now = self._clock()
+        for session in self._store:
+            if session.relay.expire(now):
+                self._due(session, outcome)
         return outcome
 
     def _drop(
@@ -171,15 +201,39 @@ class SessionCore:
         session = self._session(member.session)
         del member.client.memberships[session.name]
         session.discharge(member.id)
+        session.relay.left(member.id)
         notice = None if notify is None else pack(Op.ENDED, session.name, notify, reason)
         outcome.ended.append(Ending(member, notice))
         log.info("%s left %r: %s", member, session.name, reason)
         if not session.members:
             self._store.delete(session.name)
+            self._dues.pop(session.name, None)
             log.info("session %r ended: its last member left", session.name)
         elif announce:
             seq = session.sequence()
             self._announce(session, pack(Op.LEFT, session.name, seq, member.id, reason), outcome)
+            self._due(session, outcome)
+
+    def _due(self, session: SessionState[Member], outcome: Outcome) -> None:
+        """Tell the designated member that a commit is due, once per change.
+
+        The DUE names the members the commit must hold, and carries the
+        entries of those the current epoch does not (its members hold the
+        others, in its roster).
+        """
+        relay = session.relay
+        committer = relay.committer
+        if committer is None:
+            return
+        members = sorted(relay.members)
+        epoch, _ = relay.next_epoch()
+        due = (epoch, committer, *members)
+        if self._dues.get(session.name) == due:
+            return
+        self._dues[session.name] = due
+        newcomers = [session.members[m].entry for m in members if m not in relay.roster]
+        data = pack(Op.DUE, session.name, epoch, members, newcomers)
+        outcome.deliveries.append(Delivery(data, [session.members[committer]]))
 
     # -- what members see ------------------------------------------------------------
 
@@ -197,9 +251,29 @@ class SessionCore:
     def _broadcast(
         session: SessionState[Member], data: bytes, outcome: Outcome, skip: Member
     ) -> None:
-        """Content (a message, a variable), for every member that receives but ``skip``."""
-        recipients = [m for m in session.members.values() if m.receives and m is not skip]
+        """Content (a message, a variable), for every member of the current
+        epoch that receives, but ``skip``: only they hold its keys."""
+        roster = session.relay.roster
+        recipients = [
+            m for m in session.members.values() if m.receives and m is not skip and m.id in roster
+        ]
         outcome.deliveries.append(Delivery(data, recipients))
+
+    @staticmethod
+    def _sequence(
+        session: SessionState[Member],
+        data: bytes,
+        sender: Member,
+        kind: Kind,
+        *,
+        recipient: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Order sealed content, or refuse it (SEALING) as every member would."""
+        try:
+            session.relay.sequence_content(data, sender.id, kind=kind, recipient=recipient, key=key)
+        except SealingError as error:
+            raise Refused(ErrorCode.SEALING, str(error)) from None
 
     # -- requests ----------------------------------------------------------------------
 
@@ -257,8 +331,10 @@ class SessionCore:
         session.admit(member.id, member)
         client.memberships[name] = member
         outcome.joined = member
+        # Their values are sealed under epochs the joiner was not in: it gets
+        # them sealed again once it is in one (RESEAL, VALUE).
         variables = (
-            [[key, value, version] for key, (value, version) in session.variables.items()]
+            [[key, version] for key, (_, version) in session.variables.items()]
             if member.receives
             else []
         )
@@ -281,6 +357,7 @@ class SessionCore:
         self._require(member, Right.SEND)
         session = self._session(member.session)
         if request.to is None:
+            self._sequence(session, request.data, member, Kind.MESSAGE)
             seq = session.sequence()
             data = pack(Op.MESSAGE, session.name, seq, member.id, request.data, False)
             self._broadcast(session, data, outcome, skip=member)
@@ -291,10 +368,12 @@ class SessionCore:
                     ErrorCode.ACCESS_DENIED,
                     f"{target} may not receive in session {session.name!r}",
                 )
+            self._sequence(session, request.data, member, Kind.DIRECT, recipient=target.id)
             seq = session.sequence()
             data = pack(Op.MESSAGE, session.name, seq, member.id, request.data, True)
             outcome.deliveries.append(Delivery(data, [target]))
         outcome.reply = _ok(request.rid, seq)
+        self._due(session, outcome)
 
     def _set(self, client: Client, request: rq.Set, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
@@ -335,12 +414,14 @@ class SessionCore:
                 f"session {session.name!r} would hold more than "
                 f"{limits.max_variable_bytes} bytes of variables",
             )
+        self._sequence(session, value, member, Kind.VARIABLE, key=key)
         version = session.put(key, value, size)
         seq = session.sequence()
         data = pack(Op.VARIABLE, session.name, seq, key, value, version, member.id)
         self._broadcast(session, data, outcome, skip=member)
         # The new version would say how often the variable was set before.
         outcome.reply = _ok(request.rid, [version if member.receives else 0, seq])
+        self._due(session, outcome)
 
     def _remove(self, client: Client, request: rq.Remove, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
@@ -360,3 +441,83 @@ class SessionCore:
                 self._drop(other, reason, outcome, notify=ErrorCode.SESSION_CLOSED, announce=False)
         self._drop(member, "closed the session", outcome, announce=False)
         outcome.reply = _ok(request.rid, None)
+
+    # -- epochs ------------------------------------------------------------------------
+
+    def _enter(self, client: Client, request: rq.Enter, outcome: Outcome) -> None:
+        member = self._membership(client, request.session)
+        session = self._session(member.session)
+        if member.entry is not None:
+            raise Refused(ErrorCode.SEALING, f"{member} has entered {session.name!r} already")
+        try:
+            entry = RosterEntry.decode(request.entry)
+            entry.check_binding(session.name)
+        except SealingError as error:
+            raise Refused(ErrorCode.SEALING, str(error)) from None
+        peer = client.peer
+        # The hub's trust knows the peer's keys; the members' trust checks
+        # them again, so this only refuses early what they would refuse.
+        if (
+            entry.member != member.id
+            or entry.credential.static_key != peer.public_key
+            or (peer.signing_key is not None and entry.credential.signing_key != peer.signing_key)
+        ):
+            raise Refused(ErrorCode.SEALING, f"that roster entry is not {member}'s")
+        member.entry = request.entry
+        session.relay.joined(member.id, receives=member.receives)
+        outcome.reply = _ok(request.rid, None)
+        self._due(session, outcome)
+
+    def _commit(self, client: Client, request: rq.Commit, outcome: Outcome) -> None:
+        member = self._membership(client, request.session)
+        session = self._session(member.session)
+        try:
+            commit = session.relay.sequence_commit(request.commit, member.id, now=self._clock())
+        except SealingError as error:
+            raise Refused(ErrorCode.SEALING, str(error)) from None
+        seq = session.sequence()
+        # Whether the committer holds the variables' values, to seal them
+        # again for the newcomers: they need not wait for them otherwise.
+        data = pack(Op.EPOCH, session.name, seq, member.id, request.commit, member.receives)
+        members = session.members
+        outcome.deliveries.append(Delivery(data, [members[m] for m in commit.roster]))
+        outcome.reply = _ok(request.rid, seq)
+        log.info("%s began epoch %d of %r", member, commit.epoch, session.name)
+
+    def _reseal(self, client: Client, request: rq.Reseal, outcome: Outcome) -> None:
+        """A variable's value sealed again by the epoch's committer, for the
+        members its commit brought in (the value itself is not changed: the
+        version stays, and the others are not told)."""
+        member = self._membership(client, request.session)
+        session = self._session(member.session)
+        relay, key = session.relay, request.key
+        if relay.committed_by != member.id:
+            raise Refused(
+                ErrorCode.SEALING, f"only epoch {relay.epoch}'s committer seals values again"
+            )
+        current = session.variables.get(key)
+        if current is None or current.version != request.version:
+            version = 0 if current is None else current.version
+            raise Refused(
+                ErrorCode.VERSION_CONFLICT,
+                f"variable {key!r} of session {session.name!r} is at version {version}",
+                version,
+            )
+        size = session.variable_bytes - len(current.value) + len(request.value)
+        if size > self.limits.max_variable_bytes:
+            raise Refused(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"session {session.name!r} would hold more than "
+                f"{self.limits.max_variable_bytes} bytes of variables",
+            )
+        self._sequence(session, request.value, member, Kind.VARIABLE, key=key)
+        session.reseal(key, request.value, size)
+        seq = session.sequence()
+        data = pack(Op.VALUE, session.name, seq, key, request.value, request.version)
+        recipients = [
+            session.members[m]
+            for m in sorted(relay.newcomers)
+            if m in session.members and session.members[m].receives
+        ]
+        outcome.deliveries.append(Delivery(data, recipients))
+        outcome.reply = _ok(request.rid, seq)

@@ -40,6 +40,7 @@ import trio
 
 from keystore import Certificate, Peer, TrustStore, UntrustedPeerError
 from securesess.constants import (
+    DEFAULT_EPOCH_SECONDS,
     CloseCode,
 )
 from securesess.errors import ProtocolViolation
@@ -63,6 +64,9 @@ __all__ = [
 log = logging.getLogger("securesess.hub")
 
 _REQUESTS_PER_TURN: Final = 64
+# How often the hub looks for epochs that have lasted their time: an epoch
+# lasts at most this much longer than DEFAULT_EPOCH_SECONDS.
+_EPOCH_CHECK: Final = DEFAULT_EPOCH_SECONDS / 60
 
 
 @final
@@ -181,6 +185,7 @@ class Hub:
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(server.serve, port, host=host))
                 listening = True
+                nursery.start_soon(self._expire_epochs)
                 for problem in self.policy.problems:
                     log.warning("policy %s: %s", self.policy.source, problem)
                 task_status.started(self)
@@ -269,6 +274,13 @@ class Hub:
             connection.close = (CloseCode.PROTOCOL_VIOLATION, str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+    async def _expire_epochs(self) -> None:
+        """Make a commit due where an epoch has lasted its time (the core keeps no timer)."""
+        while True:
+            await trio.sleep(_EPOCH_CHECK)
+            self._apply(self._core.expire())
+            self._evict_laggards()
 
     # -- doing what the core decided -------------------------------------------------
 

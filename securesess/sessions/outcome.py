@@ -77,7 +77,7 @@ class Client:
 class Member:
     """One membership: a client in a session, with the rights the policy grants it there."""
 
-    __slots__ = ("client", "fields", "grant", "id", "receives", "session")
+    __slots__ = ("client", "entry", "fields", "grant", "id", "receives", "session")
 
     def __init__(self, member_id: int, client: Client, session: str, grant: Grant) -> None:
         self.id: Final = member_id
@@ -86,6 +86,9 @@ class Member:
         self.grant = grant
         self.receives = Right.RECEIVE in grant
         self.fields: Final = [member_id, *client.fields]
+        #: Its roster entry (ENTER), once it has sent one: until then it is
+        #: in no epoch, and sealed content neither comes from nor goes to it.
+        self.entry: bytes | None = None
 
     def __str__(self) -> str:
         return f"{self.client.peer.name or 'unnamed'}#{self.id}"

@@ -19,18 +19,13 @@ from securesess.errors import (
     LimitExceeded,
     NoSuchSession,
     NotMember,
+    SealingRefused,
     SessionClosed,
     SessionError,
     VersionConflict,
 )
 from securesess.sessions import wire
-from securesess.sessions.events import (
-    MemberJoined,
-    MemberLeft,
-    Message,
-    MessageId,
-    VariableChanged,
-)
+from securesess.sessions.events import MemberJoined, MemberLeft
 from securesess.sessions.session import Session, member_from_fields
 from securesess.sessions.wire import ErrorCode, Op
 
@@ -45,10 +40,13 @@ _ERRORS: Final[dict[int, type[SessionError]]] = {
     ErrorCode.SESSION_CLOSED: SessionClosed,
     ErrorCode.VERSION_CONFLICT: VersionConflict,
     ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
+    ErrorCode.SEALING: SealingRefused,
 }
 
 #: The operations that are a session's events.
-EVENTS: Final = frozenset({Op.MESSAGE, Op.JOINED, Op.LEFT, Op.VARIABLE, Op.ENDED})
+EVENTS: Final = frozenset(
+    {Op.MESSAGE, Op.JOINED, Op.LEFT, Op.VARIABLE, Op.ENDED, Op.DUE, Op.EPOCH, Op.VALUE}
+)
 
 
 def peer_from(fields: object) -> Peer:
@@ -80,18 +78,28 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
         wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.STR)
     elif op == Op.VARIABLE:
         wire.expect_shape(message, wire.STR, wire.INT, wire.STR, wire.BYTES, wire.INT, wire.INT)
+    elif op == Op.EPOCH:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.BYTES, wire.BOOL)
+    elif op == Op.VALUE:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.STR, wire.BYTES, wire.INT)
+    elif op == Op.DUE:
+        _due(sessions, message)
+        return
     else:
         _end(sessions, message)
         return
     session = sessions.get(message[1])
     seq = message[2]
-    if session is None or seq <= session._seq:
+    if session is None or seq <= session._seq or session._ended is not None:
         return
     if op == Op.MESSAGE:
-        sender = session.member(message[3])
-        if sender is None:
+        if session.member(message[3]) is None:
             raise wire.field_error(message, "the sender is not a member")
-        session._push(seq, Message(MessageId(seq, sender.id), sender, message[4], message[5]))
+        session._message(seq, message[3], message[4], message[5])
+    elif op == Op.EPOCH:
+        session._epoch(seq, message[3], message[4], message[5])
+    elif op == Op.VALUE:
+        session._value(seq, message[3], message[4], message[5])
     elif op == Op.JOINED:
         member = member_from_fields(message[3])
         session._add_member(member)
@@ -103,10 +111,19 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
             raise wire.field_error(message, "the member is not in the session")
         session._push(seq, MemberLeft(gone, message[4], seq))
     else:
-        key, value, version = message[3], message[4], message[5]
-        session._set_variable(key, value, version)
-        session._push(seq, VariableChanged(key, value, version, session.member(message[6]), seq))
-        session._check_state()
+        if session.member(message[6]) is None:
+            raise wire.field_error(message, "the member that set it is not a member")
+        session._variable(seq, message[3], message[4], message[5], message[6])
+
+
+def _due(sessions: Mapping[str, Session], message: list[Any]) -> None:
+    wire.expect_shape(message, wire.STR, wire.INT, wire.LIST, wire.LIST)
+    members, entries = message[3], message[4]
+    if not all(type(m) is int for m in members) or not all(type(e) is bytes for e in entries):
+        raise wire.field_error(message, "the members are not ids, or the entries not bytes")
+    session = sessions.get(message[1])
+    if session is not None and session._ended is None:
+        session._commit_due(message[2], members, entries)
 
 
 def _end(sessions: Mapping[str, Session], message: list[Any]) -> None:

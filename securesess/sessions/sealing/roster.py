@@ -122,6 +122,55 @@ class RosterEntry:
         message = binding_message(session, member, credential.static_key, membership_key)
         return cls(member, credential, membership_key, signing_key.sign(message))
 
+    def encode(self) -> bytes:
+        """The entry's bytes, as a roster holds them (and ENTER carries them)."""
+        cred = self.credential
+        return (
+            _ENTRY.pack(
+                self.member,
+                cred.static_key,
+                cred.signing_key,
+                self.membership_key,
+                self.binding,
+                len(cred.certificate),
+            )
+            + cred.certificate
+        )
+
+    @classmethod
+    def decode_from(cls, data: bytes, offset: int = 0) -> tuple[RosterEntry, int]:
+        """An entry from ``data`` at ``offset``, and the offset after it.
+
+        Raises:
+            MalformedSealing: short, or a member number out of range.
+        """
+        try:
+            member, static, signing, membership, binding, cert_len = _ENTRY.unpack_from(
+                data, offset
+            )
+        except struct.error:
+            raise MalformedSealing("a roster entry ends early") from None
+        if member > MAX_MEMBER_NUMBER:
+            raise MalformedSealing(f"member number {member} is out of range")
+        offset += _ENTRY.size
+        certificate = bytes(data[offset : offset + cert_len])
+        if len(certificate) != cert_len:
+            raise MalformedSealing("a roster entry ends inside a certificate")
+        credential = Credential(static, signing, certificate)
+        return cls(member, credential, membership, binding), offset + cert_len
+
+    @classmethod
+    def decode(cls, data: bytes) -> RosterEntry:
+        """Exactly one entry.
+
+        Raises:
+            MalformedSealing: malformed, or with bytes after it.
+        """
+        entry, end = cls.decode_from(data)
+        if end != len(data):
+            raise MalformedSealing("a roster entry has bytes after it")
+        return entry
+
     def check_binding(self, session: str) -> None:
         """Raises:
         ForgedContent: the membership key is not signed by this entry's
@@ -166,21 +215,9 @@ class Roster(Mapping[int, RosterEntry]):
         return len(self._members)
 
     def encode(self) -> bytes:
-        parts = [_COUNT.pack(len(self._members))]
-        for entry in self._members.values():
-            cred = entry.credential
-            parts.append(
-                _ENTRY.pack(
-                    entry.member,
-                    cred.static_key,
-                    cred.signing_key,
-                    entry.membership_key,
-                    entry.binding,
-                    len(cred.certificate),
-                )
-            )
-            parts.append(cred.certificate)
-        return b"".join(parts)
+        return b"".join(
+            [_COUNT.pack(len(self._members)), *(e.encode() for e in self._members.values())]
+        )
 
     @classmethod
     def decode_from(cls, data: bytes, offset: int) -> tuple[Roster, int]:
@@ -194,27 +231,19 @@ class Roster(Mapping[int, RosterEntry]):
         """
         try:
             (count,) = _COUNT.unpack_from(data, offset)
-            offset += _COUNT.size
-            if count > MAX_MEMBERS:
-                raise MalformedSealing(f"a roster of {count} members is over the limit")
-            entries = []
-            previous = -1
-            for _ in range(count):
-                member, static, signing, membership, binding, cert_len = _ENTRY.unpack_from(
-                    data, offset
-                )
-                offset += _ENTRY.size
-                if member <= previous or member > MAX_MEMBER_NUMBER:
-                    raise MalformedSealing("a roster's members are not in increasing order")
-                previous = member
-                certificate = bytes(data[offset : offset + cert_len])
-                if len(certificate) != cert_len:
-                    raise MalformedSealing("a roster ends inside a certificate")
-                offset += cert_len
-                credential = Credential(static, signing, certificate)
-                entries.append(RosterEntry(member, credential, membership, binding))
         except struct.error:
             raise MalformedSealing("a roster ends early") from None
+        offset += _COUNT.size
+        if count > MAX_MEMBERS:
+            raise MalformedSealing(f"a roster of {count} members is over the limit")
+        entries = []
+        previous = -1
+        for _ in range(count):
+            entry, offset = RosterEntry.decode_from(data, offset)
+            if entry.member <= previous:
+                raise MalformedSealing("a roster's members are not in increasing order")
+            previous = entry.member
+            entries.append(entry)
         return cls(entries), offset
 
     def __eq__(self, other: object) -> bool:
