@@ -47,6 +47,7 @@ from securesess.bench.hub_server import (
     hub_identity,
     hub_process,
     member_identities,
+    pin_members,
     serve,
     write_keys,
 )
@@ -99,11 +100,17 @@ def write_credentials(directory: Path, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _members(
-    port: int, identities: Sequence[Identity], hub_key: bytes
+    port: int,
+    identities: Sequence[Identity],
+    hub_key: bytes,
+    *,
+    fellows: Sequence[Identity] = (),
 ) -> AsyncIterator[list[HubConnection]]:
-    """A connection to the hub per identity, opened under a deadline of their own."""
+    """A connection to the hub per identity, opened under a deadline of their
+    own; each trusts the others, and ``fellows``, to be in its sessions."""
     trust = TrustStore()
     trust.add_peer("hub", hub_key)
+    pin_members(trust, [*identities, *fellows])
     # Each connection runs a nursery, so the deadline's scope must enclose
     # their whole lives; it is lifted once they are all open.
     with trio.CancelScope() as connecting:
@@ -136,10 +143,10 @@ async def _idle_kib_per_member(credentials: Path, identities: Sequence[Identity]
     hub_key = hub_identity(credentials).public_key
     async with hub_process(credentials) as hub:
         warm_up, measured = identities[:IDLE_WARM_UP], identities[IDLE_WARM_UP:]
-        async with _members(hub.port, warm_up, hub_key) as early:
+        async with _members(hub.port, warm_up, hub_key, fellows=measured) as early:
             await _join(early, _SESSION)
             before = await hub.rss()
-            async with _members(hub.port, measured, hub_key) as late:
+            async with _members(hub.port, measured, hub_key, fellows=warm_up) as late:
                 await _join(late, _SESSION)
                 after = await hub.rss()
     return (after - before) / len(measured) / 1024

@@ -18,14 +18,8 @@ things to do, which the hub does in this order:
   each queue.
 * ``reply``: the answer to the requester (OK or ERROR).
 
-Sessions are sealed end to end (docs/protocol.md §10): the core never sees
-a message or a value, only their headers. Each session's
-:class:`~securesess.sessions.sealing.Relay` orders its epochs: a member
-takes part from its ENTER (its roster entry) and the first commit that
-names it; content is ordered only under the current epoch and delivered
-only to its members. Whenever a commit is due (a member entered or left,
-or the epoch is used up) the designated member is sent a DUE with what it
-needs to make it: the members now, and the entries it has not seen.
+Sessions are sealed end to end: ENTER, COMMIT and RESEAL, and the epochs'
+order, are :mod:`securesess.sessions.epochs`.
 
 Every event of a session takes the session's next sequence number when it
 is made, and its recipients are the members at that moment: a member that
@@ -42,13 +36,13 @@ replaces); sessions live in a :class:`~securesess.sessions.store.SessionStore`.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
 from keystore import Peer
 from securesess.policy import Policy, Right
 from securesess.sessions import requests as rq
+from securesess.sessions.epochs import EpochOrder, sequence
 from securesess.sessions.outcome import (
     Client,
     Delivery,
@@ -57,18 +51,17 @@ from securesess.sessions.outcome import (
     Member,
     Outcome,
     Refused,
+    membership,
+    ok,
 )
-from securesess.sessions.sealing import Kind, RosterEntry, SealingError
+from securesess.sessions.sealing import Kind
 from securesess.sessions.store import MemoryStore, SessionState, SessionStore
+from securesess.sessions.variables import admit_set
 from securesess.sessions.wire import VERSION, ErrorCode, Op, pack
 
 __all__ = ["SessionCore"]
 
 log = logging.getLogger("securesess.hub")
-
-
-def _ok(rid: int, value: object) -> bytes:
-    return pack(Op.OK, rid, value)
 
 
 @final
@@ -81,16 +74,13 @@ class SessionCore:
         *,
         limits: Limits | None = None,
         store: SessionStore[Member] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         #: Where grants and denials come from; a reload assigns a new one.
         self.policy = policy
         self.limits: Final = limits if limits is not None else Limits()
         self._store: Final[SessionStore[Member]] = store if store is not None else MemoryStore()
-        # For the epochs' age (Relay.expire): any monotonic clock, in seconds.
-        self._clock: Final = clock
-        # The last DUE sent per session, so that one is sent once.
-        self._dues: Final[dict[str, tuple[object, ...]]] = {}
+        self._epochs: Final = EpochOrder(self._store, self.limits, clock)
         self._transitions: Final[dict[type, Callable[[Client, Any, Outcome], None]]] = {
             rq.Join: self._join,
             rq.Leave: self._leave,
@@ -98,9 +88,9 @@ class SessionCore:
             rq.Set: self._set,
             rq.Remove: self._remove,
             rq.Close: self._close,
-            rq.Enter: self._enter,
-            rq.Commit: self._commit,
-            rq.Reseal: self._reseal,
+            rq.Enter: self._epochs.enter,
+            rq.Commit: self._epochs.commit,
+            rq.Reseal: self._epochs.reseal,
         }
 
     def __len__(self) -> int:
@@ -175,13 +165,16 @@ class SessionCore:
         return outcome
 
     def expire(self) -> Outcome:
-        """Make a commit due in every session whose epoch is too old (the
-        hub calls this from time to time)."""
+        """What time makes happen (the hub calls this every second or so):
+        a commit is due in every session whose epoch is too old, and a
+        designated member that has not committed in ``commit_timeout`` is
+        removed, so that the next one is designated."""
         outcome = Outcome()
-        now = self._clock()
-        for session in self._store:
-            if session.relay.expire(now):
-                self._due(session, outcome)
+        for session in list(self._store):
+            overdue = self._epochs.expire(session, outcome)
+            if overdue is not None:
+                member, reason = overdue
+                self._drop(member, reason, outcome, notify=ErrorCode.SESSION_CLOSED)
         return outcome
 
     def _drop(
@@ -207,33 +200,12 @@ class SessionCore:
         log.info("%s left %r: %s", member, session.name, reason)
         if not session.members:
             self._store.delete(session.name)
-            self._dues.pop(session.name, None)
+            self._epochs.forget(session.name)
             log.info("session %r ended: its last member left", session.name)
         elif announce:
             seq = session.sequence()
             self._announce(session, pack(Op.LEFT, session.name, seq, member.id, reason), outcome)
-            self._due(session, outcome)
-
-    def _due(self, session: SessionState[Member], outcome: Outcome) -> None:
-        """Tell the designated member that a commit is due, once per change.
-
-        The DUE names the members the commit must hold, and carries the
-        entries of those the current epoch does not (its members hold the
-        others, in its roster).
-        """
-        relay = session.relay
-        committer = relay.committer
-        if committer is None:
-            return
-        members = sorted(relay.members)
-        epoch, _ = relay.next_epoch()
-        due = (epoch, committer, *members)
-        if self._dues.get(session.name) == due:
-            return
-        self._dues[session.name] = due
-        newcomers = [session.members[m].entry for m in members if m not in relay.roster]
-        data = pack(Op.DUE, session.name, epoch, members, newcomers)
-        outcome.deliveries.append(Delivery(data, [session.members[committer]]))
+            self._epochs.due(session, outcome)
 
     # -- what members see ------------------------------------------------------------
 
@@ -259,29 +231,9 @@ class SessionCore:
         ]
         outcome.deliveries.append(Delivery(data, recipients))
 
-    @staticmethod
-    def _sequence(
-        session: SessionState[Member],
-        data: bytes,
-        sender: Member,
-        kind: Kind,
-        *,
-        recipient: int | None = None,
-        key: str | None = None,
-    ) -> None:
-        """Order sealed content, or refuse it (SEALING) as every member would."""
-        try:
-            session.relay.sequence_content(data, sender.id, kind=kind, recipient=recipient, key=key)
-        except SealingError as error:
-            raise Refused(ErrorCode.SEALING, str(error)) from None
-
     # -- requests ----------------------------------------------------------------------
 
-    def _membership(self, client: Client, name: str) -> Member:
-        member = client.memberships.get(name)
-        if member is None:
-            raise Refused(ErrorCode.NOT_MEMBER, f"not a member of session {name!r}")
-        return member
+    _membership = staticmethod(membership)
 
     def _require(self, member: Member, right: Right) -> None:
         if right not in member.grant:
@@ -339,7 +291,7 @@ class SessionCore:
             else []
         )
         members = [other.fields for other in session.members.values()]
-        outcome.reply = _ok(request.rid, [member.id, seq, members, variables, sorted(grant.rights)])
+        outcome.reply = ok(request.rid, [member.id, seq, members, variables, sorted(grant.rights)])
         log.info(
             "%s joined %r with %s (from %s)",
             member,
@@ -350,14 +302,14 @@ class SessionCore:
 
     def _leave(self, client: Client, request: rq.Leave, outcome: Outcome) -> None:
         self._drop(self._membership(client, request.session), "left", outcome)
-        outcome.reply = _ok(request.rid, None)
+        outcome.reply = ok(request.rid, None)
 
     def _send(self, client: Client, request: rq.Send, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
         self._require(member, Right.SEND)
         session = self._session(member.session)
         if request.to is None:
-            self._sequence(session, request.data, member, Kind.MESSAGE)
+            sequence(session, request.data, member, Kind.MESSAGE)
             seq = session.sequence()
             data = pack(Op.MESSAGE, session.name, seq, member.id, request.data, False)
             self._broadcast(session, data, outcome, skip=member)
@@ -368,60 +320,27 @@ class SessionCore:
                     ErrorCode.ACCESS_DENIED,
                     f"{target} may not receive in session {session.name!r}",
                 )
-            self._sequence(session, request.data, member, Kind.DIRECT, recipient=target.id)
+            sequence(session, request.data, member, Kind.DIRECT, recipient=target.id)
             seq = session.sequence()
             data = pack(Op.MESSAGE, session.name, seq, member.id, request.data, True)
             outcome.deliveries.append(Delivery(data, [target]))
-        outcome.reply = _ok(request.rid, seq)
-        self._due(session, outcome)
+        outcome.reply = ok(request.rid, seq)
+        self._epochs.due(session, outcome)
 
     def _set(self, client: Client, request: rq.Set, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
         self._require(member, Right.SET)
         session = self._session(member.session)
-        key, value, expected, limits = request.key, request.value, request.expected, self.limits
-        if expected is not None and not member.receives:
-            # Whether it conflicts would tell whether the variable exists,
-            # and its version: what only the receive right may learn.
-            raise Refused(
-                ErrorCode.ACCESS_DENIED,
-                f"a compare-and-set in session {session.name!r} needs the receive right",
-            )
-        current = session.variables.get(key)
-        version = current.version if current is not None else 0
-        if expected is not None and expected != version:
-            raise Refused(
-                ErrorCode.VERSION_CONFLICT,
-                f"variable {key!r} of session {session.name!r} is at version {version}, "
-                f"not {expected}",
-                version,
-            )
-        # A member that may not receive is judged at the limits as if the key
-        # were new: that an overwrite fits where a new key would not would
-        # tell it which keys exist, and how long their values are.
-        as_new = current is None or not member.receives
-        if as_new and len(session.variables) >= limits.max_variables:
-            raise Refused(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"session {session.name!r} already has {limits.max_variables} variables",
-            )
-        # Bounded in bytes too: every JOIN answer carries all the variables.
-        grown = session.variable_bytes + len(key) + len(value)
-        size = grown if current is None else grown - len(key) - len(current.value)
-        if (grown if as_new else size) > limits.max_variable_bytes:
-            raise Refused(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"session {session.name!r} would hold more than "
-                f"{limits.max_variable_bytes} bytes of variables",
-            )
-        self._sequence(session, value, member, Kind.VARIABLE, key=key)
+        size = admit_set(session, member, request, self.limits)
+        key, value = request.key, request.value
+        sequence(session, value, member, Kind.VARIABLE, key=key)
         version = session.put(key, value, size)
         seq = session.sequence()
         data = pack(Op.VARIABLE, session.name, seq, key, value, version, member.id)
         self._broadcast(session, data, outcome, skip=member)
         # The new version would say how often the variable was set before.
-        outcome.reply = _ok(request.rid, [version if member.receives else 0, seq])
-        self._due(session, outcome)
+        outcome.reply = ok(request.rid, [version if member.receives else 0, seq])
+        self._epochs.due(session, outcome)
 
     def _remove(self, client: Client, request: rq.Remove, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
@@ -429,7 +348,7 @@ class SessionCore:
         target = self._target(member, request.member)
         reason = f"removed by {member}: {request.reason}"
         self._drop(target, reason, outcome, notify=ErrorCode.SESSION_CLOSED)
-        outcome.reply = _ok(request.rid, None)
+        outcome.reply = ok(request.rid, None)
 
     def _close(self, client: Client, request: rq.Close, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
@@ -440,84 +359,4 @@ class SessionCore:
             if other is not member:
                 self._drop(other, reason, outcome, notify=ErrorCode.SESSION_CLOSED, announce=False)
         self._drop(member, "closed the session", outcome, announce=False)
-        outcome.reply = _ok(request.rid, None)
-
-    # -- epochs ------------------------------------------------------------------------
-
-    def _enter(self, client: Client, request: rq.Enter, outcome: Outcome) -> None:
-        member = self._membership(client, request.session)
-        session = self._session(member.session)
-        if member.entry is not None:
-            raise Refused(ErrorCode.SEALING, f"{member} has entered {session.name!r} already")
-        try:
-            entry = RosterEntry.decode(request.entry)
-            entry.check_binding(session.name)
-        except SealingError as error:
-            raise Refused(ErrorCode.SEALING, str(error)) from None
-        peer = client.peer
-        # The hub's trust knows the peer's keys; the members' trust checks
-        # them again, so this only refuses early what they would refuse.
-        if (
-            entry.member != member.id
-            or entry.credential.static_key != peer.public_key
-            or (peer.signing_key is not None and entry.credential.signing_key != peer.signing_key)
-        ):
-            raise Refused(ErrorCode.SEALING, f"that roster entry is not {member}'s")
-        member.entry = request.entry
-        session.relay.joined(member.id, receives=member.receives)
-        outcome.reply = _ok(request.rid, None)
-        self._due(session, outcome)
-
-    def _commit(self, client: Client, request: rq.Commit, outcome: Outcome) -> None:
-        member = self._membership(client, request.session)
-        session = self._session(member.session)
-        try:
-            commit = session.relay.sequence_commit(request.commit, member.id, now=self._clock())
-        except SealingError as error:
-            raise Refused(ErrorCode.SEALING, str(error)) from None
-        seq = session.sequence()
-        # Whether the committer holds the variables' values, to seal them
-        # again for the newcomers: they need not wait for them otherwise.
-        data = pack(Op.EPOCH, session.name, seq, member.id, request.commit, member.receives)
-        members = session.members
-        outcome.deliveries.append(Delivery(data, [members[m] for m in commit.roster]))
-        outcome.reply = _ok(request.rid, seq)
-        log.info("%s began epoch %d of %r", member, commit.epoch, session.name)
-
-    def _reseal(self, client: Client, request: rq.Reseal, outcome: Outcome) -> None:
-        """A variable's value sealed again by the epoch's committer, for the
-        members its commit brought in (the value itself is not changed: the
-        version stays, and the others are not told)."""
-        member = self._membership(client, request.session)
-        session = self._session(member.session)
-        relay, key = session.relay, request.key
-        if relay.committed_by != member.id:
-            raise Refused(
-                ErrorCode.SEALING, f"only epoch {relay.epoch}'s committer seals values again"
-            )
-        current = session.variables.get(key)
-        if current is None or current.version != request.version:
-            version = 0 if current is None else current.version
-            raise Refused(
-                ErrorCode.VERSION_CONFLICT,
-                f"variable {key!r} of session {session.name!r} is at version {version}",
-                version,
-            )
-        size = session.variable_bytes - len(current.value) + len(request.value)
-        if size > self.limits.max_variable_bytes:
-            raise Refused(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"session {session.name!r} would hold more than "
-                f"{self.limits.max_variable_bytes} bytes of variables",
-            )
-        self._sequence(session, request.value, member, Kind.VARIABLE, key=key)
-        session.reseal(key, request.value, size)
-        seq = session.sequence()
-        data = pack(Op.VALUE, session.name, seq, key, request.value, request.version)
-        recipients = [
-            session.members[m]
-            for m in sorted(relay.newcomers)
-            if m in session.members and session.members[m].receives
-        ]
-        outcome.deliveries.append(Delivery(data, recipients))
-        outcome.reply = _ok(request.rid, seq)
+        outcome.reply = ok(request.rid, None)

@@ -40,7 +40,6 @@ import trio
 
 from keystore import Certificate, Peer, TrustStore, UntrustedPeerError
 from securesess.constants import (
-    DEFAULT_EPOCH_SECONDS,
     CloseCode,
 )
 from securesess.errors import ProtocolViolation
@@ -64,9 +63,8 @@ __all__ = [
 log = logging.getLogger("securesess.hub")
 
 _REQUESTS_PER_TURN: Final = 64
-# How often the hub looks for epochs that have lasted their time: an epoch
-# lasts at most this much longer than DEFAULT_EPOCH_SECONDS.
-_EPOCH_CHECK: Final = DEFAULT_EPOCH_SECONDS / 60
+# How often the hub makes what time does happen (SessionCore.expire).
+_EPOCH_CHECK: Final = 1.0
 
 
 @final
@@ -104,7 +102,7 @@ class Hub:
         self._trust = secure.trust
         if not isinstance(policy, Policy):
             policy = Policy.load(policy, trust=secure.trust)
-        self._core: Final = SessionCore(policy, limits=self.limits)
+        self._core: Final = SessionCore(policy, limits=self.limits, clock=trio.current_time)
         self._options = secure.replace(authorize=self.authorize)
         self._backlogs: Final = Backlogs[HubConnection](
             max_backlog=self.limits.max_backlog,
@@ -276,7 +274,6 @@ class Hub:
             pass
 
     async def _expire_epochs(self) -> None:
-        """Make a commit due where an epoch has lasted its time (the core keeps no timer)."""
         while True:
             await trio.sleep(_EPOCH_CHECK)
             self._apply(self._core.expire())

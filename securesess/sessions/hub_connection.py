@@ -72,6 +72,28 @@ class _Reply:
         # A session name whose membership this answer settles (see _settling).
         self.settles = settles
 
+    def open_session(self, connection: HubConnection, answer: list[Any]) -> None:
+        """The JOIN this answers succeeded: register the session now, as its
+        events may follow in this very batch."""
+        assert self.join is not None, "only a JOIN opens a session"
+        session = Session(connection, self.join, answer, connection._credentials.group)
+        self.value = session
+        connection._sessions[session.name] = session
+        limit = connection._max_session_state
+        if session._state <= limit and not self.abandoned:
+            return
+        if not self.abandoned:
+            self.error = LimitExceeded(
+                f"session {session.name!r} has members and variables of more than "
+                f"{limit} bytes (max_session_state)",
+                session=session.name,
+            )
+        # The hub made us a member of more than we keep, or the caller gave
+        # up on this join: undo it; that LEAVE's answer settles the name.
+        session._finish(None)
+        connection._leave_quietly(session.name)
+        self.settles = None
+
 
 @final
 class HubConnection:
@@ -205,8 +227,9 @@ class HubConnection:
         assert isinstance(session, Session)
         try:
             # Our keys for the next commit; we are in once one brings us in.
-            await self._request(Op.ENTER, name, session._group.entry.encode())
-            await session._wait_ready()
+            sealing = session._sealing
+            await self._request(Op.ENTER, name, sealing.group.entry.encode())
+            await sealing.wait_ready(session._check_open)
         except BaseException:
             if session._ended is None:
                 session._finish(None)
@@ -360,26 +383,7 @@ class HubConnection:
             if reply.join is not None:
                 if type(message[2]) is not list:
                     raise wire.field_error(message, "the answer to JOIN is not a list")
-                # Register the session now: its events may follow in this very batch.
-                session = Session(self, reply.join, message[2], self._credentials.group)
-                reply.value = session
-                self._sessions[session.name] = session
-                if session._state > self._max_session_state:
-                    # The hub made us a member of more than we keep: leave.
-                    reply.error = LimitExceeded(
-                        f"session {session.name!r} has members and variables of more than "
-                        f"{self._max_session_state} bytes (max_session_state)",
-                        session=session.name,
-                    )
-                    session._finish(None)
-                    self._leave_quietly(session.name)
-                    reply.settles = None
-                elif reply.abandoned:
-                    # The caller gave up on this join, but the hub made us a
-                    # member: undo it; that LEAVE's answer settles the name.
-                    session._finish(None)
-                    self._leave_quietly(session.name)
-                    reply.settles = None
+                reply.open_session(self, message[2])
         else:
             reply.error = error_from(message)
         # Only now, valid: a malformed answer leaves the request to _fail.

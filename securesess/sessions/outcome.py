@@ -11,6 +11,7 @@ from typing import Any, Final, final
 
 from keystore import Peer
 from securesess.constants import (
+    DEFAULT_COMMIT_TIMEOUT,
     DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_MEMBERSHIPS,
     DEFAULT_MAX_SESSIONS,
@@ -18,7 +19,7 @@ from securesess.constants import (
     DEFAULT_MAX_VARIABLES,
 )
 from securesess.policy import Grant, Right
-from securesess.sessions.wire import ErrorCode
+from securesess.sessions.wire import ErrorCode, Op, pack
 
 __all__ = [
     "Client",
@@ -28,7 +29,14 @@ __all__ = [
     "Member",
     "Outcome",
     "Refused",
+    "membership",
+    "ok",
 ]
+
+
+def ok(rid: int, value: object) -> bytes:
+    """The OK answer to request ``rid``."""
+    return pack(Op.OK, rid, value)
 
 
 class Refused(Exception):
@@ -54,6 +62,8 @@ class Limits:
     max_members: int = DEFAULT_MAX_MEMBERS
     max_variables: int = DEFAULT_MAX_VARIABLES
     max_variable_bytes: int = DEFAULT_MAX_VARIABLE_BYTES
+    #: Seconds a designated member has to commit a due epoch.
+    commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
 
     def __post_init__(self) -> None:
         for limit in fields(self):
@@ -122,3 +132,11 @@ class Outcome:
     joined: Member | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     ended: list[Ending] = field(default_factory=list)
+
+
+def membership(client: Client, name: str) -> Member:
+    """``client``'s membership of session ``name``, or NOT_MEMBER."""
+    member = client.memberships.get(name)
+    if member is None:
+        raise Refused(ErrorCode.NOT_MEMBER, f"not a member of session {name!r}")
+    return member

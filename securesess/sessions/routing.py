@@ -1,4 +1,4 @@
-"""What a hub sends a client, read: events routed to their session, errors typed.
+"""What a hub sends a client, read: events routed to their session and opened, errors typed.
 
 The client's reader calls these for each decoded message. An event for a
 session we are not (or no longer) in, or one at or before a sequence number
@@ -25,8 +25,16 @@ from securesess.errors import (
     VersionConflict,
 )
 from securesess.sessions import wire
-from securesess.sessions.events import MemberJoined, MemberLeft
-from securesess.sessions.session import Session, member_from_fields
+from securesess.sessions.events import (
+    MemberJoined,
+    MemberLeft,
+    Message,
+    MessageId,
+    VariableChanged,
+)
+from securesess.sessions.join_answer import member_from_fields
+from securesess.sessions.sealing import Kind, Opened, SealingError, UnknownSender
+from securesess.sessions.session import Session
 from securesess.sessions.wire import ErrorCode, Op
 
 __all__ = ["EVENTS", "error_from", "peer_from", "route_event"]
@@ -93,13 +101,24 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
     if session is None or seq <= session._seq or session._ended is not None:
         return
     if op == Op.MESSAGE:
-        if session.member(message[3]) is None:
+        sender = session.member(message[3])
+        if sender is None:
             raise wire.field_error(message, "the sender is not a member")
-        session._message(seq, message[3], message[4], message[5])
+        direct = message[5]
+        opened = _open(session, message[4], sender.id, Kind.DIRECT if direct else Kind.MESSAGE)
+        if opened is not None:
+            session._push(seq, Message(MessageId(seq, sender.id), sender, opened.body, direct))
     elif op == Op.EPOCH:
-        session._epoch(seq, message[3], message[4], message[5])
+        try:
+            session._sealing.apply(
+                message[3], message[4], message[5], session.me.id, session._variables
+            )
+        except SealingError as error:
+            session._tampered(error, "a commit")
+            return
+        session._seq = seq
     elif op == Op.VALUE:
-        session._value(seq, message[3], message[4], message[5])
+        _value(session, seq, message[3], message[4], message[5])
     elif op == Op.JOINED:
         member = member_from_fields(message[3])
         session._add_member(member)
@@ -111,9 +130,40 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
             raise wire.field_error(message, "the member is not in the session")
         session._push(seq, MemberLeft(gone, message[4], seq))
     else:
-        if session.member(message[6]) is None:
+        key, version, by = message[3], message[5], session.member(message[6])
+        if by is None:
             raise wire.field_error(message, "the member that set it is not a member")
-        session._variable(seq, message[3], message[4], message[5], message[6])
+        opened = _open(session, message[4], by.id, Kind.VARIABLE, key)
+        if opened is not None:
+            session._set_variable(key, opened.body, version)
+            session._push(seq, VariableChanged(key, opened.body, version, by, seq))
+            session._sealing.got_value(key, version)
+            session._check_state()
+
+
+def _open(
+    session: Session, data: bytes, sender: int, kind: Kind, key: str | None = None
+) -> Opened | None:
+    """Open content that the hub says ``sender`` sealed, or end the session."""
+    try:
+        return session._sealing.open(data, sender, kind, key, session._members)
+    except SealingError as error:
+        session._tampered(error, f"a {kind.name.lower()}")
+        return None
+
+
+def _value(session: Session, seq: int, key: str, value: bytes, version: int) -> None:
+    """A value sealed again by the epoch's committer, for us who joined."""
+    committer = session._sealing.committer
+    if committer is None:
+        session._tampered(UnknownSender("no commit has brought us in"), "a variable's value")
+        return
+    opened = _open(session, value, committer, Kind.VARIABLE, key)
+    if opened is not None:
+        session._seq = seq
+        session._set_variable(key, opened.body, version)
+        session._sealing.got_value(key, version)
+        session._check_state()
 
 
 def _due(sessions: Mapping[str, Session], message: list[Any]) -> None:
@@ -123,7 +173,7 @@ def _due(sessions: Mapping[str, Session], message: list[Any]) -> None:
         raise wire.field_error(message, "the members are not ids, or the entries not bytes")
     session = sessions.get(message[1])
     if session is not None and session._ended is None:
-        session._commit_due(message[2], members, entries)
+        session._sealing.due(message[2], members, entries)
 
 
 def _end(sessions: Mapping[str, Session], message: list[Any]) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, final
+from collections.abc import Callable
+from typing import Any, Final, final
 
 import trio
 
@@ -25,12 +25,9 @@ from securesess.errors import (
     LimitExceeded,
     NotMember,
     ProtocolViolation,
-    SealingRefused,
     SessionClosed,
-    SessionError,
     SessionTampered,
 )
-from securesess.policy import Right
 from securesess.sessions import wire
 from securesess.sessions.events import (
     Event,
@@ -41,15 +38,11 @@ from securesess.sessions.events import (
     Variable,
     VariableChanged,
 )
+from securesess.sessions.join_answer import JoinAnswer
+from securesess.sessions.sealed import Carrier, Sealing
 from securesess.sessions.sealing import (
-    ForgedContent,
     GroupState,
-    Kind,
-    Opened,
-    Roster,
-    RosterEntry,
     SealingError,
-    UnknownSender,
 )
 from securesess.sessions.wire import Op
 
@@ -57,50 +50,8 @@ __all__ = ["Session"]
 
 log = logging.getLogger("securesess.client")
 
-# How often one request is sealed again because a commit overtook it.
-_RESEALS: Final = 8
-
-
-class Carrier(Protocol):
-    """What a session needs of the connection it was joined over (a
-    :class:`~securesess.sessions.hub_connection.HubConnection`): so the
-    session depends on this, not on the connection's module."""
-
-    _max_backlog: int
-    _max_session_state: int
-    _timeout: float
-
-    async def _request(
-        self, op: Op, *fields: Any, join: str | None = None, settles: str | None = None
-    ) -> Any: ...
-
-    def _leave_quietly(self, name: str) -> None: ...
-
-    def _post(self, op: Op, *fields: Any) -> None: ...
-
-    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None: ...
-
-    def _forget(self, session: Session) -> None: ...
-
-
 # What one buffered event costs beyond its data (an estimate for the bound).
 _EVENT_OVERHEAD: Final = 128
-
-
-def member_from_fields(fields: object) -> Member:
-    """A member as the hub describes it, checked (the client trusts no hub's shapes)."""
-    if (
-        type(fields) is not list
-        or len(fields) != 4
-        or type(fields[0]) is not int
-        or type(fields[1]) not in (str, type(None))
-        or type(fields[2]) is not bytes
-        or len(fields[2]) != 32
-        or type(fields[3]) is not list
-        or not all(type(group) is str for group in fields[3])
-    ):
-        raise ProtocolViolation("the hub described a member malformedly")
-    return Member(fields[0], fields[1], fields[2], frozenset(fields[3]))
 
 
 def _member_size(member: Member) -> int:
@@ -123,18 +74,12 @@ class Session:
     """
 
     __slots__ = (
-        "_awaiting",
         "_backlog",
-        "_committer",
-        "_committing",
         "_connection",
-        "_due",
         "_ended",
-        "_epoch_changed",
         "_events",
-        "_group",
         "_members",
-        "_ready",
+        "_sealing",
         "_seq",
         "_state",
         "_variables",
@@ -151,50 +96,17 @@ class Session:
         reply: list[Any],
         group: Callable[[str, int], GroupState],
     ) -> None:
-        if (
-            len(reply) != 5
-            or type(reply[0]) is not int
-            or type(reply[1]) is not int
-            or type(reply[2]) is not list
-            or type(reply[3]) is not list
-            or type(reply[4]) is not list
-        ):
-            raise ProtocolViolation("the hub's answer to JOIN is malformed")
+        answer = JoinAnswer.parse(reply)
         self._connection = connection
         self.name: Final = name
-        self._members = {member.id: member for member in map(member_from_fields, reply[2])}
+        self._members = answer.members
         # What the members and variables hold, for max_session_state.
         self._state = sum(map(_member_size, self._members.values()))
-        me = self._members.get(reply[0])
-        if me is None:
-            raise ProtocolViolation("the hub's answer to JOIN does not list us as a member")
-        self.me: Final = me
-        self._seq: int = reply[1]
+        self.me: Final = answer.me
+        self._seq: int = answer.seq
         self._variables: dict[str, Variable] = {}
-        # The variables there are, by key and version: their values come
-        # sealed again once this member is in an epoch (VALUE).
-        self._awaiting: dict[str, int] = {}
-        for entry in reply[3]:
-            if (
-                type(entry) is not list
-                or len(entry) != 2
-                or type(entry[0]) is not str
-                or type(entry[1]) is not int
-            ):
-                raise ProtocolViolation("the hub's answer to JOIN has a malformed variable")
-            self._awaiting[entry[0]] = entry[1]
-        self._group: Final = group(name, me.id)
-        # In an epoch, with every variable's value: join() returns then.
-        self._ready = trio.Event()
-        self._epoch_changed = trio.Event()
-        self._committer: int | None = None
-        # The latest DUE (epoch, members, entries), and whether a task makes its commit.
-        self._due: tuple[int, list[int], list[bytes]] | None = None
-        self._committing = False
-        try:
-            self.rights: Final = frozenset(Right(right) for right in reply[4])
-        except ValueError:
-            raise ProtocolViolation("the hub's answer to JOIN names an unknown right") from None
+        self._sealing: Final = Sealing(connection, group(name, answer.me.id), answer.variables)
+        self.rights: Final = answer.rights
         self._events: deque[Event] = deque()
         self._backlog = 0
         self._wake = trio.Event()
@@ -238,68 +150,12 @@ class Session:
                 f"a message is at most {wire.MAX_DATA} bytes, not {len(payload)}", session=self.name
             )
         target = to.id if isinstance(to, Member) else to
-        seq = await self._sealed(Op.SEND, target, payload, to=target)
+        seq = await self._sealing.request(
+            Op.SEND, target, payload, to=target, members=self._members, check_open=self._check_open
+        )
         if type(seq) is not int:
             raise ProtocolViolation("the hub's answer to SEND is malformed")
         return MessageId(seq, self.me.id)
-
-    async def _sealed(
-        self,
-        op: Op,
-        field: object,
-        body: bytes,
-        *more: object,
-        to: int | None = None,
-        key: str | None = None,
-    ) -> Any:
-        """Seal ``body`` under the current epoch and request ``op``; seal
-        again under the next epoch if a commit overtook it on the way."""
-        group = self._group
-        for _ in range(_RESEALS):
-            await self._wait_ready()
-            epoch = group.epoch
-            try:
-                sealed = group.seal(body, to=to, key=key)
-            except UnknownSender:
-                assert to is not None, "only a recipient can be unknown"
-                if to not in self._members:
-                    raise NotMember(
-                        f"session {self.name!r} has no member {to}", session=self.name
-                    ) from None
-                # A joiner the next commit brings in: wait for that epoch.
-                await self._wait_epoch_after(epoch)
-                continue
-            try:
-                return await self._connection._request(op, self.name, field, sealed, *more)
-            except SealingRefused:
-                if group.epoch == epoch:
-                    await self._wait_epoch_after(epoch)
-        raise SealingRefused(
-            f"the hub refused what this member sealed {_RESEALS} times, over as many epochs",
-            session=self.name,
-        )
-
-    async def _wait_ready(self) -> None:
-        if not self._ready.is_set():
-            with trio.move_on_after(self._connection._timeout):
-                await self._ready.wait()
-            self._check_open()
-            if not self._ready.is_set():
-                raise HubTimeout(
-                    f"session {self.name!r} began no epoch with this member in "
-                    f"{self._connection._timeout:g} s"
-                )
-
-    async def _wait_epoch_after(self, epoch: int) -> None:
-        with trio.move_on_after(self._connection._timeout):
-            while self._group.epoch == epoch and self._ended is None:
-                await self._epoch_changed.wait()
-        self._check_open()
-        if self._group.epoch == epoch:
-            raise HubTimeout(
-                f"session {self.name!r} began no epoch after {epoch} in "
-                f"{self._connection._timeout:g} s"
-            )
 
     def get(self, key: str) -> Variable | None:
         """A session variable's latest value and version, or None if it is unset."""
@@ -332,7 +188,15 @@ class Session:
             )
         if expect_version is not None and expect_version < 0:
             raise ValueError("expect_version is a version number, 0 or more")
-        reply = await self._sealed(Op.SET, key, payload, expect_version, key=key)
+        reply = await self._sealing.request(
+            Op.SET,
+            key,
+            payload,
+            expect_version,
+            key=key,
+            members=self._members,
+            check_open=self._check_open,
+        )
         if type(reply) is not list or len(reply) != 2 or not all(type(x) is int for x in reply):
             raise ProtocolViolation("the hub's answer to SET is malformed")
         if reply[0]:  # 0: we may not receive, and are not told the version
@@ -427,9 +291,6 @@ class Session:
         with contextlib.suppress(*quiet):
             await self.leave()
 
-    # -- what the hub relays, opened -----------------------------------------------
-    # The reader calls these, in the hub's order, for events with a new seq.
-
     def _tampered(self, error: SealingError, what: str) -> None:
         """End the session: the hub delivered ``what``, which did not check out."""
         log.warning("left session %r: %s refused: %s", self.name, what, error)
@@ -441,122 +302,6 @@ class Session:
         failure.__cause__ = error
         self._finish(failure)
         self._connection._leave_quietly(self.name)
-
-    def _open(self, data: bytes, sender: int, kind: Kind, key: str | None = None) -> Opened | None:
-        """Open content that the hub says ``sender`` sealed, or end the session."""
-        try:
-            opened = self._group.open(data, sender=sender)
-            header = opened.header
-            if header.kind is not kind or header.key != key:
-                raise ForgedContent(f"a {kind.name.lower()} arrived sealed as something else")
-            member = self._members.get(sender)
-            roster = self._group.roster
-            assert roster is not None, "content opened, so there is an epoch"
-            if member is None or roster[sender].credential.static_key != member.public_key:
-                raise ForgedContent(f"#{sender} sealed it as another identity than the hub names")
-        except SealingError as error:
-            self._tampered(error, f"a {kind.name.lower()}")
-            return None
-        return opened
-
-    def _message(self, seq: int, sender: int, data: bytes, direct: bool) -> None:
-        opened = self._open(data, sender, Kind.DIRECT if direct else Kind.MESSAGE)
-        if opened is not None:
-            message = Message(MessageId(seq, sender), self._members[sender], opened.body, direct)
-            self._push(seq, message)
-
-    def _variable(self, seq: int, key: str, value: bytes, version: int, by: int) -> None:
-        opened = self._open(value, by, Kind.VARIABLE, key)
-        if opened is not None:
-            self._set_variable(key, opened.body, version)
-            self._push(seq, VariableChanged(key, opened.body, version, self._members[by], seq))
-            self._got_value(key, version)
-            self._check_state()
-
-    def _value(self, seq: int, key: str, value: bytes, version: int) -> None:
-        """A value sealed again by the epoch's committer, for us who joined."""
-        if self._committer is None:
-            self._tampered(UnknownSender("no commit has brought us in"), "a variable's value")
-            return
-        opened = self._open(value, self._committer, Kind.VARIABLE, key)
-        if opened is not None:
-            self._seq = seq
-            self._set_variable(key, opened.body, version)
-            self._got_value(key, version)
-            self._check_state()
-
-    def _got_value(self, key: str, version: int) -> None:
-        if key in self._awaiting and self._awaiting[key] <= version:
-            del self._awaiting[key]
-            self._check_ready()
-
-    def _check_ready(self) -> None:
-        if self._group.epoch and not self._awaiting:
-            self._ready.set()
-
-    def _epoch(self, seq: int, committer: int, data: bytes, reseals: bool) -> None:
-        """A commit, in the session's order: the next epoch begins."""
-        first = self._group.epoch == 0
-        try:
-            change = self._group.apply_commit(data)
-            if change.committer != committer:
-                raise ForgedContent(f"#{change.committer}'s commit arrived as #{committer}'s")
-        except SealingError as error:
-            self._tampered(error, "a commit")
-            return
-        self._seq = seq
-        self._committer = committer
-        if first and (not reseals or change.epoch == 1):
-            # Nobody will seal the values again: the committer may not read
-            # them, or it starts the epochs afresh because no member that
-            # held them is left. What they were is lost to the session.
-            self._awaiting.clear()
-        if committer == self.me.id and change.added - {self.me.id}:
-            for key, (value, version) in self._variables.items():
-                sealed = self._group.seal(value, key=key)
-                self._connection._post(Op.RESEAL, self.name, key, version, sealed)
-        self._check_ready()
-        self._epoch_changed.set()
-        self._epoch_changed = trio.Event()
-
-    def _commit_due(self, epoch: int, members: list[int], entries: list[bytes]) -> None:
-        """The hub designated us to begin ``epoch`` with ``members``."""
-        self._due = (epoch, members, entries)
-        if not self._committing and self._ended is None:
-            self._committing = True
-            self._connection._spawn(self._commit_loop)
-
-    async def _commit_loop(self) -> None:
-        """Make and send the commit of the latest DUE, until none is left:
-        a DUE that arrives meanwhile supersedes the ones before it."""
-        try:
-            while self._due is not None and self._ended is None:
-                due, self._due = self._due, None
-                commit = self._propose(*due)
-                if commit is not None:
-                    # Refused when the members changed meanwhile: a new DUE follows.
-                    with contextlib.suppress(SealingRefused, HubTimeout):
-                        await self._connection._request(Op.COMMIT, self.name, commit)
-        except (SessionError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self._committing = False
-
-    def _propose(self, epoch: int, members: list[int], entries: list[bytes]) -> bytes | None:
-        group = self._group
-        if epoch != group.epoch + 1:
-            log.warning("session %r: a commit of epoch %d is due at epoch %d", self.name, epoch,
-                        group.epoch)  # fmt: skip
-            return None
-        known = dict(group.roster or {})
-        try:
-            for data in entries:
-                entry = RosterEntry.decode(data)
-                known[entry.member] = entry
-            return group.propose(Roster(known[member] for member in members))
-        except (SealingError, KeyError, ValueError) as error:
-            log.warning("session %r: cannot commit epoch %d: %r", self.name, epoch, error)
-            return None
 
     # -- events --------------------------------------------------------------------
 
@@ -602,12 +347,9 @@ class Session:
         if error is None:
             self._events.clear()
             self._backlog = 0
-        self._group.erase()
-        self._due = None
+        self._sealing.end()
         self._connection._forget(self)
         self._notify()
-        self._ready.set()
-        self._epoch_changed.set()
 
     def _notify(self) -> None:
         # Whoever signals replaces the event, so that every waiter (there may
