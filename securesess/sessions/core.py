@@ -51,6 +51,7 @@ from securesess.sessions.outcome import (
     Member,
     Outcome,
     Refused,
+    Relayed,
     membership,
     ok,
 )
@@ -81,6 +82,8 @@ class SessionCore:
         self.limits: Final = limits if limits is not None else Limits()
         self._store: Final[SessionStore[Member]] = store if store is not None else MemoryStore()
         self._epochs: Final = EpochOrder(self._store, self.limits, clock)
+        #: What it has ordered of sealed content, for the operator.
+        self.relayed: Final = Relayed()
         self._transitions: Final[dict[type, Callable[[Client, Any, Outcome], None]]] = {
             rq.Join: self._join,
             rq.Leave: self._leave,
@@ -126,6 +129,8 @@ class SessionCore:
                 Op.ERROR, request.rid, refused.code, refused.message, *refused.extra
             )
             outcome.refused = refused
+        else:
+            self.relayed.count(request)
         return outcome
 
     # -- memberships ending from outside a request --------------------------------

@@ -23,10 +23,11 @@ about). Each connection has two tasks:
 The core packs a broadcast once and the hub appends the same bytes object to
 each recipient's queue, so fan-out costs one append per member. Senders never
 wait for recipients: a member whose undelivered backlog exceeds
-``max_backlog`` bytes is removed from the session (it gets ``ENDED``,
-the others see it leave), so a slow member cannot stall the others or make
-the hub's memory grow without bound. A client that does not read its
-replies stops being read (its reader waits), which pushes back on it alone.
+``max_backlog`` bytes is removed from the session (it gets ``ENDED``, the
+others see it leave), so a slow member cannot stall the others or make the
+hub's memory grow without bound. A client that does not read its replies
+stops being read, which pushes back on it alone. What it relays is sealed:
+the hub holds no key to it (:attr:`Hub.relayed` counts it).
 """
 
 from __future__ import annotations
@@ -55,10 +56,7 @@ from securesess.stream.options import AdmissionLimits, SecureOptions, ServeArgs,
 from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import SecureListener, SecureServer
 
-__all__ = [
-    "Hub",
-    "serve_hub",
-]
+__all__ = ["Hub", "serve_hub"]
 
 log = logging.getLogger("securesess.hub")
 
@@ -103,6 +101,7 @@ class Hub:
         if not isinstance(policy, Policy):
             policy = Policy.load(policy, trust=secure.trust)
         self._core: Final = SessionCore(policy, limits=self.limits, clock=trio.current_time)
+        self.relayed: Final = self._core.relayed
         self._options = secure.replace(authorize=self.authorize)
         self._backlogs: Final = Backlogs[HubConnection](
             max_backlog=self.limits.max_backlog,

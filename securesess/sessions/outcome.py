@@ -19,6 +19,7 @@ from securesess.constants import (
     DEFAULT_MAX_VARIABLES,
 )
 from securesess.policy import Grant, Right
+from securesess.sessions import requests as rq
 from securesess.sessions.wire import ErrorCode, Op, pack
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Member",
     "Outcome",
     "Refused",
+    "Relayed",
     "membership",
     "ok",
 ]
@@ -69,6 +71,28 @@ class Limits:
         for limit in fields(self):
             if getattr(self, limit.name) < 1:
                 raise ValueError(f"{limit.name} must be at least 1")
+
+
+@final
+@dataclass(slots=True)
+class Relayed:
+    """What the hub has ordered of sealed sessions: content (messages,
+    values) and its bytes, and commits. It holds no key to any of it."""
+
+    contents: int = 0
+    content_bytes: int = 0
+    commits: int = 0
+
+    def count(self, request: rq.Request) -> None:
+        """``request`` was ordered."""
+        if isinstance(request, rq.Send):
+            self.contents += 1
+            self.content_bytes += len(request.data)
+        elif isinstance(request, rq.Set | rq.Reseal):
+            self.contents += 1
+            self.content_bytes += len(request.value)
+        elif isinstance(request, rq.Commit):
+            self.commits += 1
 
 
 @final

@@ -124,6 +124,11 @@ class Session:
     def member(self, member_id: int) -> Member | None:
         return self._members.get(member_id)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose keys this member seals and opens with (0: none yet)."""
+        return self._sealing.group.epoch
+
     # -- talking -------------------------------------------------------------------
 
     def _check_open(self) -> None:

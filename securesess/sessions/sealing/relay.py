@@ -10,6 +10,10 @@ the promises that depend on the order:
   would be by each member;
 - content names the member that sent it, and that member belongs to the
   current epoch (a joiner waits for the commit that brings it in);
+- once a member of the current epoch has left, the epoch takes no more
+  content: the member that left holds its keys, so whatever is sealed
+  under it from then on waits for the commit that leaves it out (the
+  members seal it again under the new epoch);
 - a direct message goes to a member of the current epoch;
 - a commit is sequenced only from the member the hub designated, for the
   next epoch, continuing the transcript, and with a roster of exactly the
@@ -230,6 +234,12 @@ class Relay:
             header.recipient not in self.roster or header.recipient not in self.members
         ):
             raise UnknownSender(f"#{header.recipient} is not a member of epoch {self.epoch}")
+        if not self.roster <= self.members:
+            gone = ", ".join(f"#{m}" for m in sorted(self.roster - self.members))
+            raise StaleEpoch(
+                f"epoch {self.epoch} of {self.session!r} is closing ({gone} left): "
+                "content waits for the next"
+            )
         self._carried += 1
         if self._carried >= self.max_messages:
             self._rotate = True
