@@ -101,8 +101,11 @@ class Commit:
     head_len: int = field(repr=False)
 
     @classmethod
-    def decode(cls, data: bytes) -> Commit:
-        """Raises:
+    def decode(cls, data: bytes, known: Roster | None = None) -> Commit:
+        """``known``: a roster whose entries this one may repeat (see
+        :meth:`Roster.decode_from`).
+
+        Raises:
         MalformedSealing: the bytes are not a well-formed commit. Nothing
             else, whatever the bytes.
         """
@@ -114,7 +117,7 @@ class Commit:
             session = data[2 : 2 + name_len].decode("utf-8")
             offset = 2 + name_len
             epoch, previous, committer = _HEAD.unpack_from(data, offset)
-            roster, offset = Roster.decode_from(data, offset + _HEAD.size)
+            roster, offset = Roster.decode_from(data, offset + _HEAD.size, known)
         except (IndexError, UnicodeDecodeError, struct.error):
             raise MalformedSealing("a commit's header is malformed") from None
         if not session or len(session.encode("utf-8")) != name_len:

@@ -184,8 +184,8 @@ class GroupState:
                 the state is unchanged.
         """
         membership = self._membership_key()
-        commit = Commit.decode(data)
         old = self.roster
+        commit = Commit.decode(data, old)
         newcomers = admit(
             commit,
             session=self.session,

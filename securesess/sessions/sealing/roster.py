@@ -30,7 +30,7 @@ hold), and a static key stolen later unwraps no recorded epoch secret.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -138,8 +138,12 @@ class RosterEntry:
         )
 
     @classmethod
-    def decode_from(cls, data: bytes, offset: int = 0) -> tuple[RosterEntry, int]:
-        """An entry from ``data`` at ``offset``, and the offset after it.
+    def decode_from(
+        cls, data: bytes, offset: int = 0, known: Mapping[bytes, RosterEntry] | None = None
+    ) -> tuple[RosterEntry, int]:
+        """An entry from ``data`` at ``offset``, and the offset after it;
+        ``known`` entries, by their encoding, are taken as they are rather
+        than decoded again (a roster mostly repeats the one before it).
 
         Raises:
             MalformedSealing: short, or a member number out of range.
@@ -150,6 +154,11 @@ class RosterEntry:
             )
         except struct.error:
             raise MalformedSealing("a roster entry ends early") from None
+        if known:
+            end = offset + _ENTRY.size + cert_len
+            entry = known.get(data[offset:end])
+            if entry is not None:
+                return entry, end
         if member > MAX_MEMBER_NUMBER:
             raise MalformedSealing(f"member number {member} is out of range")
         offset += _ENTRY.size
@@ -193,7 +202,7 @@ class RosterEntry:
 class Roster(Mapping[int, RosterEntry]):
     """An epoch's members, by member number."""
 
-    __slots__ = ("_members",)
+    __slots__ = ("_encodings", "_members")
 
     def __init__(self, entries: Iterable[RosterEntry]) -> None:
         members: dict[int, RosterEntry] = {}
@@ -204,6 +213,17 @@ class Roster(Mapping[int, RosterEntry]):
             if len(members) > MAX_MEMBERS:
                 raise ValueError(f"a roster names at most {MAX_MEMBERS} members")
         self._members: Final = dict(sorted(members.items()))
+        self._encodings: dict[bytes, RosterEntry] | None = None
+
+    def ids(self) -> KeysView[int]:
+        """The member numbers, as a dict's keys (fast set operations)."""
+        return self._members.keys()
+
+    def by_encoding(self) -> Mapping[bytes, RosterEntry]:
+        """Each entry by its bytes (made once)."""
+        if self._encodings is None:
+            self._encodings = {entry.encode(): entry for entry in self._members.values()}
+        return self._encodings
 
     def __getitem__(self, member: int) -> RosterEntry:
         return self._members[member]
@@ -220,8 +240,11 @@ class Roster(Mapping[int, RosterEntry]):
         )
 
     @classmethod
-    def decode_from(cls, data: bytes, offset: int) -> tuple[Roster, int]:
-        """A roster from ``data`` at ``offset``, and the offset after it.
+    def decode_from(
+        cls, data: bytes, offset: int, known: Roster | None = None
+    ) -> tuple[Roster, int]:
+        """A roster from ``data`` at ``offset``, and the offset after it;
+        the entries it shares with ``known`` are ``known``'s own objects.
 
         Work and memory are bounded by ``len(data)``, whatever the count says:
         each entry is read from bytes that are there.
@@ -238,13 +261,20 @@ class Roster(Mapping[int, RosterEntry]):
             raise MalformedSealing(f"a roster of {count} members is over the limit")
         entries = []
         previous = -1
+        encodings = None if known is None else known.by_encoding()
+        # Kept for the next roster, which will mostly repeat this one.
+        seen: dict[bytes, RosterEntry] = {}
         for _ in range(count):
-            entry, offset = RosterEntry.decode_from(data, offset)
+            start = offset
+            entry, offset = RosterEntry.decode_from(data, offset, encodings)
             if entry.member <= previous:
                 raise MalformedSealing("a roster's members are not in increasing order")
             previous = entry.member
             entries.append(entry)
-        return cls(entries), offset
+            seen[data[start:offset]] = entry
+        roster = cls(entries)
+        roster._encodings = seen
+        return roster, offset
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Roster) and self._members == other._members
