@@ -85,11 +85,12 @@ def test_the_first_join_creates_the_session_and_answers_with_member_and_order(
     client = core.connect(peer("alice"))
     outcome = core.handle(client, Join(7, "lobby", True))
     rid, (member_id, seq, members, variables, rights) = unpack(outcome.reply)[1:]
-    assert (rid, member_id, seq, variables) == (7, 1, 1, [])
+    # Nothing has happened in the session yet: its first event is the commit.
+    assert (rid, member_id, seq, variables) == (7, 1, 0, [])
     assert members == [[1, "alice", peer("alice").public_key, []]]
     assert rights == sorted(EVERY)
     assert outcome.joined is client.memberships["lobby"]
-    assert outcome.deliveries == [] or outcome.deliveries[0].recipients == []
+    assert outcome.deliveries == []  # the others see it join with its first commit
     assert core.sessions() == {"lobby": ["alice#1"]}
 
 
@@ -101,9 +102,9 @@ def test_a_broadcast_is_packed_once_for_every_member_that_receives(core: SealedC
     [delivery] = outcome.deliveries
     # eve may not receive; alice sent it.
     assert delivery.recipients == [bob.memberships["lobby"], dave.memberships["lobby"]]
-    # Each join took a seq, and so did the commit that let the joiner in.
-    assert unpack(delivery.data) == [Op.MESSAGE, "lobby", 9, 1, sealed, False]
-    assert unpack(outcome.reply) == [Op.OK, 2, 9]
+    # Each commit took a seq, and so did the JOINED that it made known.
+    assert unpack(delivery.data) == [Op.MESSAGE, "lobby", 8, 1, sealed, False]
+    assert unpack(outcome.reply) == [Op.OK, 2, 8]
     assert core.group(bob, "lobby").open(sealed, sender=1).body == b"hi"
     assert eve.memberships["lobby"] not in delivery.recipients
 
@@ -125,7 +126,7 @@ def test_leaving_tells_the_others_and_ending_the_last_membership_ends_the_sessio
     assert [(ending.member, ending.notice) for ending in outcome.ended] == [(member, None)]
     left, due = outcome.deliveries
     assert left.recipients == [bob.memberships["lobby"]]
-    assert unpack(left.data) == [Op.LEFT, "lobby", 5, 1, "left"]
+    assert unpack(left.data) == [Op.LEFT, "lobby", 4, 1, "left"]
     # bob, alone now, is to begin epoch 3 without alice; it holds its own entry.
     assert due.recipients == [bob.memberships["lobby"]]
     assert unpack(due.data) == [Op.DUE, "lobby", 3, [2], []]
@@ -168,7 +169,7 @@ def test_variables_are_versioned_and_compare_and_set_conflicts_say_the_version(
 ) -> None:
     alice, bob = joined(core, "alice"), joined(core, "bob")
     value = core.seal(alice, "lobby", b"1", key="k")
-    assert unpack(core.handle(alice, Set(2, "lobby", "k", value, None)).reply) == [Op.OK, 2, [1, 5]]
+    assert unpack(core.handle(alice, Set(2, "lobby", "k", value, None)).reply) == [Op.OK, 2, [1, 4]]
     outcome = core.handle(bob, Set(3, "lobby", "k", core.seal(bob, "lobby", b"2", key="k"), 0))
     assert unpack(outcome.reply)[2:] == [
         ErrorCode.VERSION_CONFLICT,
@@ -186,7 +187,7 @@ def test_a_member_that_may_not_receive_learns_no_versions(core: SealedCore) -> N
     joined(core, "alice")
     eve = joined(core, "eve")
     value = core.seal(eve, "lobby", b"v", key="k")
-    assert unpack(core.handle(eve, Set(2, "lobby", "k", value, None)).reply)[2] == [0, 5]
+    assert unpack(core.handle(eve, Set(2, "lobby", "k", value, None)).reply)[2] == [0, 4]
     assert error(core.handle(eve, Set(3, "lobby", "k", value, 1))) is ErrorCode.ACCESS_DENIED
 
 
@@ -476,8 +477,10 @@ class SessionPromises(RuleBasedStateMachine):
         # Member ids are never reused within a session.
         assert member_id not in self.ids_given.setdefault(session, set())
         self.ids_given[session].add(member_id)
-        self.verify(outcome, None, set(), [(session, self.others(session))])
-        assert seq == self.seq[session]
+        # The others hear of it with the commit that brings it in (checked
+        # with the epochs); the answer's seq is the session's latest event.
+        self.verify(outcome, None, set(), [])
+        assert seq == self.seq.get(session, 0)
         self.members.setdefault(session, {})[member_id] = (client, rights)
 
     @rule(client=clients, session=sessions)
@@ -611,12 +614,16 @@ class SessionPromises(RuleBasedStateMachine):
         for outcome in self.sealed.sealing_outcomes[self.checked :]:
             for delivery in outcome.deliveries:
                 event = unpack(delivery.data)
-                if event[0] != Op.EPOCH:
+                if event[0] not in (Op.EPOCH, Op.JOINED):
                     continue
                 session = event[1]
                 assert event[2] > self.seq.get(session, 0)
                 self.seq[session] = event[2]
-                assert {m.id for m in delivery.recipients} == set(self.members[session])
+                recipients = {m.id for m in delivery.recipients}
+                if event[0] == Op.EPOCH:
+                    assert recipients == set(self.members[session])
+                else:  # the newcomer it brought in, announced to everyone else
+                    assert recipients == set(self.members[session]) - {event[3][0]}
         self.checked = len(self.sealed.sealing_outcomes)
 
     @invariant()

@@ -208,8 +208,11 @@ class SessionCore:
             self._epochs.forget(session.name)
             log.info("session %r ended: its last member left", session.name)
         elif announce:
-            seq = session.sequence()
-            self._announce(session, pack(Op.LEFT, session.name, seq, member.id, reason), outcome)
+            # The others heard of it only once a commit brought it in.
+            if member.announced:
+                seq = session.sequence()
+                data = pack(Op.LEFT, session.name, seq, member.id, reason)
+                self._announce(session, data, outcome)
             self._epochs.due(session, outcome)
 
     # -- what members see ------------------------------------------------------------
@@ -283,8 +286,9 @@ class SessionCore:
             session = self._store.create(name)
             log.info("%s created session %r", peer, name)
         member = Member(session.new_member_id(), client, name, grant)
-        seq = session.sequence()
-        self._announce(session, pack(Op.JOINED, name, seq, member.fields), outcome)
+        # The others see it join (JOINED) with the commit that brings it in:
+        # what they send from then on reaches it.
+        seq = session.seq
         session.admit(member.id, member)
         client.memberships[name] = member
         outcome.joined = member
@@ -295,7 +299,7 @@ class SessionCore:
             if member.receives
             else []
         )
-        members = [other.fields for other in session.members.values()]
+        members = [m.fields for m in session.members.values() if m.announced or m is member]
         outcome.reply = ok(request.rid, [member.id, seq, members, variables, sorted(grant.rights)])
         log.info(
             "%s joined %r with %s (from %s)",

@@ -157,6 +157,17 @@ class EpochOrder:
         members = session.members
         outcome.deliveries.append(Delivery(data, [members[m] for m in commit.roster]))
         outcome.reply = ok(request.rid, seq)
+        # Those it brings in have joined, for the others, from now on: what
+        # they send after this reaches them.
+        for number in sorted(session.relay.newcomers):
+            newcomer = members[number]
+            if newcomer.announced:
+                continue
+            newcomer.announced = True
+            others = [m for m in members.values() if m is not newcomer]
+            if others:
+                joined = pack(Op.JOINED, session.name, session.sequence(), newcomer.fields)
+                outcome.deliveries.append(Delivery(joined, others))
 
     def reseal(self, client: Client, request: rq.Reseal, outcome: Outcome) -> None:
         """A variable's value sealed again by the epoch's committer, for the

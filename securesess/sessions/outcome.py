@@ -111,7 +111,7 @@ class Client:
 class Member:
     """One membership: a client in a session, with the rights the policy grants it there."""
 
-    __slots__ = ("client", "entry", "fields", "grant", "id", "receives", "session")
+    __slots__ = ("announced", "client", "entry", "fields", "grant", "id", "receives", "session")
 
     def __init__(self, member_id: int, client: Client, session: str, grant: Grant) -> None:
         self.id: Final = member_id
@@ -123,6 +123,8 @@ class Member:
         #: Its roster entry (ENTER), once it has sent one: until then it is
         #: in no epoch, and sealed content neither comes from nor goes to it.
         self.entry: bytes | None = None
+        #: Whether the others have been told it joined: once a commit named it.
+        self.announced = False
 
     def __str__(self) -> str:
         return f"{self.client.peer.name or 'unnamed'}#{self.id}"
