@@ -1699,7 +1699,7 @@ def _genuine(request: list[Any]) -> list[list[object]]:
     """The right answer to a request of the client below, and what follows it:
     the client commits the session's first epoch, as its only entered member."""
     op, rid = request[0], request[1] if len(request) > 1 else 0
-    members = [_member_description, [2, None, bytes(32), []]]
+    members = [_member_description]  # alone: the first to enter the session's epochs
     answers: dict[int, list[list[object]]] = {
         Op.HELLO: [[Op.WELCOME, VERSION, ["client", WORLD.client.public_key, ["services"]]]],
         Op.JOIN: [[Op.OK, rid, [1, 5, members, [["k", 1]], sorted(Right)]]],

@@ -170,16 +170,10 @@ class SessionCore:
         return outcome
 
     def expire(self) -> Outcome:
-        """What time makes happen (the hub calls this every second or so):
-        a commit is due in every session whose epoch is too old, and a
-        designated member that has not committed in ``commit_timeout`` is
-        removed, so that the next one is designated."""
+        """What time makes happen (:meth:`EpochOrder.expire`); the hub calls it every second."""
         outcome = Outcome()
-        for session in list(self._store):
-            overdue = self._epochs.expire(session, outcome)
-            if overdue is not None:
-                member, reason = overdue
-                self._drop(member, reason, outcome, notify=ErrorCode.SESSION_CLOSED)
+        for member, reason in self._epochs.expire(outcome):
+            self._drop(member, reason, outcome, notify=ErrorCode.SESSION_CLOSED)
         return outcome
 
     def _drop(

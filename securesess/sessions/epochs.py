@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, final
 
+from securesess.policy import Right
 from securesess.sessions import requests as rq
 from securesess.sessions.outcome import (
     Client,
@@ -33,8 +34,9 @@ from securesess.sessions.outcome import (
     ok,
 )
 from securesess.sessions.sealing import Kind, RosterEntry, SealingError
+from securesess.sessions.sealing.commit import commit_size
 from securesess.sessions.store import SessionState, SessionStore
-from securesess.sessions.wire import ErrorCode, Op, pack
+from securesess.sessions.wire import MAX_SEALED, ErrorCode, Op, pack
 
 __all__ = ["EpochOrder", "sequence"]
 
@@ -92,26 +94,35 @@ class EpochOrder:
         last = self._dues.get(session.name)
         if last is not None and last[0] == due:
             return
-        self._dues[session.name] = (due, self._now())
+        # The time it has had runs from when it was first designated: the
+        # members changing under it again and again do not keep it there.
+        since = last[1] if last is not None and last[0][:2] == due[:2] else self._now()
+        self._dues[session.name] = (due, since)
         newcomers = [session.members[m].entry for m in members if m not in relay.roster]
         data = pack(Op.DUE, session.name, epoch, members, newcomers)
         outcome.deliveries.append(Delivery(data, [session.members[committer]]))
 
-    def expire(self, session: SessionState[Member], outcome: Outcome) -> tuple[Member, str] | None:
-        """Make a commit due if the epoch has lasted its time; the designated
-        member and why it is to go, if it has let a due commit wait too long."""
+    def expire(self, outcome: Outcome) -> list[tuple[Member, str]]:
+        """Make a commit due in every session whose epoch has lasted its
+        time; the designated members that have let a due commit wait for
+        ``commit_timeout``, and why they are to go (so that the next one is
+        designated)."""
         if self._clock is None:
-            return None
-        now, relay = self._clock(), session.relay
-        if not relay.expire(now):
-            return None
-        self.due(session, outcome)
-        _, sent = self._dues[session.name]
-        committer, timeout = relay.committer, self._limits.commit_timeout
-        if committer is None or now - sent < timeout:
-            return None
-        epoch, _ = relay.next_epoch()
-        return session.members[committer], f"made no commit of epoch {epoch} in {timeout:g} s"
+            return []
+        now, timeout = self._clock(), self._limits.commit_timeout
+        overdue = []
+        for session in self._store:
+            relay = session.relay
+            if not relay.expire(now):
+                continue
+            self.due(session, outcome)
+            _, sent = self._dues[session.name]
+            committer = relay.committer
+            if committer is not None and now - sent >= timeout:
+                epoch, _ = relay.next_epoch()
+                reason = f"made no commit of epoch {epoch} in {timeout:g} s"
+                overdue.append((session.members[committer], reason))
+        return overdue
 
     # -- requests -----------------------------------------------------------------------
 
@@ -139,6 +150,15 @@ class EpochOrder:
             or (peer.signing_key is not None and entry.credential.signing_key != peer.signing_key)
         ):
             raise Refused(ErrorCode.SEALING, f"that roster entry is not {member}'s")
+        entered = [m.entry for m in session.members.values() if m.entry is not None]
+        size = commit_size(session.name, [len(e) for e in [*entered, request.entry]])
+        if size > MAX_SEALED:
+            # Every commit must name every member, in one request.
+            raise Refused(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"session {session.name!r} is full: with {member} its commits would be "
+                f"{size} bytes, over {MAX_SEALED}",
+            )
         member.entry = request.entry
         session.relay.joined(member.id, receives=member.receives)
         outcome.reply = ok(request.rid, None)
@@ -146,14 +166,22 @@ class EpochOrder:
 
     def commit(self, client: Client, request: rq.Commit, outcome: Outcome) -> None:
         member, session = self._member(client, request.session)
+        relay = session.relay
+        continuing = bool(relay.members & relay.roster)
         try:
-            commit = session.relay.sequence_commit(request.commit, member.id, now=self._now())
+            commit = relay.sequence_commit(request.commit, member.id, now=self._now())
         except SealingError as error:
             raise Refused(ErrorCode.SEALING, str(error)) from None
+        if not continuing and session.variables:
+            # The epochs start again: nobody holds a key to the values any
+            # more, so nobody could seal them again for a joiner.
+            session.drop_variables()
         seq = session.sequence()
-        # Whether the committer holds the variables' values, to seal them
-        # again for the newcomers: they need not wait for them otherwise.
-        data = pack(Op.EPOCH, session.name, seq, member.id, request.commit, member.receives)
+        # Whether the committer holds the variables' values and may set
+        # them, to seal them again for the newcomers, who otherwise need not
+        # wait for them.
+        reseals = member.receives and Right.SET in member.grant
+        data = pack(Op.EPOCH, session.name, seq, member.id, request.commit, reseals)
         members = session.members
         outcome.deliveries.append(Delivery(data, [members[m] for m in commit.roster]))
         outcome.reply = ok(request.rid, seq)
@@ -175,9 +203,10 @@ class EpochOrder:
         version stays, and the others are not told)."""
         member, session = self._member(client, request.session)
         relay, key, limit = session.relay, request.key, self._limits.max_variable_bytes
-        if relay.committed_by != member.id:
+        if relay.committed_by != member.id or Right.SET not in member.grant:
             raise Refused(
-                ErrorCode.SEALING, f"only epoch {relay.epoch}'s committer seals values again"
+                ErrorCode.SEALING,
+                f"only epoch {relay.epoch}'s committer, with the set right, seals values again",
             )
         current = session.variables.get(key)
         if current is None or current.version != request.version:

@@ -33,7 +33,7 @@ from securesess.sessions.events import (
     VariableChanged,
 )
 from securesess.sessions.join_answer import member_from_fields
-from securesess.sessions.sealing import Kind, Opened, SealingError, UnknownSender
+from securesess.sessions.sealing import ForgedContent, Kind, Opened, SealingError, UnknownSender
 from securesess.sessions.session import Session
 from securesess.sessions.wire import ErrorCode, Op
 
@@ -100,6 +100,11 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
     seq = message[2]
     if session is None or seq <= session._seq or session._ended is not None:
         return
+    sealing = session._sealing
+    if sealing.unannounced and op != Op.JOINED:
+        missing = ", ".join(f"#{m}" for m in sorted(sealing.unannounced))
+        session._tampered(ForgedContent(f"the hub did not announce {missing}"), "a commit")
+        return
     if op == Op.MESSAGE:
         sender = session.member(message[3])
         if sender is None:
@@ -110,9 +115,8 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
             session._push(seq, Message(MessageId(seq, sender.id), sender, opened.body, direct))
     elif op == Op.EPOCH:
         try:
-            session._sealing.apply(
-                message[3], message[4], message[5], session.me.id, session._variables
-            )
+            sealing.apply(message[3], message[4], message[5], session.me.id, session._variables)
+            sealing.match(session._members)
         except SealingError as error:
             session._tampered(error, "a commit")
             return
@@ -121,6 +125,11 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
         _value(session, seq, message[3], message[4], message[5])
     elif op == Op.JOINED:
         member = member_from_fields(message[3])
+        try:
+            sealing.announced(member)
+        except SealingError as error:
+            session._tampered(error, "a member joining")
+            return
         session._add_member(member)
         session._push(seq, MemberJoined(member, seq))
         session._check_state()

@@ -81,6 +81,7 @@ class Sealing:
         "group",
         "name",
         "ready",
+        "unannounced",
     )
 
     def __init__(self, connection: Carrier, group: GroupState, awaiting: Mapping[str, int]) -> None:
@@ -98,6 +99,9 @@ class Sealing:
         # The latest DUE (epoch, members, entries), and whether a task makes its commit.
         self._due: tuple[int, list[int], list[bytes]] | None = None
         self._committing = False
+        #: Members the current epoch's commit brought in that the hub has
+        #: not announced yet (JOINED follows the EPOCH at once).
+        self.unannounced: set[int] = set()
 
     # -- sealing ------------------------------------------------------------------------
 
@@ -205,13 +209,45 @@ class Sealing:
             # them, or it starts the epochs afresh because no member that
             # held them is left. What they were is lost to the session.
             self._awaiting.clear()
-        if committer == me and change.added - {me}:
+        if committer == me and reseals and change.added - {me}:
             for key, (value, version) in variables.items():
                 sealed = self.group.seal(value, key=key)
                 self._connection._post(Op.RESEAL, self.name, key, version, sealed)
         self._check_ready()
         self._epoch_changed.set()
         self._epoch_changed = trio.Event()
+
+    def match(self, members: Mapping[int, Member]) -> None:
+        """Hold the members the hub names (``members``) to the roster just
+        applied: the application's view of the session is the roster's, so
+        the hub can neither add a member silently nor keep one it said left.
+
+        Raises:
+            ForgedContent: someone named is not in the roster.
+        """
+        roster = self.group.roster
+        assert roster is not None, "a commit was applied"
+        kept = members.keys() - roster.ids()
+        if kept:
+            names = ", ".join(f"#{m}" for m in sorted(kept))
+            raise ForgedContent(f"epoch {self.group.epoch} leaves out {names}, still members")
+        self.unannounced = set(roster.ids() - members.keys())
+
+    def announced(self, member: Member) -> None:
+        """The hub announces ``member``: once in an epoch, only one that the
+        commit brought in, with the static key the roster has.
+
+        Raises:
+            ForgedContent: it is not.
+        """
+        roster = self.group.roster
+        if roster is None:
+            return  # no epoch yet: the first commit is held to what is announced
+        if member.id not in self.unannounced or (
+            roster[member.id].credential.static_key != member.public_key
+        ):
+            raise ForgedContent(f"#{member.id} was announced, but no commit brought it in")
+        self.unannounced.discard(member.id)
 
     def got_value(self, key: str, version: int) -> None:
         """``key`` is known at ``version``."""

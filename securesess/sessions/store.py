@@ -70,6 +70,10 @@ class SessionState(Protocol[M]):
         """Replace ``key``'s value, at the same version: sealed again, not changed."""
         ...
 
+    def drop_variables(self) -> None:
+        """Forget every variable: sealed under epochs no member holds any more."""
+        ...
+
     def put(self, key: str, value: bytes, size: int) -> int:
         """Write a variable, the variables now ``size`` bytes; return its new version."""
         ...
@@ -144,6 +148,10 @@ class MemorySession(Generic[M]):
     def reseal(self, key: str, value: bytes, size: int) -> None:
         self._variables[key] = Variable(value, self._variables[key].version)
         self._variable_bytes = size
+
+    def drop_variables(self) -> None:
+        self._variables.clear()
+        self._variable_bytes = 0
 
     def put(self, key: str, value: bytes, size: int) -> int:
         current = self._variables.get(key)

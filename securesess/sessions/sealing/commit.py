@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import secrets
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, final
 
@@ -58,6 +59,8 @@ SUITE: Final = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_2
 _SIGNED: Final = b"securesess commit v1\0"
 _WELCOME: Final = b"securesess welcome v1\0"
 _HEAD: Final = struct.Struct(">Q32sQ")
+# A wrap: HPKE's encapsulated X25519 key, the sealed secret and its tag.
+_WRAP_LEN: Final = 32 + SECRET_LEN + 16
 #: The latest epoch a commit may begin: epochs fit a signed 64-bit integer.
 MAX_EPOCH: Final = (1 << 63) - 1
 _U64: Final = struct.Struct(">Q")
@@ -234,3 +237,12 @@ def make_commit(
     parts.append(_confirmation(secret, session, epoch, previous))
     unsigned = b"".join(parts)
     return unsigned + signing_key.sign(_SIGNED + unsigned)
+
+
+def commit_size(session: str, entry_sizes: Iterable[int]) -> int:
+    """How long a commit of ``session`` is whose roster entries are
+    ``entry_sizes`` bytes long (so that a hub can refuse a member that would
+    make the next commit too long to carry)."""
+    sizes = list(entry_sizes)
+    fixed = 2 + len(session.encode("utf-8")) + _HEAD.size + 4 + _CONFIRMATION_LEN + _SIGNATURE_LEN
+    return fixed + sum(sizes) + len(sizes) * (_U16.size + _WRAP_LEN)
