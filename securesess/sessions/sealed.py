@@ -155,6 +155,12 @@ class Sealing:
                 await self.ready.wait()
             check_open()
             if not self.ready.is_set():
+                if self.group.epoch:
+                    keys = ", ".join(repr(key) for key in sorted(self._awaiting))
+                    raise HubTimeout(
+                        f"session {self.name!r}: the values of {keys} were not sealed again "
+                        f"for this member in {timeout:g} s"
+                    )
                 raise HubTimeout(
                     f"session {self.name!r} began no epoch with this member in {timeout:g} s"
                 )
