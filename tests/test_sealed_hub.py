@@ -474,6 +474,36 @@ async def test_content_the_hub_relabels_or_alters_is_refused_as_a_forgery(
     assert db.session.get("other") is None
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the client takes a member's name and groups from the hub's JOINED "
+    "unchecked (routing.py, JOINED; sealed.py Sealing.open checks the static key "
+    "only), so a hub can show a member's messages under another peer's name",
+)
+async def test_a_member_the_hub_gives_another_peers_name_is_not_shown_under_that_name(
+    cast: Cast,
+) -> None:
+    """(f) The hub keeps cache's key but describes it as ops, an admin:
+    cache's own messages then reach db as if from ops."""
+    api = await cast.join("api", create=True)
+    db = await cast.join("db")
+
+    def rename(link: Link, message: list[Any]) -> list[list[Any]]:
+        if message[0] == Op.JOINED and message[3][1] == "cache":
+            _, key, _ = message[3][1:]
+            return [[*message[:3], [message[3][0], "ops", key, []]]]
+        return [message]
+
+    cast.link("db").rule = rename
+    cache = await cast.join("cache")
+    await cache.session.send(b"from cache")
+    await api.message(b"from cache")
+    with trio.move_on_after(2):
+        await db.until(lambda w: w.done.is_set() or b"from cache" in w.messages)
+    names = [e.sender.name for e in db.events if isinstance(e, Message)]
+    assert "ops" not in names, names
+
+
 # -- a malicious hub: a removed member ----------------------------------------------------
 
 
@@ -525,6 +555,35 @@ async def test_a_removed_member_the_hub_keeps_delivering_to_opens_nothing(
     assert isinstance(refusal, UnknownSender if commit == "with" else StaleEpoch)
     assert not [data for data in _plaintexts(db) if marker in data]
     assert not any(isinstance(e, MemberLeft) for e in db.events)  # it was never told
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GAP (docs/protocol.md §10.7 allows it): a member goes on sealing under "
+    "an epoch whose roster holds a member it has seen leave (sealed.py, "
+    "Sealing.request), so a hub that withholds the next commit hands the removed "
+    "member everything sent after its removal",
+)
+async def test_what_a_member_sends_after_seeing_another_removed_is_unreadable_to_it(
+    cast: Cast,
+) -> None:
+    """(g) As above, but the hub also keeps the DUE from ops, so no commit
+    ends the epoch db is in (for the 10 s an honest hub would give ops to
+    commit): api has seen db leave, and sends. Expected: api waits for an
+    epoch without db (or times out) rather than seal for one with it."""
+    ops = await cast.join("ops", create=True)
+    api = await cast.join("api")
+    db = await cast.join("db")
+    db_id = db.session.me.id
+    cast.link("db").rule = lambda link, m: [] if m[0] == Op.ENDED else [m]
+    cast.link("ops").rule = _copying_to(cast, "db", after_left=db_id, but=(Op.DUE,))
+    marker = _marker()
+    await ops.session.remove(db_id)
+    await api.until(lambda w: any(isinstance(e, MemberLeft) for e in w.events))
+    with trio.move_on_after(2):
+        await api.session.send(marker)
+    await trio.sleep(0.2)
+    assert not [data for data in _plaintexts(db) if marker in data]
 
 
 # -- a malicious hub: a member nobody vouches for -----------------------------------------
