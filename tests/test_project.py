@@ -95,7 +95,10 @@ def test_the_securesess_command_runs_the_demo(demo: subprocess.CompletedProcess[
     relayed = next(line for line in lines if "stopped after relaying" in line)
     match = re.search(r"relaying (\d+) sealed contents \((\d+) bytes\) and (\d+) commits", relayed)
     assert match, relayed
-    assert [int(n) for n in (match[1], match[3])] == [4, 3]
+    # Four contents; a commit per join (or one for both, when both entered
+    # before the first), and one when api left.
+    assert int(match[1]) == 4
+    assert int(match[3]) in (2, 3)
     assert "it never held a key that opens them" in relayed
     assert "done: the keystore and its keys are deleted" in lines[-1]
     assert demo.stderr == ""

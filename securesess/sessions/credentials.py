@@ -15,7 +15,7 @@ from typing import Final, final
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from keystore import Identity, TrustStore
+from keystore import Identity, Peer, TrustStore
 from keystore.errors import KeystoreError
 from securesess.sessions.sealing import Credential, GroupState, UntrustedMember
 
@@ -26,7 +26,7 @@ __all__ = ["Credentials"]
 class Credentials:
     """One client's keys and trust, for every session it joins."""
 
-    __slots__ = ("_certificate", "_identity", "trust")
+    __slots__ = ("_certificate", "_descriptions", "_identity", "trust")
 
     def __init__(self, identity: Identity, trust: TrustStore) -> None:
         if identity.signing_key is None:
@@ -39,6 +39,9 @@ class Credentials:
         self.trust = trust
         certificate = identity.certificate
         self._certificate: Final = b"" if certificate is None else certificate.encoded
+        # Each credential's name and groups, as our trust had them when it
+        # first vouched (checking a certificate costs a signature).
+        self._descriptions: dict[Credential, tuple[str | None, frozenset[str]]] = {}
 
     def group(self, session: str, member: int) -> GroupState:
         """A fresh sealing state for membership ``member`` of ``session``."""
@@ -60,6 +63,9 @@ class Credentials:
             UntrustedMember: it does not (or the key is revoked, the
                 certificate expired, ...): the reason says which.
         """
+        self._peer(credential)
+
+    def _peer(self, credential: Credential) -> Peer:
         certificate = credential.certificate or None
         try:
             peer = self.trust.verify(credential.static_key, certificate)
@@ -69,3 +75,17 @@ class Credentials:
             raise UntrustedMember(f"no signing key is pinned or certified for {peer}")
         if peer.signing_key != credential.signing_key:
             raise UntrustedMember(f"{peer} signs with another key than its pin or certificate says")
+        return peer
+
+    def describe(self, credential: Credential) -> tuple[str | None, frozenset[str]]:
+        """The name and groups our trust gives ``credential`` (vouched for
+        already: a commit that brought it in was applied).
+
+        Raises:
+            UntrustedMember: our trust no longer knows it.
+        """
+        known = self._descriptions.get(credential)
+        if known is None:
+            peer = self._peer(credential)
+            known = self._descriptions[credential] = (peer.name, frozenset(peer.groups))
+        return known

@@ -76,7 +76,7 @@ class _Reply:
         """The JOIN this answers succeeded: register the session now, as its
         events may follow in this very batch."""
         assert self.join is not None, "only a JOIN opens a session"
-        session = Session(connection, self.join, answer, connection._credentials.group)
+        session = Session(connection, self.join, answer, connection._credentials)
         self.value = session
         connection._sessions[session.name] = session
         limit = connection._max_session_state

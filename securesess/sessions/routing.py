@@ -116,7 +116,8 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
     elif op == Op.EPOCH:
         try:
             sealing.apply(message[3], message[4], message[5], session.me.id, session._variables)
-            sealing.match(session._members)
+            for described in sealing.match(session._members):
+                session._add_member(described)
         except SealingError as error:
             session._tampered(error, "a commit")
             return
@@ -126,7 +127,7 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
     elif op == Op.JOINED:
         member = member_from_fields(message[3])
         try:
-            sealing.announced(member)
+            member = sealing.announced(member)
         except SealingError as error:
             session._tampered(error, "a member joining")
             return

@@ -26,6 +26,7 @@ import trio
 from securesess.errors import HubTimeout, NotMember, SealingRefused, SessionError
 from securesess.sessions.events import Member, Variable
 from securesess.sessions.sealing import (
+    Credential,
     ForgedContent,
     GroupState,
     Kind,
@@ -75,6 +76,7 @@ class Sealing:
         "_awaiting",
         "_committing",
         "_connection",
+        "_describe",
         "_due",
         "_epoch_changed",
         "committer",
@@ -84,8 +86,16 @@ class Sealing:
         "unannounced",
     )
 
-    def __init__(self, connection: Carrier, group: GroupState, awaiting: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        connection: Carrier,
+        group: GroupState,
+        awaiting: Mapping[str, int],
+        describe: Callable[[Credential], tuple[str | None, frozenset[str]]],
+    ) -> None:
         self._connection: Final = connection
+        # A member's name and groups, as our own trust has them.
+        self._describe: Final = describe
         self.group: Final = group
         self.name: Final = group.session
         # The variables there were at the JOIN, by key and version: their
@@ -123,15 +133,25 @@ class Sealing:
         for _ in range(_RESEALS):
             await self.wait_ready(check_open)
             epoch = group.epoch
+            if self._holds_departed(members):
+                # A member we saw leave holds this epoch's keys: what we seal
+                # waits for the commit that leaves it out, whatever the hub
+                # says (an honest one refuses it anyway, section 10.6).
+                await self._wait_epoch_after(epoch, check_open)
+                continue
             try:
                 sealed = group.seal(body, to=to, key=key)
             except UnknownSender:
-                if to not in members:
+                # A joiner the next commit brings in (the hub announces it
+                # with that commit): wait for that epoch, or say there is none.
+                try:
+                    await self._wait_epoch_after(epoch, check_open)
+                except HubTimeout:
+                    if to in members:
+                        raise
                     raise NotMember(
                         f"session {self.name!r} has no member {to}", session=self.name
                     ) from None
-                # A joiner the next commit brings in: wait for that epoch.
-                await self._wait_epoch_after(epoch, check_open)
                 continue
             try:
                 return await self._connection._request(op, self.name, field, sealed, *more)
@@ -142,6 +162,11 @@ class Sealing:
             f"the hub refused what this member sealed {_RESEALS} times, over as many epochs",
             session=self.name,
         )
+
+    def _holds_departed(self, members: Mapping[int, Member]) -> bool:
+        roster = self.group.roster
+        assert roster is not None, "ready, so in an epoch"
+        return bool(roster.ids() - members.keys() - self.unannounced)
 
     async def wait_ready(self, check_open: Callable[[], None]) -> None:
         """Until this member is in an epoch and holds every variable's value.
@@ -223,13 +248,17 @@ class Sealing:
         self._epoch_changed.set()
         self._epoch_changed = trio.Event()
 
-    def match(self, members: Mapping[int, Member]) -> None:
+    def match(self, members: Mapping[int, Member]) -> list[Member]:
         """Hold the members the hub names (``members``) to the roster just
         applied: the application's view of the session is the roster's, so
         the hub can neither add a member silently nor keep one it said left.
+        Returns those whose description must change: a member is shown with
+        the name and groups our trust gives its credential, not the hub's.
 
         Raises:
-            ForgedContent: someone named is not in the roster.
+            ForgedContent: someone named is not in the roster, or with
+                another static key.
+            UntrustedMember: our trust no longer knows a member.
         """
         roster = self.group.roster
         assert roster is not None, "a commit was applied"
@@ -238,22 +267,37 @@ class Sealing:
             names = ", ".join(f"#{m}" for m in sorted(kept))
             raise ForgedContent(f"epoch {self.group.epoch} leaves out {names}, still members")
         self.unannounced = set(roster.ids() - members.keys())
+        me = self.group.member  # as the hub knows us: nothing of ours to vouch for
+        return [
+            described
+            for member in members.values()
+            if member.id != me and (described := self._as_trusted(member)) != member
+        ]
 
-    def announced(self, member: Member) -> None:
+    def _as_trusted(self, member: Member) -> Member:
+        roster = self.group.roster
+        assert roster is not None, "in an epoch"
+        credential = roster[member.id].credential
+        if credential.static_key != member.public_key:
+            raise ForgedContent(f"#{member.id} has another static key than its roster entry")
+        name, groups = self._describe(credential)
+        return Member(member.id, name, member.public_key, groups)
+
+    def announced(self, member: Member) -> Member:
         """The hub announces ``member``: once in an epoch, only one that the
-        commit brought in, with the static key the roster has.
+        commit brought in, with the static key the roster has; it is shown
+        as our trust describes it.
 
         Raises:
             ForgedContent: it is not.
         """
-        roster = self.group.roster
-        if roster is None:
-            return  # no epoch yet: the first commit is held to what is announced
-        if member.id not in self.unannounced or (
-            roster[member.id].credential.static_key != member.public_key
-        ):
+        if self.group.roster is None:
+            return member  # no epoch yet: the first commit is held to what is announced
+        if member.id not in self.unannounced:
             raise ForgedContent(f"#{member.id} was announced, but no commit brought it in")
+        described = self._as_trusted(member)
         self.unannounced.discard(member.id)
+        return described
 
     def got_value(self, key: str, version: int) -> None:
         """``key`` is known at ``version``."""

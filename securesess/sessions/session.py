@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final, final
 
 import trio
@@ -29,6 +28,7 @@ from securesess.errors import (
     SessionTampered,
 )
 from securesess.sessions import wire
+from securesess.sessions.credentials import Credentials
 from securesess.sessions.events import (
     Event,
     Member,
@@ -41,7 +41,6 @@ from securesess.sessions.events import (
 from securesess.sessions.join_answer import JoinAnswer
 from securesess.sessions.sealed import Carrier, Sealing
 from securesess.sessions.sealing import (
-    GroupState,
     SealingError,
 )
 from securesess.sessions.wire import Op
@@ -94,7 +93,7 @@ class Session:
         connection: Carrier,
         name: str,
         reply: list[Any],
-        group: Callable[[str, int], GroupState],
+        credentials: Credentials,
     ) -> None:
         answer = JoinAnswer.parse(reply)
         self._connection = connection
@@ -105,7 +104,8 @@ class Session:
         self.me: Final = answer.me
         self._seq: int = answer.seq
         self._variables: dict[str, Variable] = {}
-        self._sealing: Final = Sealing(connection, group(name, answer.me.id), answer.variables)
+        group = credentials.group(name, answer.me.id)
+        self._sealing: Final = Sealing(connection, group, answer.variables, credentials.describe)
         self.rights: Final = answer.rights
         self._events: deque[Event] = deque()
         self._backlog = 0
