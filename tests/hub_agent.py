@@ -108,17 +108,6 @@ def _hoard(session: Session) -> _Hoard:
     return _Hoard(session.me.id, bytes(keys._secret), copy, roster, membership)
 
 
-def _opens_a_wrap(commit: bytes, key: X25519PrivateKey) -> bool:
-    parsed = spec.parse_commit(commit)
-    for member, wrap in parsed.wraps.items():
-        try:
-            spec.HPKE.decrypt(wrap, key, info=spec.wrap_info(parsed.head, member))
-        except InvalidTag:
-            continue
-        return True
-    return False
-
-
 def _try_open(
     name: str, session: Session, hoard: _Hoard, fresh: GroupState, data: bytes
 ) -> dict[str, Any]:
@@ -141,7 +130,7 @@ def _try_open(
                     opened.append(f"commit of epoch {state.epoch}")
                 except SealingError as error:
                     refusals[type(error).__name__] += 1
-            if _opens_a_wrap(commit, hoard.membership):
+            if spec.opens_a_wrap(commit, hoard.membership):
                 opened.append("a wrap")
             else:
                 refusals["no wrap opens"] += 1
