@@ -13,6 +13,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_CLIENT_BACKLOG",
     "DEFAULT_CLIENT_SESSION_STATE",
+    "DEFAULT_COMMIT_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_EPOCH_MESSAGES",
     "DEFAULT_EPOCH_SECONDS",
@@ -132,3 +133,7 @@ DEFAULT_EPOCH_MESSAGES: Final = 1 << 20
 #: Seconds one epoch lasts at most before the hub makes a new one due: a
 #: bound on how long a stolen epoch secret reads what follows.
 DEFAULT_EPOCH_SECONDS: Final = 3600.0
+#: Seconds the designated member has to commit a due epoch before the hub
+#: removes it from the session: a member that stalls would otherwise keep
+#: every joiner out, and every removed member's keys in use.
+DEFAULT_COMMIT_TIMEOUT: Final = 10.0

@@ -119,7 +119,10 @@ async def party(role: str, home: Path, port: int, echo: Callable[[str], None]) -
         say(f"the hub authenticated us as {describe(hub.me)}")
         async with await hub.join(SESSION, create=True) as session:
             rights = ", ".join(sorted(session.rights))
-            say(f"joined session {SESSION!r} as member #{session.me.id} (rights: {rights})")
+            say(
+                f"joined session {SESSION!r} as member #{session.me.id} (rights: {rights}), "
+                f"in epoch {session.epoch}: its keys are made by the members, never the hub"
+            )
             await (_api if role == "api" else _db)(session, say)
 
 
@@ -162,6 +165,9 @@ async def _db(session: Session, say: Callable[[str], None]) -> None:
         if isinstance(event, MemberLeft):
             say(f"sees {_member(event.member)} leave ({event.reason})")
             break
+    # Sealed only once a commit has left api out: api holds no key to it.
+    await session.set("status", b"closed")
+    say(f"sets variable 'status' = 'closed', sealed in epoch {session.epoch}, which api is not in")
 
 
 # -- the coordinator ----------------------------------------------------------------------
@@ -216,6 +222,12 @@ async def _coordinate(home: Path, say: Callable[[str], None]) -> None:
                                 parties.start_soon(_run_party, role, home, port, env, writer)
                 finally:
                     os.close(writer)  # the relay ends once the parties' copies are gone too
+            hub.send_signal(signal.SIGTERM)
+            with trio.move_on_after(5):
+                # What it relayed, as it says when it stops.
+                async for chunk in hub.stdout:
+                    for text in chunk.decode("utf-8", "replace").splitlines():
+                        say(f"{'hub':<{_WIDTH}}{text}")
         finally:
             hub.send_signal(signal.SIGTERM)
             with trio.move_on_after(5):

@@ -32,8 +32,10 @@ __all__ = [
     "ProtocolViolation",
     "RecordAuthenticationFailed",
     "RecordLimitReached",
+    "SealingRefused",
     "SessionClosed",
     "SessionError",
+    "SessionTampered",
     "TruncatedStream",
     "VersionConflict",
 ]
@@ -155,6 +157,20 @@ class SessionClosed(SessionError):
     def __init__(self, message: str, *, session: str | None = None, reason: str = "") -> None:
         super().__init__(message, session=session)
         self.reason = reason or message
+
+
+class SessionTampered(SessionClosed):
+    """The hub delivered sealed content or a commit that this member refused:
+    forged, altered, replayed, out of order, or from someone its trust does
+    not vouch for. The session is left at once, and nothing of what was
+    refused reached the application; ``__cause__`` is the refusal (a
+    :class:`~securesess.sessions.sealing.SealingError`)."""
+
+
+class SealingRefused(SessionError):
+    """The hub would not order our sealed content or commit (docs/protocol.md
+    §10.6): most often sealed under an epoch that a commit has just ended,
+    which the session's requests handle by sealing again."""
 
 
 class VersionConflict(SessionError):

@@ -14,7 +14,9 @@ from keystore import Identity, TrustStore
 from securesess import SecureStream, open_secure_stream
 from securesess.policy import Policy
 from securesess.sessions.client import HubConnection, connect_hub
+from securesess.sessions.credentials import Credentials
 from securesess.sessions.hub import Hub, serve_hub
+from securesess.sessions.sealing import GroupState
 from securesess.sessions.wire import MAX_ANSWER, VERSION, MessageReader, Op, pack
 
 #: Services meet in "orders"; ops administers everything; auditors only listen;
@@ -70,8 +72,13 @@ class HubWorld:
         self.hub: Hub | None = None
 
     def add(self, name: str, groups: Iterable[str] = ()) -> Identity:
+        """A peer the hub pins, and that every client pins with its signing
+        key, so that members vouch for each other in sealed sessions."""
         identity = self.identities[name] = Identity.generate(name)
         self.trust.add_peer(name, identity.public_key, groups)
+        self.client_trust.add_peer(
+            name, identity.public_key, groups, signing_key=identity.signing_public_key
+        )
         return identity
 
     def policy(self, text: str = POLICY) -> Policy:
@@ -108,6 +115,12 @@ class HubWorld:
             expect="hub",
             **options,
         )
+
+    def entry(self, name: str, session: str, member: int) -> bytes:
+        """``name``'s roster entry for membership ``member`` of ``session``,
+        as its client would ENTER it: a raw client takes part in epochs too."""
+        credentials = Credentials(self.identities[name], self.client_trust)
+        return credentials.group(session, member).entry.encode()
 
     async def raw(self, name: str) -> SecureStream:
         """A handshaken stream that has said HELLO, for speaking the protocol by hand."""
@@ -149,13 +162,24 @@ class RawClient:
 
 
 class FakeHub:
-    """A hub played by hand, over a memory stream, for the client tests: it
-    welcomes api, and answers each JOIN by ``on_join(stream, request)``."""
+    """A hub played by hand, over a memory stream, for the client tests.
+
+    It welcomes api and answers each JOIN by ``on_join(stream, request)``
+    (by default: api is member 1, with db as member 2 when ``accomplice``).
+    It orders epochs as an honest hub would, for api's real sealing: it
+    answers ENTER with a DUE, and a COMMIT with its EPOCH, then calls
+    ``after_epoch(stream)``. With ``accomplice``, db is a member too, whose
+    sealing the hub holds (:meth:`seal`): a hub and a member in league.
+    """
 
     def __init__(
         self,
         world: HubWorld,
-        on_join: Callable[[SecureStream, list[Any]], Awaitable[None]],
+        on_join: Callable[[SecureStream, list[Any]], Awaitable[None]] | None = None,
+        *,
+        after_epoch: Callable[[SecureStream], Awaitable[None]] | None = None,
+        accomplice: bool = False,
+        rights: Iterable[str] = ("join", "receive"),
     ) -> None:
         self.api = world.identities["api"]
         ours, theirs = trio.testing.memory_stream_pair()
@@ -165,19 +189,56 @@ class FakeHub:
             theirs, identity=world.hub_identity, trust=world.trust, server_side=True
         )
         self._on_join = on_join
+        self._after_epoch = after_epoch
+        self._rights = sorted(rights)
+        self._world = world
+        #: db's sealing state, once a JOIN made it a member.
+        self.db: GroupState | None = None
+        self._accomplice = accomplice
+        #: The sequence number of the EPOCH: events after it take greater ones.
+        self.seq = 2
 
-    def answer(self, request: list[Any], rights: Iterable[str] = ("join", "receive")) -> bytes:
-        """OK to a JOIN: api is member 1, alone, at seq 1, with no variables."""
+    def answer(self, request: list[Any], rights: Iterable[str] | None = None) -> bytes:
+        """OK to a JOIN: api is member 1 (with db as 2), at seq 1, with no variables."""
         members = [[1, "api", self.api.public_key, ["services"]]]
-        return pack(Op.OK, request[1], [1, 1, members, [], sorted(rights)])
+        if self._accomplice:
+            db = self._world.identities["db"]
+            members.append([2, "db", db.public_key, ["services"]])
+            self.db = Credentials(db, self._world.client_trust).group(request[2], 2)
+        granted = self._rights if rights is None else sorted(rights)
+        return pack(Op.OK, request[1], [1, 1, members, [], granted])
+
+    def seal(self, body: bytes, *, key: str | None = None) -> bytes:
+        """``body`` sealed by db, the accomplice member."""
+        assert self.db is not None, "db is a member once api has joined"
+        return self.db.seal(body, key=key)
 
     async def run(self) -> None:
         reader = MessageReader()
+        stream = self._stream
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while data := await self._stream.receive_some():
+            while data := await stream.receive_some():
                 for request in reader.feed(data):
-                    if request[0] == Op.HELLO:
+                    op = request[0]
+                    if op == Op.HELLO:
                         me = ["api", self.api.public_key, ["services"]]
-                        await self._stream.send_all(pack(Op.WELCOME, VERSION, me))
-                    elif request[0] == Op.JOIN:
-                        await self._on_join(self._stream, request)
+                        await stream.send_all(pack(Op.WELCOME, VERSION, me))
+                    elif op == Op.JOIN:
+                        if self._on_join is None:
+                            await stream.send_all(self.answer(request))
+                        else:
+                            await self._on_join(stream, request)
+                    elif op == Op.ENTER:
+                        entries = [request[3]]
+                        if self.db is not None:
+                            entries.append(self.db.entry.encode())
+                        members = list(range(1, len(entries) + 1))
+                        due = pack(Op.DUE, request[2], 1, members, entries)
+                        await stream.send_all(pack(Op.OK, request[1], None) + due)
+                    elif op == Op.COMMIT:
+                        if self.db is not None:
+                            self.db.apply_commit(request[3])
+                        epoch = pack(Op.EPOCH, request[2], self.seq, 1, request[3], True)
+                        await stream.send_all(pack(Op.OK, request[1], self.seq) + epoch)
+                        if self._after_epoch is not None:
+                            await self._after_epoch(stream)

@@ -9,6 +9,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -102,6 +103,18 @@ def parse_commit(data: bytes) -> SpecCommit:
         data[at : at + 32],
         data[at + 32 :],
     )
+
+
+def opens_a_wrap(commit: bytes, key: X25519PrivateKey) -> bool:
+    """Whether ``key`` opens any wrap of ``commit``, each with its own info."""
+    parsed = parse_commit(commit)
+    for member, wrap in parsed.wraps.items():
+        try:
+            HPKE.decrypt(wrap, key, info=wrap_info(parsed.head, member))
+        except InvalidTag:
+            continue
+        return True
+    return False
 
 
 def open_commit(data: bytes, member: int, membership: X25519PrivateKey) -> bytes:

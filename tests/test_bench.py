@@ -84,8 +84,13 @@ def test_quick_bench_reports_the_hub(quick_report: dict[str, Any]) -> None:
     assert fanout["clients_cpu_ms"] > 0
     assert isinstance(hub["idle_kib_per_member"], float)
     assert hub["idle_kib_per_member"] > 0
+    change = hub["key_change"]
+    assert change["members"] == FANOUT_RECEIVERS + 1
+    assert len(change["samples_ms"]) >= 3
+    assert 0 < change["median_ms"] < 30_000
+    assert change["clients_cpu_ms"] > 0
     hub_targets = [target for target in quick_report["targets"] if target["transport"] == "hub"]
-    assert len(hub_targets) == 2
+    assert len(hub_targets) == 3
     for target in hub_targets:
         assert isinstance(target["met"], bool)
         assert target["value"] > 0

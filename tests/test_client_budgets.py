@@ -19,7 +19,13 @@ import trio
 import trio.testing
 
 from securesess import SecureStream
-from securesess.errors import HubTimeout, LimitExceeded, ProtocolViolation, SessionClosed
+from securesess.errors import (
+    HubTimeout,
+    LimitExceeded,
+    ProtocolViolation,
+    SessionClosed,
+    SessionTampered,
+)
 from securesess.sessions.client import HubConnection
 from securesess.sessions.wire import MAX_ANSWER, MAX_ANSWER_ARRAYS, MessageReader, Op, pack
 from tests.hubs import FakeHub, HubWorld
@@ -28,10 +34,17 @@ from tests.streams import Wrapped
 Scenario = Callable[[SecureStream, list[Any]], Awaitable[None]]
 
 
-async def _play_hub(world: HubWorld, on_join: Scenario, **options: Any) -> list[object]:
+async def _play_hub(
+    world: HubWorld,
+    on_join: Scenario | None = None,
+    *,
+    fake: FakeHub | None = None,
+    **options: Any,
+) -> list[object]:
     """Run a client that joins "orders" against a hub that answers the join
-    by ``on_join(stream, join_request)``; what the client saw."""
-    fake = FakeHub(world, on_join)
+    by ``on_join(stream, join_request)``, or against ``fake``; what the
+    client saw."""
+    fake = fake if fake is not None else FakeHub(world, on_join)
     seen: list[object] = []
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
@@ -47,41 +60,37 @@ async def _play_hub(world: HubWorld, on_join: Scenario, **options: Any) -> list[
     return seen
 
 
-def _answer(request: list[Any], api_key: bytes) -> bytes:
-    members = [[1, "api", api_key, ["services"]]]
-    return pack(Op.OK, request[1], [1, 1, members, [], ["join", "receive", "set"]])
-
-
 async def test_a_hub_describing_members_without_end_gets_the_session_left() -> None:
+    # Members no commit brought in: the first one ends the session.
     world = HubWorld()
-    key = world.identities["api"].public_key
 
-    async def members_without_end(stream: SecureStream, request: list[Any]) -> None:
-        await stream.send_all(_answer(request, key))
+    async def members_without_end(stream: SecureStream) -> None:
         for n in range(5000):  # each read at once: the backlog stays empty
             member = [10 + n, f"member-{n}", bytes(32), ["g" * 100]]
-            await stream.send_all(pack(Op.JOINED, "orders", 2 + n, member))
+            await stream.send_all(pack(Op.JOINED, "orders", fake.seq + 1 + n, member))
         await trio.sleep_forever()
 
-    seen = await _play_hub(world, members_without_end, max_session_state=256 * 1024)
-    ended = seen[-1]
-    assert isinstance(ended, SessionClosed)
-    assert "members and variables hold more than 262144 bytes" in str(ended)
-    assert 500 < len(seen) < 5000
+    fake = FakeHub(world, after_epoch=members_without_end)
+    seen = await _play_hub(world, fake=fake, max_session_state=256 * 1024)
+    [ended] = seen
+    assert isinstance(ended, SessionTampered)
+    assert "no commit brought it in" in str(ended)
 
 
 async def test_a_hub_setting_variables_without_end_gets_the_session_left() -> None:
+    # The hub in league with a member (db), which seals each value: what
+    # the hub alone sends does not even open.
     world = HubWorld()
-    key = world.identities["api"].public_key
 
-    async def variables_without_end(stream: SecureStream, request: list[Any]) -> None:
-        await stream.send_all(_answer(request, key))
+    async def variables_without_end(stream: SecureStream) -> None:
         for n in range(5000):
-            change = pack(Op.VARIABLE, "orders", 2 + n, f"key-{n}", b"v" * 1000, 1, 1)
-            await stream.send_all(change)
+            key = f"key-{n}"
+            value = fake.seal(b"v" * 1000, key=key)
+            await stream.send_all(pack(Op.VARIABLE, "orders", fake.seq + 1 + n, key, value, 1, 2))
         await trio.sleep_forever()
 
-    seen = await _play_hub(world, variables_without_end, max_session_state=256 * 1024)
+    fake = FakeHub(world, after_epoch=variables_without_end, accomplice=True)
+    seen = await _play_hub(world, fake=fake, max_session_state=256 * 1024)
     assert isinstance(seen[-1], SessionClosed)
     assert len(seen) < 300
 
@@ -156,7 +165,9 @@ async def test_big_requests_over_a_slow_link_do_not_time_out_while_they_go_out(
             async with trio.open_nursery() as senders:
                 for _ in range(3):
                     senders.start_soon(send_one)
-    assert sorted(ids) == [2, 3, 4]
+    # Consecutive: nothing else happened in the session meanwhile.
+    first = min(ids)
+    assert sorted(ids) == [first, first + 1, first + 2]
 
 
 async def test_a_timeout_while_leaving_does_not_hide_the_error_that_ended_the_block() -> None:

@@ -286,13 +286,19 @@ async def test_an_outsider_receives_nothing_of_a_session_whatever_it_sends(world
     assert answers[0][0] == Op.WELCOME
     by_rid = {answer[1]: answer for answer in answers[1:]}
     assert by_rid[5][0] == Op.OK  # the lobby join, the only thing it may do,
-    assert by_rid[52][0] == Op.OK  # leaving it again,
+    assert by_rid[52][0] == Op.OK  # and leaving it again;
     spy_id = by_rid[5][2][0]
-    assert by_rid[20 + spy_id][0] == Op.OK  # and talking to itself there
-    refusals = [answer for rid, answer in by_rid.items() if rid not in (5, 52, 20 + spy_id)]
+    # even talking to itself there needs content sealed in an epoch it is in.
+    assert by_rid[20 + spy_id][2] == ErrorCode.SEALING
+    refusals = [answer for rid, answer in by_rid.items() if rid not in (5, 52)]
     assert all(answer[0] == Op.ERROR for answer in refusals)
     codes = {answer[2] for answer in refusals}
-    assert codes <= {ErrorCode.ACCESS_DENIED, ErrorCode.NOT_MEMBER, ErrorCode.NO_SUCH_MEMBER}
+    assert codes <= {
+        ErrorCode.ACCESS_DENIED,
+        ErrorCode.NOT_MEMBER,
+        ErrorCode.NO_SUCH_MEMBER,
+        ErrorCode.SEALING,
+    }
     # Whether "orders" exists is not revealed: the same answer as for a name that does not.
     assert by_rid[1][3].replace("'orders'", "X") == by_rid[3][3].replace("'Orders'", "X")
 
@@ -392,24 +398,34 @@ async def test_a_member_cannot_send_as_another(world: World) -> None:
     await forger.ok(
         "send_raw", hex=(pack(Op.HELLO, VERSION) + pack(Op.JOIN, 1, "orders", False)).hex()
     )
-    await db.event(event="joined", member="forger")
+    with trio.fail_after(10):
+        while len(forger.raw_messages()) < 2:  # WELCOME, and the JOIN's answer
+            await trio.sleep(0.02)
+    assert forger.raw_messages()[1][0] == Op.OK
     # A SEND that names a sender is not the protocol: the hub hangs up.
     await forger.ok("send_raw", hex=pack(Op.SEND, 2, "orders", None, b"as api", api_id).hex())
     assert "(code 4)" in await _closed(forger)
-    await db.event(event="left", member="forger")
-    # A forged message id (a SEND answer's number) is only ever an answer; the
-    # hub stamps who sent what.
+    # It never entered an epoch, so the members never saw it join, nor leave.
+    assert not [r for r in db.records if r.get("member") == "forger"]
+    # A forged message id (a SEND answer's number) is only ever an answer;
+    # and content that its sender did not seal in the session's epoch is not
+    # relayed at all.
     forger = await world.agent("forger", raw=True)
     await forger.ok(
         "send_raw",
         hex=(pack(Op.HELLO, VERSION) + pack(Op.JOIN, 1, "orders", False)
              + pack(Op.SEND, api_id, "orders", None, b"plain send")).hex(),
     )  # fmt: skip
-    message = await db.event(event="message", data="plain send")
-    assert message["sender"] == "forger"
-    assert bytes.fromhex(message["sender_key"]) == world.store.public_key("forger")
+    with trio.fail_after(10):
+        while len(forger.raw_messages()) < 3:
+            await trio.sleep(0.02)
+    refused = forger.raw_messages()[2]
+    assert refused[:3] == [Op.ERROR, api_id, ErrorCode.SEALING]
+    await api.ok("send", session="orders", data="after the forger")
+    await db.event(event="message", data="after the forger")
+    assert not [r for r in db.records if r.get("data") == "plain send"]
     from_api = [r for r in db.records if r.get("event") == "message" and r["sender"] == "api"]
-    assert [r["data"] for r in from_api] == [SECRET + "-1", "from api"]
+    assert [r["data"] for r in from_api] == [SECRET + "-1", "from api", "after the forger"]
     assert all(bytes.fromhex(r["sender_key"]) == world.store.public_key("api") for r in from_api)
 
 

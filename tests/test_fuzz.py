@@ -1695,18 +1695,22 @@ _QUIET: Final = 10.0
 _member_description: Final = [1, "client", WORLD.client.public_key, ["services"]]
 
 
-def _genuine(op: int, rid: int) -> list[object]:
-    """The right answer to a request of the client below."""
-    if op == Op.HELLO:
-        return [Op.WELCOME, VERSION, ["client", WORLD.client.public_key, ["services"]]]
-    if op == Op.JOIN:
-        members = [_member_description, [2, None, bytes(32), []]]
-        return [Op.OK, rid, [1, 5, members, [["k", b"v", 1]], sorted(Right)]]
-    if op == Op.SEND:
-        return [Op.OK, rid, 6]
-    if op == Op.SET:
-        return [Op.OK, rid, [2, 7]]
-    return [Op.OK, rid, None]
+def _genuine(request: list[Any]) -> list[list[object]]:
+    """The right answer to a request of the client below, and what follows it:
+    the client commits the session's first epoch, as its only entered member."""
+    op, rid = request[0], request[1] if len(request) > 1 else 0
+    members = [_member_description]  # alone: the first to enter the session's epochs
+    answers: dict[int, list[list[object]]] = {
+        Op.HELLO: [[Op.WELCOME, VERSION, ["client", WORLD.client.public_key, ["services"]]]],
+        Op.JOIN: [[Op.OK, rid, [1, 5, members, [["k", 1]], sorted(Right)]]],
+        Op.SEND: [[Op.OK, rid, 7]],
+        Op.SET: [[Op.OK, rid, [2, 8]]],
+    }
+    if op == Op.ENTER:
+        return [[Op.OK, rid, None], [Op.DUE, "orders", 1, [1], [request[3]]]]
+    if op == Op.COMMIT:
+        return [[Op.OK, rid, 6], [Op.EPOCH, "orders", 6, 1, request[3], True]]
+    return answers.get(op, [[Op.OK, rid, None]])
 
 
 _EVENTS: Final = (
@@ -1734,17 +1738,19 @@ _hub_messages = st.one_of(
 HubMessage = tuple[str, int, object, tuple[Edit, ...]]
 
 
-def _hub_message(planned: HubMessage, op: int, rid: int) -> bytes:
-    """``planned`` made concrete, as the answer to request ``op`` number ``rid``."""
+def _hub_message(planned: HubMessage, request: list[Any]) -> bytes:
+    """``planned`` made concrete, as the answer to ``request``."""
     kind, number, value, edits = planned
     if kind == "raw":
         return cast(bytes, value)
     if kind == "value":
         return cast(bytes, msgpack.packb(value, use_bin_type=True))
-    message: object = _EVENTS[number] if kind == "event" else _genuine(op, rid)
+    messages: object = [_EVENTS[number]] if kind == "event" else _genuine(request)
     if kind == "node":
-        message = replace_node(message, number, value)
-    packed = cast(bytes, msgpack.packb(message, use_bin_type=True))
+        messages = replace_node(messages, number, value)
+    if type(messages) is not list:
+        messages = [messages]
+    packed = b"".join(cast(bytes, msgpack.packb(m, use_bin_type=True)) for m in messages)
     return mutate(packed, edits) if kind == "bytes" else packed
 
 
@@ -1757,18 +1763,18 @@ def _hub_message(planned: HubMessage, op: int, rid: int) -> bytes:
                 *weighted(st.just((("genuine", 0, None, ()),)), 3),
                 st.lists(_hub_messages, min_size=1, max_size=3).map(tuple),
             ),
-            max_size=7,
+            max_size=9,
         ).map(tuple),
         st.booleans(),
     )
 )
-@example(script=HubScript(((("genuine", 0, None, ()),),) * 6, end=False))
+@example(script=HubScript(((("genuine", 0, None, ()),),) * 8, end=False))
 @budget(0.25)
 @fuzzes("hub protocol, client side")
 def test_a_client_takes_any_hub_answer_as_a_result_or_a_typed_error(script: HubScript) -> None:
     genuine = (
         all(kind == "genuine" for answers in script.answers for kind, *_ in answers)
-        and len(script.answers) == 6
+        and len(script.answers) == 8
         and all(len(answers) == 1 for answers in script.answers)
     )
     outcome: list[object] = []
@@ -1785,11 +1791,10 @@ def test_a_client_takes_any_hub_answer_as_a_result_or_a_typed_error(script: HubS
                     return
                 closing = script.end and data is None  # the client waits for us: stop
                 for request in reader.feed(data or b""):
-                    rid = request[1] if len(request) > 1 and type(request[1]) is int else 0
                     if answers:
                         planned = answers.pop(0)
                         await stream.send_all(
-                            b"".join(_hub_message(message, request[0], rid) for message in planned)
+                            b"".join(_hub_message(message, request) for message in planned)
                         )
                     closing |= script.end and not answers
                 if closing:

@@ -21,7 +21,7 @@ from keystore import Identity, Peer, TrustStore
 from securesess.errors import HandshakeFailed, NegotiationFailed
 from securesess.policy import Policy, Right, Rule
 from securesess.sessions.core import SessionCore
-from securesess.sessions.outcome import Limits
+from securesess.sessions.outcome import Client, Limits, Outcome
 from securesess.sessions.requests import Join, Set
 from securesess.sessions.wire import ErrorCode, Op
 from securesess.stream.admission import handshake_first
@@ -31,6 +31,7 @@ from securesess.stream.events import Data, EndOfStream, HandshakeComplete, PeerC
 from securesess.stream.frames import frame
 from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import serve_secure
+from tests.sealed_core import SealedCore
 
 # -- helpers ------------------------------------------------------------------------
 
@@ -248,16 +249,22 @@ def test_a_member_that_may_set_but_not_receive_cannot_tell_which_keys_exist() ->
             Rule(name="eve", sessions=("*",), rights=setter, names=frozenset({"eve"})),
         ]
     )
-    core = SessionCore(policy, limits=Limits(max_variables=2))
-    alice = core.connect(_peer("alice", 1))
-    eve = core.connect(_peer("eve", 2))
+    core = SealedCore(SessionCore(policy, limits=Limits(max_variables=2)))
+    alice = core.core.connect(_peer("alice", 1))
+    eve = core.core.connect(_peer("eve", 2))
+
+    def set_(client: Client, rid: int, key: str, value: bytes) -> Outcome:
+        return core.handle(
+            client, Set(rid, "lobby", key, core.seal(client, "lobby", value, key=key), None)
+        )
+
     core.handle(alice, Join(1, "lobby", True))
-    core.handle(alice, Set(2, "lobby", "payroll-2027", b"x", None))
+    set_(alice, 2, "payroll-2027", b"x")
     core.handle(eve, Join(3, "lobby", False))
-    core.handle(eve, Set(4, "lobby", "mine", b"y", None))  # the count limit, reached by eve
+    set_(eve, 4, "mine", b"y")  # the count limit, reached by eve
     answers = {}
     for rid, guess in enumerate(["payroll-2027", "payroll-2028"], 10):
-        answer = _answer(core.handle(eve, Set(rid, "lobby", guess, b"z", None)).reply)
+        answer = _answer(set_(eve, rid, guess, b"z").reply)
         answers[guess] = (answer[0], answer[2])
     assert answers["payroll-2027"] == answers["payroll-2028"], answers
     assert answers["payroll-2028"] == (Op.ERROR, ErrorCode.LIMIT_EXCEEDED)
@@ -267,10 +274,18 @@ def test_a_member_that_may_receive_still_overwrites_at_the_limits() -> None:
     """A member that sees the variables learns nothing new from the limits, so
     it may still overwrite an existing key when no new one would fit."""
     policy = Policy([Rule(name="alice", sessions=("*",), rights=frozenset(Right))])
-    core = SessionCore(policy, limits=Limits(max_variables=1, max_variable_bytes=8))
-    alice = core.connect(_peer("alice", 1))
+    # The hub counts what it holds: a key and its sealed value, 108 bytes
+    # more than the value for a one-byte key.
+    limits = Limits(max_variables=1, max_variable_bytes=120)
+    core = SealedCore(SessionCore(policy, limits=limits))
+    alice = core.core.connect(_peer("alice", 1))
+
+    def set_(rid: int, key: str, value: bytes) -> list[Any]:
+        sealed = core.seal(alice, "lobby", value, key=key)
+        return _answer(core.handle(alice, Set(rid, "lobby", key, sealed, None)).reply)
+
     core.handle(alice, Join(1, "lobby", True))
-    assert _answer(core.handle(alice, Set(2, "lobby", "k", b"1234567", None)).reply)[0] == Op.OK
-    assert _answer(core.handle(alice, Set(3, "lobby", "k", b"7654321", None)).reply)[0] == Op.OK
-    refused = _answer(core.handle(alice, Set(4, "lobby", "j", b"", None)).reply)
+    assert set_(2, "k", b"1234567")[0] == Op.OK
+    assert set_(3, "k", b"7654321")[0] == Op.OK
+    refused = set_(4, "j", b"")
     assert (refused[0], refused[2]) == (Op.ERROR, ErrorCode.LIMIT_EXCEEDED)

@@ -15,6 +15,7 @@ import trio
 from securesess.constants import CloseCode
 from securesess.errors import PeerAborted
 from securesess.sessions.events import Message
+from securesess.sessions.session import Session
 from securesess.sessions.wire import Op, pack
 from tests.hubs import HubWorld, RawClient
 
@@ -24,26 +25,29 @@ CHUNK = b"x" * (64 * 1024)
 
 
 async def _stalled_member(world: HubWorld, name: str, sessions: list[str]) -> RawClient:
-    """A connection in ``sessions`` that reads its answers, then nothing more."""
+    """A connection in ``sessions`` (which have a member already, to commit
+    their epochs) that reads until it is in each one's epoch, then nothing more."""
     stalled = RawClient(await world.raw(name))
     for rid, session in enumerate(sessions, 1):
-        await stalled.stream.send_all(pack(Op.JOIN, rid, session, True))
-    answered = 0
-    while answered < len(sessions):
+        await stalled.stream.send_all(pack(Op.JOIN, rid, session, False))
+    epochs = 0
+    while epochs < len(sessions):
         message = await stalled.next()
         assert message is not None
-        if message[0] == Op.OK:
-            answered += 1
+        if message[0] == Op.OK and type(message[2]) is list:  # a JOIN's answer
+            session = sessions[message[1] - 1]
+            entry = world.entry(name, session, message[2][0])
+            await stalled.stream.send_all(pack(Op.ENTER, 100 + message[1], session, entry))
+        elif message[0] == Op.EPOCH:
+            epochs += 1
     return stalled
 
 
-async def _flood(world: HubWorld, sessions: list[str], per_session: int) -> None:
-    """``per_session`` bytes into each session, round-robin, as api."""
-    async with world.connect("api") as api:
-        joined = [await api.join(name) for name in sessions]
-        for _ in range(per_session // len(CHUNK)):
-            for session in joined:
-                await session.send(CHUNK)
+async def _flood(sessions: list[Session], per_session: int) -> None:
+    """``per_session`` bytes into each of ``sessions``, round-robin."""
+    for _ in range(per_session // len(CHUNK)):
+        for session in sessions:
+            await session.send(CHUNK)
 
 
 async def _cut_reason(stalled: RawClient) -> str:
@@ -72,8 +76,10 @@ async def test_a_connection_in_many_sessions_that_never_reads_is_disconnected(
     # socket buffers take; together they are far over the connection's 6.
     hub = await world.start(nursery, max_backlog=4 * MIB, max_connection_backlog=6 * MIB)
     with trio.fail_after(30):
-        stalled = await _stalled_member(world, "cache", SESSIONS)
-        await _flood(world, SESSIONS, 3 * MIB)
+        async with world.connect("api") as api:
+            joined = [await api.join(name, create=True) for name in SESSIONS]
+            stalled = await _stalled_member(world, "cache", SESSIONS)
+            await _flood(joined, 3 * MIB)
         assert not any(
             name.startswith("cache#") for names in hub.sessions().values() for name in names
         )
@@ -97,9 +103,11 @@ async def test_a_peer_whose_connections_together_hold_too_much_is_cut(
         nursery, max_backlog=4 * MIB, max_connection_backlog=64 * MIB, max_peer_backlog=8 * MIB
     )
     with trio.fail_after(30):
-        first = await _stalled_member(world, "cache", SESSIONS[:4])
-        second = await _stalled_member(world, "cache", SESSIONS[4:])
-        await _flood(world, SESSIONS, 3 * MIB)
+        async with world.connect("api") as api:
+            joined = [await api.join(name, create=True) for name in SESSIONS]
+            first = await _stalled_member(world, "cache", SESSIONS[:4])
+            second = await _stalled_member(world, "cache", SESSIONS[4:])
+            await _flood(joined, 3 * MIB)
         reasons = {await _cut_reason_if_any(first), await _cut_reason_if_any(second)}
     # Neither connection went over its own budget: the peer's total did.
     assert reasons - {None} == {"fell too far behind (over 8388608 bytes undelivered to this peer)"}
@@ -120,12 +128,14 @@ async def test_over_the_peer_budget_the_connection_holding_the_most_goes_not_the
     )
     cache_key = world.identities["cache"].public_key
     with trio.fail_after(30):
-        stalled = [
-            await _stalled_member(world, "cache", ["orders/a"]),
-            await _stalled_member(world, "cache", ["orders/b"]),
-        ]
         async with world.connect("api") as api, world.connect("cache") as cache:
-            sessions = {name: await api.join(name) for name in ("orders/a", "orders/b")}
+            sessions = {
+                name: await api.join(name, create=True) for name in ("orders/a", "orders/b")
+            }
+            stalled = [
+                await _stalled_member(world, "cache", ["orders/a"]),
+                await _stalled_member(world, "cache", ["orders/b"]),
+            ]
             for _ in range(5 * MIB // len(CHUNK)):
                 for session in sessions.values():
                     await session.send(CHUNK)

@@ -87,6 +87,19 @@ def test_the_securesess_command_runs_the_demo(demo: subprocess.CompletedProcess[
     assert said("api", "received direct message")
     assert said("outsider", "refused at connect: no rule of the hub's policy admits outsider")
     assert said("outsider", "(close code 3: access denied)")
+    # The evidence of end-to-end sealing: keys from the members, content the hub cannot open.
+    # Whichever of the two joins first begins epoch 1, the other joins in epoch 2.
+    assert said("db", ": its keys are made by the members, never the hub")
+    assert any("in epoch 1: its keys are made by the members" in line for line in lines)
+    assert said("db", ", which api is not in")
+    relayed = next(line for line in lines if "stopped after relaying" in line)
+    match = re.search(r"relaying (\d+) sealed contents \((\d+) bytes\) and (\d+) commits", relayed)
+    assert match, relayed
+    # Four contents; a commit per join (or one for both, when both entered
+    # before the first), and one when api left.
+    assert int(match[1]) == 4
+    assert int(match[3]) in (2, 3)
+    assert "it never held a key that opens them" in relayed
     assert "done: the keystore and its keys are deleted" in lines[-1]
     assert demo.stderr == ""
 

@@ -37,11 +37,11 @@ def test_three_members_read_one_another_through_a_join_and_a_leave() -> None:
     hub = HonestHub()
     a, b = hub.newcomer(), hub.newcomer()
     _, first = hub.change(add=(a, b))
-    assert first[a.member] == EpochChange(1, frozenset({1, 2}), frozenset())
+    assert first[a.member] == EpochChange(1, frozenset({1, 2}), frozenset(), 1)
     c = hub.newcomer()
     _, second = hub.change(add=(c,))
-    assert second[a.member] == second[b.member] == EpochChange(2, frozenset({3}), frozenset())
-    assert second[c.member] == EpochChange(2, frozenset({1, 2, 3}), frozenset())
+    assert second[a.member] == second[b.member] == EpochChange(2, frozenset({3}), frozenset(), 1)
+    assert second[c.member] == EpochChange(2, frozenset({1, 2, 3}), frozenset(), 1)
     for sender in (a, b, c):
         sealed = sender.seal(b"from #%d" % sender.member)
         for receiver in {a, b, c} - {sender}:
@@ -52,7 +52,7 @@ def test_three_members_read_one_another_through_a_join_and_a_leave() -> None:
                 b"from #%d" % sender.member,
             )
     _, third = hub.change(remove=(b,))
-    assert third[a.member] == third[c.member] == EpochChange(3, frozenset(), frozenset({2}))
+    assert third[a.member] == third[c.member] == EpochChange(3, frozenset(), frozenset({2}), 1)
     assert a.epoch == c.epoch == 3
     assert a.transcript == c.transcript
     assert a.open(c.seal(b"just us")).body == b"just us"

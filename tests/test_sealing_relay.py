@@ -125,6 +125,27 @@ def test_a_member_that_left_sends_nothing_more_even_before_the_commit() -> None:
     assert relay.roster == frozenset({a.member, b.member})
 
 
+def test_once_a_member_left_its_epoch_takes_no_more_content_until_the_next() -> None:
+    # c holds the epoch's keys: what the others seal under it after c left
+    # would open for c, should the hub hand it over.
+    _, relay, (a, b, c) = _started(3)
+    early = a.seal(b"before c left")
+    relay.sequence_content(early, a.member)
+    relay.left(c.member)
+    late = a.seal(b"after c left")
+    _refused(relay, StaleEpoch, lambda: relay.sequence_content(late, a.member))
+    _commit(relay, a, [a, b])
+    assert relay.sequence_content(a.seal(b"in the new epoch"), a.member).epoch == 2
+
+
+def test_a_joiner_does_not_close_the_epoch_it_is_not_in() -> None:
+    hub, relay, (a, _) = _started(2)
+    c = hub.newcomer()
+    relay.joined(c.member)
+    assert relay.due
+    assert relay.sequence_content(a.seal(b"c cannot read this"), a.member).epoch == 1
+
+
 def test_a_direct_message_goes_to_a_member_of_the_epoch() -> None:
     _, relay, (a, b) = _started(2)
     header = relay.sequence_content(a.seal(b"psst", to=b.member), a.member)

@@ -19,6 +19,7 @@ from securesess.sessions.outcome import Client, Limits, Member, Outcome
 from securesess.sessions.requests import Close, Join, Leave, Remove, Send, Set
 from securesess.sessions.store import MemoryStore
 from securesess.sessions.wire import ErrorCode, Op, pack
+from tests.sealed_core import SealedCore
 
 EVERY = frozenset(Right)
 # Who may do what: alice and bob everything, carol all but admin, dave only
@@ -65,11 +66,11 @@ def error(outcome: Outcome) -> ErrorCode | None:
 
 
 @pytest.fixture
-def core() -> SessionCore:
-    return SessionCore(policy())
+def core() -> SealedCore:
+    return SealedCore(SessionCore(policy()))
 
 
-def joined(core: SessionCore, name: str, session: str = "lobby") -> Client:
+def joined(core: SealedCore, name: str, session: str = "lobby") -> Client:
     client = core.connect(peer(name))
     assert error(core.handle(client, Join(1, session, True))) is None
     return client
@@ -79,55 +80,62 @@ def joined(core: SessionCore, name: str, session: str = "lobby") -> Client:
 
 
 def test_the_first_join_creates_the_session_and_answers_with_member_and_order(
-    core: SessionCore,
+    core: SealedCore,
 ) -> None:
     client = core.connect(peer("alice"))
     outcome = core.handle(client, Join(7, "lobby", True))
     rid, (member_id, seq, members, variables, rights) = unpack(outcome.reply)[1:]
-    assert (rid, member_id, seq, variables) == (7, 1, 1, [])
+    # Nothing has happened in the session yet: its first event is the commit.
+    assert (rid, member_id, seq, variables) == (7, 1, 0, [])
     assert members == [[1, "alice", peer("alice").public_key, []]]
     assert rights == sorted(EVERY)
     assert outcome.joined is client.memberships["lobby"]
-    assert outcome.deliveries == [] or outcome.deliveries[0].recipients == []
+    assert outcome.deliveries == []  # the others see it join with its first commit
     assert core.sessions() == {"lobby": ["alice#1"]}
 
 
-def test_a_broadcast_is_packed_once_for_every_member_that_receives(core: SessionCore) -> None:
+def test_a_broadcast_is_packed_once_for_every_member_that_receives(core: SealedCore) -> None:
     alice, bob, dave, eve = (joined(core, name) for name in ("alice", "bob", "dave", "eve"))
-    outcome = core.handle(alice, Send(2, "lobby", None, b"hi"))
+    sealed = core.seal(alice, "lobby", b"hi")
+    outcome = core.handle(alice, Send(2, "lobby", None, sealed))
     assert error(outcome) is None
     [delivery] = outcome.deliveries
     # eve may not receive; alice sent it.
     assert delivery.recipients == [bob.memberships["lobby"], dave.memberships["lobby"]]
-    assert unpack(delivery.data) == [Op.MESSAGE, "lobby", 5, 1, b"hi", False]
-    assert unpack(outcome.reply) == [Op.OK, 2, 5]
+    # Each commit took a seq, and so did the JOINED that it made known.
+    assert unpack(delivery.data) == [Op.MESSAGE, "lobby", 8, 1, sealed, False]
+    assert unpack(outcome.reply) == [Op.OK, 2, 8]
+    assert core.group(bob, "lobby").open(sealed, sender=1).body == b"hi"
     assert eve.memberships["lobby"] not in delivery.recipients
 
 
-def test_a_direct_message_goes_to_its_target_alone(core: SessionCore) -> None:
+def test_a_direct_message_goes_to_its_target_alone(core: SealedCore) -> None:
     alice, bob, _ = (joined(core, name) for name in ("alice", "bob", "carol"))
-    outcome = core.handle(alice, Send(2, "lobby", 2, b"psst"))
+    outcome = core.handle(alice, Send(2, "lobby", 2, core.seal(alice, "lobby", b"psst", to=2)))
     [delivery] = outcome.deliveries
     assert delivery.recipients == [bob.memberships["lobby"]]
     assert unpack(delivery.data)[-1] is True
 
 
 def test_leaving_tells_the_others_and_ending_the_last_membership_ends_the_session(
-    core: SessionCore,
+    core: SealedCore,
 ) -> None:
     alice, bob = joined(core, "alice"), joined(core, "bob")
     member = alice.memberships["lobby"]
     outcome = core.handle(alice, Leave(3, "lobby"))
     assert [(ending.member, ending.notice) for ending in outcome.ended] == [(member, None)]
-    [left] = outcome.deliveries
+    left, due = outcome.deliveries
     assert left.recipients == [bob.memberships["lobby"]]
-    assert unpack(left.data) == [Op.LEFT, "lobby", 3, 1, "left"]
+    assert unpack(left.data) == [Op.LEFT, "lobby", 4, 1, "left"]
+    # bob, alone now, is to begin epoch 3 without alice; it holds its own entry.
+    assert due.recipients == [bob.memberships["lobby"]]
+    assert unpack(due.data) == [Op.DUE, "lobby", 3, [2], []]
     core.handle(bob, Leave(4, "lobby"))
     assert core.sessions() == {}
     assert error(core.handle(alice, Join(5, "lobby", False))) is ErrorCode.NO_SUCH_SESSION
 
 
-def test_a_removed_member_is_told_and_the_others_see_it_leave(core: SessionCore) -> None:
+def test_a_removed_member_is_told_and_the_others_see_it_leave(core: SealedCore) -> None:
     alice, bob, carol = (joined(core, name) for name in ("alice", "bob", "carol"))
     outcome = core.handle(alice, Remove(2, "lobby", 2, "spam"))
     [ending] = outcome.ended
@@ -138,12 +146,14 @@ def test_a_removed_member_is_told_and_the_others_see_it_leave(core: SessionCore)
         ErrorCode.SESSION_CLOSED,
         "removed by alice#1: spam",
     ]
-    [left] = outcome.deliveries
+    left, due = outcome.deliveries
     assert left.recipients == [alice.memberships["lobby"], carol.memberships["lobby"]]
+    # A new epoch without bob, from alice, the longest present.
+    assert due.recipients == [alice.memberships["lobby"]]
     assert error(core.handle(carol, Remove(3, "lobby", 1, ""))) is ErrorCode.ACCESS_DENIED
 
 
-def test_closing_ends_every_membership_without_leave_events(core: SessionCore) -> None:
+def test_closing_ends_every_membership_without_leave_events(core: SealedCore) -> None:
     alice, bob, carol = (joined(core, name) for name in ("alice", "bob", "carol"))
     outcome = core.handle(alice, Close(2, "lobby", "done"))
     assert outcome.deliveries == []
@@ -155,11 +165,12 @@ def test_closing_ends_every_membership_without_leave_events(core: SessionCore) -
 
 
 def test_variables_are_versioned_and_compare_and_set_conflicts_say_the_version(
-    core: SessionCore,
+    core: SealedCore,
 ) -> None:
     alice, bob = joined(core, "alice"), joined(core, "bob")
-    assert unpack(core.handle(alice, Set(2, "lobby", "k", b"1", None)).reply) == [Op.OK, 2, [1, 3]]
-    outcome = core.handle(bob, Set(3, "lobby", "k", b"2", 0))
+    value = core.seal(alice, "lobby", b"1", key="k")
+    assert unpack(core.handle(alice, Set(2, "lobby", "k", value, None)).reply) == [Op.OK, 2, [1, 4]]
+    outcome = core.handle(bob, Set(3, "lobby", "k", core.seal(bob, "lobby", b"2", key="k"), 0))
     assert unpack(outcome.reply)[2:] == [
         ErrorCode.VERSION_CONFLICT,
         "variable 'k' of session 'lobby' is at version 1, not 0",
@@ -167,20 +178,22 @@ def test_variables_are_versioned_and_compare_and_set_conflicts_say_the_version(
     ]
     carol = joined(core, "carol")
     assert unpack(core.handle(carol, Join(4, "ops", True)).reply)[2][3] == []
+    # A joiner is told which variables there are; their values come sealed again.
     answer = unpack(core.handle(core.connect(peer("dave")), Join(5, "lobby", False)).reply)
-    assert answer[2][3] == [["k", b"1", 1]]
+    assert answer[2][3] == [["k", 1]]
 
 
-def test_a_member_that_may_not_receive_learns_no_versions(core: SessionCore) -> None:
+def test_a_member_that_may_not_receive_learns_no_versions(core: SealedCore) -> None:
     joined(core, "alice")
     eve = joined(core, "eve")
-    assert unpack(core.handle(eve, Set(2, "lobby", "k", b"v", None)).reply)[2] == [0, 3]
-    assert error(core.handle(eve, Set(3, "lobby", "k", b"v", 1))) is ErrorCode.ACCESS_DENIED
+    value = core.seal(eve, "lobby", b"v", key="k")
+    assert unpack(core.handle(eve, Set(2, "lobby", "k", value, None)).reply)[2] == [0, 4]
+    assert error(core.handle(eve, Set(3, "lobby", "k", value, 1))) is ErrorCode.ACCESS_DENIED
 
 
 def test_the_limits_bound_sessions_members_and_variable_bytes() -> None:
     limits = Limits(max_sessions=1, max_members=2, max_variable_bytes=10)
-    core = SessionCore(policy(), limits=limits)
+    core = SealedCore(SessionCore(policy(), limits=limits))
     alice = joined(core, "alice")
     assert error(core.handle(alice, Join(2, "ops", True))) is ErrorCode.LIMIT_EXCEEDED
     joined(core, "bob")
@@ -193,17 +206,17 @@ def test_the_limits_bound_sessions_members_and_variable_bytes() -> None:
         Limits(max_members=0)
 
 
-def test_disconnecting_ends_every_membership_of_the_client(core: SessionCore) -> None:
+def test_disconnecting_ends_every_membership_of_the_client(core: SealedCore) -> None:
     alice, bob = joined(core, "alice"), joined(core, "bob")
     core.handle(alice, Join(2, "ops", True))
     outcome = core.disconnect(alice, "disconnected")
     assert {ending.member.session for ending in outcome.ended} == {"lobby", "ops"}
-    [left] = outcome.deliveries
-    assert left.recipients == [bob.memberships["lobby"]]
+    left, due = outcome.deliveries
+    assert left.recipients == due.recipients == [bob.memberships["lobby"]]
     assert core.sessions() == {"lobby": ["bob#2"]}
 
 
-def test_evicting_a_member_tells_it_and_evicting_it_again_does_nothing(core: SessionCore) -> None:
+def test_evicting_a_member_tells_it_and_evicting_it_again_does_nothing(core: SealedCore) -> None:
     joined(core, "alice")
     bob = joined(core, "bob")
     member = bob.memberships["lobby"]
@@ -213,7 +226,7 @@ def test_evicting_a_member_tells_it_and_evicting_it_again_does_nothing(core: Ses
 
 
 def test_a_reload_ends_memberships_that_lost_a_right_and_widens_the_others(
-    core: SessionCore,
+    core: SealedCore,
 ) -> None:
     carol, dave = joined(core, "carol"), joined(core, "dave")
     core.policy = policy({**RIGHTS, "carol": frozenset({Right.JOIN}), "dave": EVERY})
@@ -223,7 +236,7 @@ def test_a_reload_ends_memberships_that_lost_a_right_and_widens_the_others(
     assert Right.ADMIN in dave.memberships["lobby"].grant
 
 
-def test_a_peer_without_rights_learns_nothing_of_a_session(core: SessionCore) -> None:
+def test_a_peer_without_rights_learns_nothing_of_a_session(core: SealedCore) -> None:
     joined(core, "alice")
     outcome = core.handle(core.connect(peer("mallory")), Join(1, "lobby", False))
     assert error(outcome) is ErrorCode.ACCESS_DENIED
@@ -305,6 +318,9 @@ class SessionPromises(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.core = SessionCore(policy())
+        # The members' clients, sealing: every join enters, every due commit is made.
+        self.sealed = SealedCore(self.core)
+        self.checked = 0
         self.rights = RIGHTS
         self.clients = [self.core.connect(peer(name)) for name in NAMES]
         # The model: each session's members (id -> client index, rights).
@@ -378,10 +394,12 @@ class SessionPromises(RuleBasedStateMachine):
             # The member is told why, unless it asked for the end itself.
             assert (e.notice is not None) == (e.member.client is not self.requester)
             self.gone.append(e.member)
-        # One event per session at most, and no order between sessions.
+        # One event per session at most, and no order between sessions; a DUE
+        # (no event: a member is asked to commit) is checked with its EPOCH.
         wanted = dict(deliveries or [])
-        assert len(outcome.deliveries) == len(wanted)
-        for delivery in outcome.deliveries:
+        events = [d for d in outcome.deliveries if unpack(d.data)[0] != Op.DUE]
+        assert len(events) == len(wanted)
+        for delivery in events:
             event = unpack(delivery.data)
             session = event[1]
             recipients = wanted.pop(session)
@@ -407,7 +425,18 @@ class SessionPromises(RuleBasedStateMachine):
     def request(self, client: int, request: Any) -> Outcome:
         self.requester = self.clients[client]
         self.last = request.session
-        return self.core.handle(self.clients[client], request)
+        return self.sealed.handle(self.clients[client], request)
+
+    def sealed_content(
+        self, client: int, session: str, body: bytes, *, to: int | None = None,
+        key: str | None = None,
+    ) -> bytes:  # fmt: skip
+        """``body`` sealed by ``client`` in ``session`` if it can, else as it is
+        (the core refuses such a request before it looks at the content)."""
+        group = self.sealed.groups.get((self.clients[client], session))
+        if group is None or group.erased or (to is not None and to not in (group.roster or {})):
+            return body
+        return group.seal(body, to=to, key=key)
 
     def acting(
         self, client: int, request: Any, right: Right | None = None
@@ -448,8 +477,10 @@ class SessionPromises(RuleBasedStateMachine):
         # Member ids are never reused within a session.
         assert member_id not in self.ids_given.setdefault(session, set())
         self.ids_given[session].add(member_id)
-        self.verify(outcome, None, set(), [(session, self.others(session))])
-        assert seq == self.seq[session]
+        # The others hear of it with the commit that brings it in (checked
+        # with the epochs); the answer's seq is the session's latest event.
+        self.verify(outcome, None, set(), [])
+        assert seq == self.seq.get(session, 0)
         self.members.setdefault(session, {})[member_id] = (client, rights)
 
     @rule(client=clients, session=sessions)
@@ -462,7 +493,8 @@ class SessionPromises(RuleBasedStateMachine):
 
     @rule(client=clients, session=sessions, to=st.none() | member_ids)
     def send(self, client: int, session: str, to: int | None) -> None:
-        outcome, member_id = self.acting(client, Send(1, session, to, b"data"), Right.SEND)
+        data = self.sealed_content(client, session, b"data", to=to)
+        outcome, member_id = self.acting(client, Send(1, session, to, data), Right.SEND)
         if member_id is None:
             return
         if to is None:
@@ -484,7 +516,8 @@ class SessionPromises(RuleBasedStateMachine):
         expected=st.none() | st.integers(min_value=0, max_value=3),
     )
     def set_variable(self, client: int, session: str, key: str, expected: int | None) -> None:
-        outcome, member_id = self.acting(client, Set(1, session, key, b"value", expected))
+        value = self.sealed_content(client, session, b"value", key=key)
+        outcome, member_id = self.acting(client, Set(1, session, key, value, expected))
         if member_id is None:
             return
         rights = self.rights_of(session, member_id)
@@ -533,7 +566,9 @@ class SessionPromises(RuleBasedStateMachine):
         self.requester = self.clients[client]
         ended: set[Key] = set()
         events = self.leave_all(client, ended)
-        self.verify(self.core.disconnect(self.clients[client], "gone"), None, ended, events)
+        outcome = self.core.disconnect(self.clients[client], "gone")
+        self.verify(outcome, None, ended, events)
+        self.sealed.settle(outcome)
         self.clients[client] = self.core.connect(peer(NAMES[client]))
 
     @precondition(lambda self: self.members)
@@ -545,7 +580,9 @@ class SessionPromises(RuleBasedStateMachine):
         self.requester = None
         member = holder.memberships[session]
         events = self.end(session, member_id)
-        self.verify(self.core.evict(member, "behind"), None, {(session, member_id)}, events)
+        outcome = self.core.evict(member, "behind")
+        self.verify(outcome, None, {(session, member_id)}, events)
+        self.sealed.settle(outcome)
         self.verify(self.core.evict(member, "behind"))
 
     @rule()
@@ -566,7 +603,28 @@ class SessionPromises(RuleBasedStateMachine):
                     events += self.end(session, member_id)
                 else:
                     self.members[session][member_id] = (client, new)
-            self.verify(self.core.regrant(handle), None, ended, events)
+            outcome = self.core.regrant(handle)
+            self.verify(outcome, None, ended, events)
+            self.sealed.settle(outcome)
+
+    @invariant()
+    def every_epoch_holds_exactly_the_members(self) -> None:
+        """Each commit the members made is ordered after the events before
+        it, and reaches every member of its session, each in its roster."""
+        for outcome in self.sealed.sealing_outcomes[self.checked :]:
+            for delivery in outcome.deliveries:
+                event = unpack(delivery.data)
+                if event[0] not in (Op.EPOCH, Op.JOINED):
+                    continue
+                session = event[1]
+                assert event[2] > self.seq.get(session, 0)
+                self.seq[session] = event[2]
+                recipients = {m.id for m in delivery.recipients}
+                if event[0] == Op.EPOCH:
+                    assert recipients == set(self.members[session])
+                else:  # the newcomer it brought in, announced to everyone else
+                    assert recipients == set(self.members[session]) - {event[3][0]}
+        self.checked = len(self.sealed.sealing_outcomes)
 
     @invariant()
     def the_core_holds_the_model_members(self) -> None:

@@ -40,13 +40,14 @@ from typing import Final
 import trio
 
 from keystore import Identity, TrustStore
-from securesess.bench import hub_broadcasts
+from securesess.bench import hub_broadcasts, hub_epochs
 from securesess.bench.hub_broadcasts import SENDER_TASKS
 from securesess.bench.hub_results import HubResults, Throughput
 from securesess.bench.hub_server import (
     hub_identity,
     hub_process,
     member_identities,
+    pin_members,
     serve,
     write_keys,
 )
@@ -80,6 +81,8 @@ _SESSION: Final = "bench"
 _MIN_DELIVERIES_PER_SECOND: Final = 2_000
 _MAX_FANOUT_SECONDS: Final = 0.5
 _MAX_MEMBER_SECONDS: Final = 0.1
+# A change and the rejoin after it, each a commit every member applies.
+_MAX_KEY_CHANGE_SECONDS: Final = 5.0
 
 
 # -- credentials -----------------------------------------------------------------------
@@ -99,11 +102,17 @@ def write_credentials(directory: Path, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _members(
-    port: int, identities: Sequence[Identity], hub_key: bytes
+    port: int,
+    identities: Sequence[Identity],
+    hub_key: bytes,
+    *,
+    fellows: Sequence[Identity] = (),
 ) -> AsyncIterator[list[HubConnection]]:
-    """A connection to the hub per identity, opened under a deadline of their own."""
+    """A connection to the hub per identity, opened under a deadline of their
+    own; each trusts the others, and ``fellows``, to be in its sessions."""
     trust = TrustStore()
     trust.add_peer("hub", hub_key)
+    pin_members(trust, [*identities, *fellows])
     # Each connection runs a nursery, so the deadline's scope must enclose
     # their whole lives; it is lifted once they are all open.
     with trio.CancelScope() as connecting:
@@ -136,10 +145,10 @@ async def _idle_kib_per_member(credentials: Path, identities: Sequence[Identity]
     hub_key = hub_identity(credentials).public_key
     async with hub_process(credentials) as hub:
         warm_up, measured = identities[:IDLE_WARM_UP], identities[IDLE_WARM_UP:]
-        async with _members(hub.port, warm_up, hub_key) as early:
+        async with _members(hub.port, warm_up, hub_key, fellows=measured) as early:
             await _join(early, _SESSION)
             before = await hub.rss()
-            async with _members(hub.port, measured, hub_key) as late:
+            async with _members(hub.port, measured, hub_key, fellows=warm_up) as late:
                 await _join(late, _SESSION)
                 after = await hub.rss()
     return (after - before) / len(measured) / 1024
@@ -165,6 +174,7 @@ async def measure(
     hub_key = hub_identity(credentials).public_key
     rows: list[Throughput] = []
     fanout: tuple[list[float], float, float] = ([], 0.0, 0.0)
+    key_change: tuple[list[float], float] = ([], 0.0)
     async with hub_process(credentials) as hub:
         progress(f"hub: connecting {FANOUT_RECEIVERS + 1} members")
         everyone = identities[: FANOUT_RECEIVERS + 1]
@@ -187,6 +197,10 @@ async def measure(
                     )
                     with trio.fail_after(SLACK + settings.hub_fanouts * _MAX_FANOUT_SECONDS):
                         fanout = await hub_broadcasts.fanout(hub, sessions, settings.hub_fanouts)
+                    progress(f"hub: key changes in a session of {len(sessions)} members")
+                    changes = max(settings.hub_fanouts // 20, 3)
+                    with trio.fail_after(SLACK + changes * _MAX_KEY_CHANGE_SECONDS):
+                        key_change = await hub_epochs.key_change(connections, sessions, changes)
                 else:
                     await _leave(sessions)
             # The last session ends as its members disconnect.
@@ -196,4 +210,7 @@ async def measure(
     with trio.fail_after(3 * SLACK + 2 * len(idle) * _MAX_MEMBER_SECONDS):
         kib = await _idle_kib_per_member(credentials, idle)
     latencies, hub_cpu, client_cpu = fanout
-    return HubResults(tuple(rows), tuple(latencies), hub_cpu, client_cpu, kib)
+    changes_ms, change_cpu_ms = key_change
+    return HubResults(
+        tuple(rows), tuple(latencies), hub_cpu, client_cpu, kib, tuple(changes_ms), change_cpu_ms
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class HubResults:
     fanout_hub_cpu_ms: float
     fanout_client_cpu_ms: float
     idle_kib_per_member: float
+    #: Key change samples in the fan-out session (a member leaves), in
+    #: milliseconds, and the members' process's CPU milliseconds per change.
+    key_change_ms: tuple[float, ...] = ()
+    key_change_cpu_ms: float = 0.0
 
     @property
     def fanout_median_ms(self) -> float:
@@ -54,6 +59,10 @@ class HubResults:
         # Inclusive: with a few hundred samples or fewer, the default (exclusive)
         # method extrapolates beyond the slowest broadcast actually seen.
         return statistics.quantiles(samples, n=100, method="inclusive")[98]
+
+    @property
+    def key_change_median_ms(self) -> float:
+        return statistics.median(self.key_change_ms) if self.key_change_ms else math.nan
 
     def best(self) -> Throughput:
         """The configuration with the most delivered messages per second."""

@@ -21,7 +21,14 @@ from securesess.bench.transports import HOST
 from securesess.policy import Policy
 from securesess.sessions.hub import serve_hub
 
-__all__ = ["hub_identity", "hub_process", "member_identities", "serve", "write_keys"]
+__all__ = [
+    "hub_identity",
+    "hub_process",
+    "member_identities",
+    "pin_members",
+    "serve",
+    "write_keys",
+]
 
 _POLICY: Final = """\
 [[rule]]
@@ -32,14 +39,20 @@ rights = ["create", "join", "send", "receive", "set"]
 """
 _HUB_KEY: Final = "hub.key"
 _MEMBER_KEYS: Final = "hub-members.key"
-_KEY_SIZE: Final = 32
+# A member's static key, then its signing key's seed.
+_KEY_SIZE: Final = 64
+
+
+def _private(identity: Identity) -> bytes:
+    assert identity.signing_key is not None, "generated with one"
+    return identity.private_bytes() + identity.signing_key.private_bytes_raw()
 
 
 def write_keys(directory: Path, members: int) -> None:
     """Throwaway keys for the hub and for ``members`` members, in ``directory``."""
     keys = {
         _HUB_KEY: Identity.generate("hub").private_bytes(),
-        _MEMBER_KEYS: b"".join(Identity.generate().private_bytes() for _ in range(members)),
+        _MEMBER_KEYS: b"".join(_private(Identity.generate()) for _ in range(members)),
     }
     for name, data in keys.items():
         path = directory / name
@@ -54,9 +67,20 @@ def hub_identity(directory: Path) -> Identity:
 def member_identities(directory: Path) -> list[Identity]:
     data = (directory / _MEMBER_KEYS).read_bytes()
     return [
-        Identity.from_private_bytes(data[start : start + _KEY_SIZE], f"member-{index}")
+        Identity.from_private_bytes(
+            data[start : start + 32], f"member-{index}", signing_key=data[start + 32 : start + 64]
+        )
         for index, start in enumerate(range(0, len(data), _KEY_SIZE))
     ]
+
+
+def pin_members(trust: TrustStore, members: list[Identity]) -> TrustStore:
+    """``trust`` with every member pinned, signing key and all: the hub
+    admits them, and members vouch for each other in sealed sessions."""
+    for member in members:
+        assert member.name is not None
+        trust.add_peer(member.name, member.public_key, signing_key=member.signing_public_key)
+    return trust
 
 
 async def serve(
@@ -67,10 +91,7 @@ async def serve(
     Reports ``{"port": ...}`` once listening, then answers each command
     line with one report (:func:`processes.answer_commands`).
     """
-    trust = TrustStore()
-    for member in member_identities(credentials):
-        assert member.name is not None
-        trust.add_peer(member.name, member.public_key)
+    trust = pin_members(TrustStore(), member_identities(credentials))
     policy = Policy.parse(_POLICY, source="<bench policy>")
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(

@@ -34,6 +34,12 @@ def hub_json(results: HubResults) -> dict[str, object]:
             "clients_cpu_ms": results.fanout_client_cpu_ms,
         },
         "idle_kib_per_member": results.idle_kib_per_member,
+        "key_change": {
+            "members": FANOUT_RECEIVERS + 1,
+            "samples_ms": list(results.key_change_ms),
+            "median_ms": results.key_change_median_ms,
+            "clients_cpu_ms": results.key_change_cpu_ms,
+        },
     }
 
 
@@ -66,6 +72,11 @@ def hub_table(results: HubResults, settings: Settings) -> list[str]:
         f"{results.fanout_median_ms:.1f} ms, p99 {results.fanout_p99_ms:.1f} ms "
         f"({len(results.fanout_ms)} broadcasts); CPU per broadcast: hub "
         f"{results.fanout_hub_cpu_ms:.1f} ms, clients {results.fanout_client_cpu_ms:.1f} ms",
+        f"key change in that session (a member leaves, until the first message sealed in the "
+        f"next epoch has reached all {FANOUT_RECEIVERS - 1} others): median "
+        f"{results.key_change_median_ms:.1f} ms, max {max(results.key_change_ms, default=0):.1f} "
+        f"ms ({len(results.key_change_ms)} changes); clients CPU {results.key_change_cpu_ms:.1f} "
+        "ms per change",
         f"idle memory in the hub: {results.idle_kib_per_member:.1f} KiB per connected member "
         f"({settings.idle_connections} members in one session)",
         "",

@@ -124,6 +124,14 @@ def hub(
         where = format_address(host, server.port)
         return f"listening on {where} as {who} ({server.identity.fingerprint})"
 
+    def farewell() -> str:
+        relayed = server.relayed
+        return (
+            f"stopped after relaying {relayed.contents} sealed contents "
+            f"({relayed.content_bytes} bytes) and {relayed.commits} commits; "
+            "it never held a key that opens them"
+        )
+
     def load() -> Callable[[], None]:
         new_trust = Keystore.open(home).trust()
         new_policy = Policy.load(policy_path, trust=new_trust)
@@ -142,6 +150,7 @@ def hub(
         load=load,
         what="policy and trust",
         log=logging.getLogger("securesess.hub"),
+        farewell=farewell,
     )
     failure = trio.run(serve_until_signalled, served)
     if failure is not None:

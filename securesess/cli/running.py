@@ -35,6 +35,8 @@ class Served:
     log: logging.Logger
     #: A graceful stop for the first SIGTERM or SIGINT (None: stop at once).
     drain: Callable[[], Awaitable[None]] | None = None
+    #: A line printed on stdout once stopped, if any: what was served.
+    farewell: Callable[[], str] | None = None
 
 
 async def serve_until_signalled(served: Served) -> OSError | None:
@@ -66,6 +68,8 @@ async def serve_until_signalled(served: Served) -> OSError | None:
                 else:
                     served.log.info("%s again: cutting every connection", name)
                     nursery.cancel_scope.cancel()
+    if served.farewell is not None:
+        click.echo(served.farewell())
     return None
 
 

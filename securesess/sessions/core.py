@@ -18,6 +18,9 @@ things to do, which the hub does in this order:
   each queue.
 * ``reply``: the answer to the requester (OK or ERROR).
 
+Sessions are sealed end to end: ENTER, COMMIT and RESEAL, and the epochs'
+order, are :mod:`securesess.sessions.epochs`.
+
 Every event of a session takes the session's next sequence number when it
 is made, and its recipients are the members at that moment: a member that
 has ended is in no later delivery, which is how "removed" takes effect
@@ -39,6 +42,7 @@ from typing import Any, Final, final
 from keystore import Peer
 from securesess.policy import Policy, Right
 from securesess.sessions import requests as rq
+from securesess.sessions.epochs import EpochOrder, sequence
 from securesess.sessions.outcome import (
     Client,
     Delivery,
@@ -47,17 +51,18 @@ from securesess.sessions.outcome import (
     Member,
     Outcome,
     Refused,
+    Relayed,
+    membership,
+    ok,
 )
+from securesess.sessions.sealing import Kind
 from securesess.sessions.store import MemoryStore, SessionState, SessionStore
+from securesess.sessions.variables import admit_set
 from securesess.sessions.wire import VERSION, ErrorCode, Op, pack
 
 __all__ = ["SessionCore"]
 
 log = logging.getLogger("securesess.hub")
-
-
-def _ok(rid: int, value: object) -> bytes:
-    return pack(Op.OK, rid, value)
 
 
 @final
@@ -70,11 +75,15 @@ class SessionCore:
         *,
         limits: Limits | None = None,
         store: SessionStore[Member] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         #: Where grants and denials come from; a reload assigns a new one.
         self.policy = policy
         self.limits: Final = limits if limits is not None else Limits()
         self._store: Final[SessionStore[Member]] = store if store is not None else MemoryStore()
+        self._epochs: Final = EpochOrder(self._store, self.limits, clock)
+        #: What it has ordered of sealed content, for the operator.
+        self.relayed: Final = Relayed()
         self._transitions: Final[dict[type, Callable[[Client, Any, Outcome], None]]] = {
             rq.Join: self._join,
             rq.Leave: self._leave,
@@ -82,6 +91,9 @@ class SessionCore:
             rq.Set: self._set,
             rq.Remove: self._remove,
             rq.Close: self._close,
+            rq.Enter: self._epochs.enter,
+            rq.Commit: self._epochs.commit,
+            rq.Reseal: self._epochs.reseal,
         }
 
     def __len__(self) -> int:
@@ -117,6 +129,8 @@ class SessionCore:
                 Op.ERROR, request.rid, refused.code, refused.message, *refused.extra
             )
             outcome.refused = refused
+        else:
+            self.relayed.count(request)
         return outcome
 
     # -- memberships ending from outside a request --------------------------------
@@ -152,6 +166,14 @@ class SessionCore:
             else:
                 member.grant = grant
                 member.receives = Right.RECEIVE in grant
+                self._session(member.session).relay.receives(member.id, member.receives)
+        return outcome
+
+    def expire(self) -> Outcome:
+        """What time makes happen (:meth:`EpochOrder.expire`); the hub calls it every second."""
+        outcome = Outcome()
+        for member, reason in self._epochs.expire(outcome):
+            self._drop(member, reason, outcome, notify=ErrorCode.SESSION_CLOSED)
         return outcome
 
     def _drop(
@@ -171,15 +193,21 @@ class SessionCore:
         session = self._session(member.session)
         del member.client.memberships[session.name]
         session.discharge(member.id)
+        session.relay.left(member.id)
         notice = None if notify is None else pack(Op.ENDED, session.name, notify, reason)
         outcome.ended.append(Ending(member, notice))
         log.info("%s left %r: %s", member, session.name, reason)
         if not session.members:
             self._store.delete(session.name)
+            self._epochs.forget(session.name)
             log.info("session %r ended: its last member left", session.name)
         elif announce:
-            seq = session.sequence()
-            self._announce(session, pack(Op.LEFT, session.name, seq, member.id, reason), outcome)
+            # The others heard of it only once a commit brought it in.
+            if member.announced:
+                seq = session.sequence()
+                data = pack(Op.LEFT, session.name, seq, member.id, reason)
+                self._announce(session, data, outcome)
+            self._epochs.due(session, outcome)
 
     # -- what members see ------------------------------------------------------------
 
@@ -197,17 +225,17 @@ class SessionCore:
     def _broadcast(
         session: SessionState[Member], data: bytes, outcome: Outcome, skip: Member
     ) -> None:
-        """Content (a message, a variable), for every member that receives but ``skip``."""
-        recipients = [m for m in session.members.values() if m.receives and m is not skip]
+        """Content (a message, a variable), for every member of the current
+        epoch that receives, but ``skip``: only they hold its keys."""
+        roster = session.relay.roster
+        recipients = [
+            m for m in session.members.values() if m.receives and m is not skip and m.id in roster
+        ]
         outcome.deliveries.append(Delivery(data, recipients))
 
     # -- requests ----------------------------------------------------------------------
 
-    def _membership(self, client: Client, name: str) -> Member:
-        member = client.memberships.get(name)
-        if member is None:
-            raise Refused(ErrorCode.NOT_MEMBER, f"not a member of session {name!r}")
-        return member
+    _membership = staticmethod(membership)
 
     def _require(self, member: Member, right: Right) -> None:
         if right not in member.grant:
@@ -252,18 +280,21 @@ class SessionCore:
             session = self._store.create(name)
             log.info("%s created session %r", peer, name)
         member = Member(session.new_member_id(), client, name, grant)
-        seq = session.sequence()
-        self._announce(session, pack(Op.JOINED, name, seq, member.fields), outcome)
+        # The others see it join (JOINED) with the commit that brings it in:
+        # what they send from then on reaches it.
+        seq = session.seq
         session.admit(member.id, member)
         client.memberships[name] = member
         outcome.joined = member
+        # Their values are sealed under epochs the joiner was not in: it gets
+        # them sealed again once it is in one (RESEAL, VALUE).
         variables = (
-            [[key, value, version] for key, (value, version) in session.variables.items()]
+            [[key, version] for key, (_, version) in session.variables.items()]
             if member.receives
             else []
         )
-        members = [other.fields for other in session.members.values()]
-        outcome.reply = _ok(request.rid, [member.id, seq, members, variables, sorted(grant.rights)])
+        members = [m.fields for m in session.members.values() if m.announced or m is member]
+        outcome.reply = ok(request.rid, [member.id, seq, members, variables, sorted(grant.rights)])
         log.info(
             "%s joined %r with %s (from %s)",
             member,
@@ -274,13 +305,14 @@ class SessionCore:
 
     def _leave(self, client: Client, request: rq.Leave, outcome: Outcome) -> None:
         self._drop(self._membership(client, request.session), "left", outcome)
-        outcome.reply = _ok(request.rid, None)
+        outcome.reply = ok(request.rid, None)
 
     def _send(self, client: Client, request: rq.Send, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
         self._require(member, Right.SEND)
         session = self._session(member.session)
         if request.to is None:
+            sequence(session, request.data, member, Kind.MESSAGE)
             seq = session.sequence()
             data = pack(Op.MESSAGE, session.name, seq, member.id, request.data, False)
             self._broadcast(session, data, outcome, skip=member)
@@ -291,56 +323,27 @@ class SessionCore:
                     ErrorCode.ACCESS_DENIED,
                     f"{target} may not receive in session {session.name!r}",
                 )
+            sequence(session, request.data, member, Kind.DIRECT, recipient=target.id)
             seq = session.sequence()
             data = pack(Op.MESSAGE, session.name, seq, member.id, request.data, True)
             outcome.deliveries.append(Delivery(data, [target]))
-        outcome.reply = _ok(request.rid, seq)
+        outcome.reply = ok(request.rid, seq)
+        self._epochs.due(session, outcome)
 
     def _set(self, client: Client, request: rq.Set, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
         self._require(member, Right.SET)
         session = self._session(member.session)
-        key, value, expected, limits = request.key, request.value, request.expected, self.limits
-        if expected is not None and not member.receives:
-            # Whether it conflicts would tell whether the variable exists,
-            # and its version: what only the receive right may learn.
-            raise Refused(
-                ErrorCode.ACCESS_DENIED,
-                f"a compare-and-set in session {session.name!r} needs the receive right",
-            )
-        current = session.variables.get(key)
-        version = current.version if current is not None else 0
-        if expected is not None and expected != version:
-            raise Refused(
-                ErrorCode.VERSION_CONFLICT,
-                f"variable {key!r} of session {session.name!r} is at version {version}, "
-                f"not {expected}",
-                version,
-            )
-        # A member that may not receive is judged at the limits as if the key
-        # were new: that an overwrite fits where a new key would not would
-        # tell it which keys exist, and how long their values are.
-        as_new = current is None or not member.receives
-        if as_new and len(session.variables) >= limits.max_variables:
-            raise Refused(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"session {session.name!r} already has {limits.max_variables} variables",
-            )
-        # Bounded in bytes too: every JOIN answer carries all the variables.
-        grown = session.variable_bytes + len(key) + len(value)
-        size = grown if current is None else grown - len(key) - len(current.value)
-        if (grown if as_new else size) > limits.max_variable_bytes:
-            raise Refused(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"session {session.name!r} would hold more than "
-                f"{limits.max_variable_bytes} bytes of variables",
-            )
+        size = admit_set(session, member, request, self.limits)
+        key, value = request.key, request.value
+        sequence(session, value, member, Kind.VARIABLE, key=key)
         version = session.put(key, value, size)
         seq = session.sequence()
         data = pack(Op.VARIABLE, session.name, seq, key, value, version, member.id)
         self._broadcast(session, data, outcome, skip=member)
         # The new version would say how often the variable was set before.
-        outcome.reply = _ok(request.rid, [version if member.receives else 0, seq])
+        outcome.reply = ok(request.rid, [version if member.receives else 0, seq])
+        self._epochs.due(session, outcome)
 
     def _remove(self, client: Client, request: rq.Remove, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
@@ -348,7 +351,7 @@ class SessionCore:
         target = self._target(member, request.member)
         reason = f"removed by {member}: {request.reason}"
         self._drop(target, reason, outcome, notify=ErrorCode.SESSION_CLOSED)
-        outcome.reply = _ok(request.rid, None)
+        outcome.reply = ok(request.rid, None)
 
     def _close(self, client: Client, request: rq.Close, outcome: Outcome) -> None:
         member = self._membership(client, request.session)
@@ -359,4 +362,4 @@ class SessionCore:
             if other is not member:
                 self._drop(other, reason, outcome, notify=ErrorCode.SESSION_CLOSED, announce=False)
         self._drop(member, "closed the session", outcome, announce=False)
-        outcome.reply = _ok(request.rid, None)
+        outcome.reply = ok(request.rid, None)

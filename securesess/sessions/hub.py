@@ -23,10 +23,11 @@ about). Each connection has two tasks:
 The core packs a broadcast once and the hub appends the same bytes object to
 each recipient's queue, so fan-out costs one append per member. Senders never
 wait for recipients: a member whose undelivered backlog exceeds
-``max_backlog`` bytes is removed from the session (it gets ``ENDED``,
-the others see it leave), so a slow member cannot stall the others or make
-the hub's memory grow without bound. A client that does not read its
-replies stops being read (its reader waits), which pushes back on it alone.
+``max_backlog`` bytes is removed from the session (it gets ``ENDED``, the
+others see it leave), so a slow member cannot stall the others or make the
+hub's memory grow without bound. A client that does not read its replies
+stops being read, which pushes back on it alone. What it relays is sealed:
+the hub holds no key to it (:attr:`Hub.relayed` counts it).
 """
 
 from __future__ import annotations
@@ -55,14 +56,13 @@ from securesess.stream.options import AdmissionLimits, SecureOptions, ServeArgs,
 from securesess.stream.secure_stream import SecureStream
 from securesess.stream.serve import SecureListener, SecureServer
 
-__all__ = [
-    "Hub",
-    "serve_hub",
-]
+__all__ = ["Hub", "serve_hub"]
 
 log = logging.getLogger("securesess.hub")
 
 _REQUESTS_PER_TURN: Final = 64
+# How often the hub makes what time does happen (SessionCore.expire).
+_EPOCH_CHECK: Final = 1.0
 
 
 @final
@@ -100,7 +100,8 @@ class Hub:
         self._trust = secure.trust
         if not isinstance(policy, Policy):
             policy = Policy.load(policy, trust=secure.trust)
-        self._core: Final = SessionCore(policy, limits=self.limits)
+        self._core: Final = SessionCore(policy, limits=self.limits, clock=trio.current_time)
+        self.relayed: Final = self._core.relayed
         self._options = secure.replace(authorize=self.authorize)
         self._backlogs: Final = Backlogs[HubConnection](
             max_backlog=self.limits.max_backlog,
@@ -181,6 +182,7 @@ class Hub:
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(server.serve, port, host=host))
                 listening = True
+                nursery.start_soon(self._expire_epochs)
                 for problem in self.policy.problems:
                     log.warning("policy %s: %s", self.policy.source, problem)
                 task_status.started(self)
@@ -269,6 +271,12 @@ class Hub:
             connection.close = (CloseCode.PROTOCOL_VIOLATION, str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+    async def _expire_epochs(self) -> None:
+        while True:
+            await trio.sleep(_EPOCH_CHECK)
+            self._apply(self._core.expire())
+            self._evict_laggards()
 
     # -- doing what the core decided -------------------------------------------------
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, final
 
 import trio
@@ -48,6 +48,7 @@ from securesess.errors import (
     SessionError,
 )
 from securesess.sessions import wire
+from securesess.sessions.credentials import Credentials
 from securesess.sessions.request_queue import RequestQueue
 from securesess.sessions.routing import EVENTS, error_from, peer_from, route_event
 from securesess.sessions.session import Session
@@ -70,6 +71,28 @@ class _Reply:
         self.join = join
         # A session name whose membership this answer settles (see _settling).
         self.settles = settles
+
+    def open_session(self, connection: HubConnection, answer: list[Any]) -> None:
+        """The JOIN this answers succeeded: register the session now, as its
+        events may follow in this very batch."""
+        assert self.join is not None, "only a JOIN opens a session"
+        session = Session(connection, self.join, answer, connection._credentials)
+        self.value = session
+        connection._sessions[session.name] = session
+        limit = connection._max_session_state
+        if session._state <= limit and not self.abandoned:
+            return
+        if not self.abandoned:
+            self.error = LimitExceeded(
+                f"session {session.name!r} has members and variables of more than "
+                f"{limit} bytes (max_session_state)",
+                session=session.name,
+            )
+        # The hub made us a member of more than we keep, or the caller gave
+        # up on this join: undo it; that LEAVE's answer settles the name.
+        session._finish(None)
+        connection._leave_quietly(session.name)
+        self.settles = None
 
 
 @final
@@ -97,6 +120,9 @@ class HubConnection:
             raise ValueError("request_timeout must be positive (or None: wait for ever)")
         self._timeout = math.inf if request_timeout is None else request_timeout
         self.stream: Final = stream
+        # Checked before the handshake's peer is known: a client without a
+        # signing key can speak to no sealed session.
+        self._credentials: Final = Credentials(stream.options.identity, stream.options.trust)
         self._max_backlog = max_backlog
         self._reader = wire.MessageReader(wire.MAX_ANSWER)
         self._rids = itertools.count(1)
@@ -199,6 +225,16 @@ class HubConnection:
             raise AlreadyMember(f"already a member of session {name!r}", session=name)
         session = await self._request(Op.JOIN, name, create, join=name)
         assert isinstance(session, Session)
+        try:
+            # Our keys for the next commit; we are in once one brings us in.
+            sealing = session._sealing
+            await self._request(Op.ENTER, name, sealing.group.entry.encode())
+            await sealing.wait_ready(session._check_open)
+        except BaseException:
+            if session._ended is None:
+                session._finish(None)
+                self._leave_quietly(name)
+            raise
         return session
 
     def _forget(self, session: Session) -> None:
@@ -216,10 +252,19 @@ class HubConnection:
     def _leave_quietly(self, name: str) -> None:
         """Leave without waiting for the answer (from the reader, which cannot wait)."""
         self._settle(name)
+        self._post(Op.LEAVE, name, settles=name)
+
+    def _post(self, op: Op, *fields: Any, settles: str | None = None) -> None:
+        """Send a request whose answer nobody waits for."""
         rid = next(self._rids)
-        self._replies[rid] = _Reply(settles=name)
-        self._replies[rid].abandoned = True
-        self._requests.queue(pack(Op.LEAVE, rid, name))
+        reply = self._replies[rid] = _Reply(settles=settles)
+        reply.abandoned = True
+        self._requests.queue(pack(op, rid, *fields))
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` (it raises nothing) while the connection lasts."""
+        if self._nursery is not None and self._failure is None:
+            self._nursery.start_soon(task)
 
     # -- requests ------------------------------------------------------------------
 
@@ -338,26 +383,7 @@ class HubConnection:
             if reply.join is not None:
                 if type(message[2]) is not list:
                     raise wire.field_error(message, "the answer to JOIN is not a list")
-                # Register the session now: its events may follow in this very batch.
-                session = Session(self, reply.join, message[2])
-                reply.value = session
-                self._sessions[session.name] = session
-                if session._state > self._max_session_state:
-                    # The hub made us a member of more than we keep: leave.
-                    reply.error = LimitExceeded(
-                        f"session {session.name!r} has members and variables of more than "
-                        f"{self._max_session_state} bytes (max_session_state)",
-                        session=session.name,
-                    )
-                    session._finish(None)
-                    self._leave_quietly(session.name)
-                    reply.settles = None
-                elif reply.abandoned:
-                    # The caller gave up on this join, but the hub made us a
-                    # member: undo it; that LEAVE's answer settles the name.
-                    session._finish(None)
-                    self._leave_quietly(session.name)
-                    reply.settles = None
+                reply.open_session(self, message[2])
         else:
             reply.error = error_from(message)
         # Only now, valid: a malformed answer leaves the request to _fail.

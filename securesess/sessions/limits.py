@@ -32,6 +32,8 @@ class HubLimits(Limits):
         max_members: members per session.
         max_variables: variables per session.
         max_variable_bytes: bytes of keys and values per session.
+        commit_timeout: seconds a member designated to commit a sealed
+            session's next epoch has, before it is removed from it.
         max_backlog: undelivered bytes per member before it is removed.
         max_connection_backlog: undelivered bytes of all one connection's
             memberships before it is disconnected.
@@ -55,6 +57,7 @@ class HubLimitsArgs(TypedDict, total=False):
     max_members: int
     max_variables: int
     max_variable_bytes: int
+    commit_timeout: float
     max_backlog: int
     max_connection_backlog: int
     max_peer_backlog: int

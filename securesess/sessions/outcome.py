@@ -11,6 +11,7 @@ from typing import Any, Final, final
 
 from keystore import Peer
 from securesess.constants import (
+    DEFAULT_COMMIT_TIMEOUT,
     DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_MEMBERSHIPS,
     DEFAULT_MAX_SESSIONS,
@@ -18,7 +19,8 @@ from securesess.constants import (
     DEFAULT_MAX_VARIABLES,
 )
 from securesess.policy import Grant, Right
-from securesess.sessions.wire import ErrorCode
+from securesess.sessions import requests as rq
+from securesess.sessions.wire import ErrorCode, Op, pack
 
 __all__ = [
     "Client",
@@ -28,7 +30,15 @@ __all__ = [
     "Member",
     "Outcome",
     "Refused",
+    "Relayed",
+    "membership",
+    "ok",
 ]
+
+
+def ok(rid: int, value: object) -> bytes:
+    """The OK answer to request ``rid``."""
+    return pack(Op.OK, rid, value)
 
 
 class Refused(Exception):
@@ -54,11 +64,35 @@ class Limits:
     max_members: int = DEFAULT_MAX_MEMBERS
     max_variables: int = DEFAULT_MAX_VARIABLES
     max_variable_bytes: int = DEFAULT_MAX_VARIABLE_BYTES
+    #: Seconds a designated member has to commit a due epoch.
+    commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
 
     def __post_init__(self) -> None:
         for limit in fields(self):
             if getattr(self, limit.name) < 1:
                 raise ValueError(f"{limit.name} must be at least 1")
+
+
+@final
+@dataclass(slots=True)
+class Relayed:
+    """What the hub has ordered of sealed sessions: content (messages,
+    values) and its bytes, and commits. It holds no key to any of it."""
+
+    contents: int = 0
+    content_bytes: int = 0
+    commits: int = 0
+
+    def count(self, request: rq.Request) -> None:
+        """``request`` was ordered."""
+        if isinstance(request, rq.Send):
+            self.contents += 1
+            self.content_bytes += len(request.data)
+        elif isinstance(request, rq.Set | rq.Reseal):
+            self.contents += 1
+            self.content_bytes += len(request.value)
+        elif isinstance(request, rq.Commit):
+            self.commits += 1
 
 
 @final
@@ -77,7 +111,7 @@ class Client:
 class Member:
     """One membership: a client in a session, with the rights the policy grants it there."""
 
-    __slots__ = ("client", "fields", "grant", "id", "receives", "session")
+    __slots__ = ("announced", "client", "entry", "fields", "grant", "id", "receives", "session")
 
     def __init__(self, member_id: int, client: Client, session: str, grant: Grant) -> None:
         self.id: Final = member_id
@@ -86,6 +120,11 @@ class Member:
         self.grant = grant
         self.receives = Right.RECEIVE in grant
         self.fields: Final = [member_id, *client.fields]
+        #: Its roster entry (ENTER), once it has sent one: until then it is
+        #: in no epoch, and sealed content neither comes from nor goes to it.
+        self.entry: bytes | None = None
+        #: Whether the others have been told it joined: once a commit named it.
+        self.announced = False
 
     def __str__(self) -> str:
         return f"{self.client.peer.name or 'unnamed'}#{self.id}"
@@ -119,3 +158,11 @@ class Outcome:
     joined: Member | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     ended: list[Ending] = field(default_factory=list)
+
+
+def membership(client: Client, name: str) -> Member:
+    """``client``'s membership of session ``name``, or NOT_MEMBER."""
+    member = client.memberships.get(name)
+    if member is None:
+        raise Refused(ErrorCode.NOT_MEMBER, f"not a member of session {name!r}")
+    return member

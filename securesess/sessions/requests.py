@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Close", "Hello", "Join", "Leave", "Remove", "Request", "Send", "Set"]
+__all__ = [
+    "Close",
+    "Commit",
+    "Enter",
+    "Hello",
+    "Join",
+    "Leave",
+    "Remove",
+    "Request",
+    "Reseal",
+    "Send",
+    "Set",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,5 +80,34 @@ class Close:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Enter:
+    """A member's roster entry for its membership: its keys, for the next commit."""
+
+    rid: int
+    session: str
+    entry: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A commit beginning the session's next epoch, from the member the hub designated."""
+
+    rid: int
+    session: str
+    commit: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reseal:
+    """A variable's value sealed again under the current epoch, for its newcomers."""
+
+    rid: int
+    session: str
+    key: str
+    version: int
+    value: bytes
+
+
 #: A request after HELLO: each names a session and carries a request id.
-Request = Join | Leave | Send | Set | Remove | Close
+Request = Join | Leave | Send | Set | Remove | Close | Enter | Commit | Reseal

@@ -1,4 +1,4 @@
-"""What a hub sends a client, read: events routed to their session, errors typed.
+"""What a hub sends a client, read: events routed to their session and opened, errors typed.
 
 The client's reader calls these for each decoded message. An event for a
 session we are not (or no longer) in, or one at or before a sequence number
@@ -19,6 +19,7 @@ from securesess.errors import (
     LimitExceeded,
     NoSuchSession,
     NotMember,
+    SealingRefused,
     SessionClosed,
     SessionError,
     VersionConflict,
@@ -31,7 +32,9 @@ from securesess.sessions.events import (
     MessageId,
     VariableChanged,
 )
-from securesess.sessions.session import Session, member_from_fields
+from securesess.sessions.join_answer import member_from_fields
+from securesess.sessions.sealing import ForgedContent, Kind, Opened, SealingError, UnknownSender
+from securesess.sessions.session import Session
 from securesess.sessions.wire import ErrorCode, Op
 
 __all__ = ["EVENTS", "error_from", "peer_from", "route_event"]
@@ -45,10 +48,13 @@ _ERRORS: Final[dict[int, type[SessionError]]] = {
     ErrorCode.SESSION_CLOSED: SessionClosed,
     ErrorCode.VERSION_CONFLICT: VersionConflict,
     ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
+    ErrorCode.SEALING: SealingRefused,
 }
 
 #: The operations that are a session's events.
-EVENTS: Final = frozenset({Op.MESSAGE, Op.JOINED, Op.LEFT, Op.VARIABLE, Op.ENDED})
+EVENTS: Final = frozenset(
+    {Op.MESSAGE, Op.JOINED, Op.LEFT, Op.VARIABLE, Op.ENDED, Op.DUE, Op.EPOCH, Op.VALUE}
+)
 
 
 def peer_from(fields: object) -> Peer:
@@ -80,20 +86,51 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
         wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.STR)
     elif op == Op.VARIABLE:
         wire.expect_shape(message, wire.STR, wire.INT, wire.STR, wire.BYTES, wire.INT, wire.INT)
+    elif op == Op.EPOCH:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.INT, wire.BYTES, wire.BOOL)
+    elif op == Op.VALUE:
+        wire.expect_shape(message, wire.STR, wire.INT, wire.STR, wire.BYTES, wire.INT)
+    elif op == Op.DUE:
+        _due(sessions, message)
+        return
     else:
         _end(sessions, message)
         return
     session = sessions.get(message[1])
     seq = message[2]
-    if session is None or seq <= session._seq:
+    if session is None or seq <= session._seq or session._ended is not None:
+        return
+    sealing = session._sealing
+    if sealing.unannounced and op != Op.JOINED:
+        missing = ", ".join(f"#{m}" for m in sorted(sealing.unannounced))
+        session._tampered(ForgedContent(f"the hub did not announce {missing}"), "a commit")
         return
     if op == Op.MESSAGE:
         sender = session.member(message[3])
         if sender is None:
             raise wire.field_error(message, "the sender is not a member")
-        session._push(seq, Message(MessageId(seq, sender.id), sender, message[4], message[5]))
+        direct = message[5]
+        opened = _open(session, message[4], sender.id, Kind.DIRECT if direct else Kind.MESSAGE)
+        if opened is not None:
+            session._push(seq, Message(MessageId(seq, sender.id), sender, opened.body, direct))
+    elif op == Op.EPOCH:
+        try:
+            sealing.apply(message[3], message[4], message[5], session.me.id, session._variables)
+            for described in sealing.match(session._members):
+                session._add_member(described)
+        except SealingError as error:
+            session._tampered(error, "a commit")
+            return
+        session._seq = seq
+    elif op == Op.VALUE:
+        _value(session, seq, message[3], message[4], message[5])
     elif op == Op.JOINED:
         member = member_from_fields(message[3])
+        try:
+            member = sealing.announced(member)
+        except SealingError as error:
+            session._tampered(error, "a member joining")
+            return
         session._add_member(member)
         session._push(seq, MemberJoined(member, seq))
         session._check_state()
@@ -103,10 +140,50 @@ def route_event(sessions: Mapping[str, Session], message: list[Any]) -> None:
             raise wire.field_error(message, "the member is not in the session")
         session._push(seq, MemberLeft(gone, message[4], seq))
     else:
-        key, value, version = message[3], message[4], message[5]
-        session._set_variable(key, value, version)
-        session._push(seq, VariableChanged(key, value, version, session.member(message[6]), seq))
+        key, version, by = message[3], message[5], session.member(message[6])
+        if by is None:
+            raise wire.field_error(message, "the member that set it is not a member")
+        opened = _open(session, message[4], by.id, Kind.VARIABLE, key)
+        if opened is not None:
+            session._set_variable(key, opened.body, version)
+            session._push(seq, VariableChanged(key, opened.body, version, by, seq))
+            session._sealing.got_value(key, version)
+            session._check_state()
+
+
+def _open(
+    session: Session, data: bytes, sender: int, kind: Kind, key: str | None = None
+) -> Opened | None:
+    """Open content that the hub says ``sender`` sealed, or end the session."""
+    try:
+        return session._sealing.open(data, sender, kind, key, session._members)
+    except SealingError as error:
+        session._tampered(error, f"a {kind.name.lower()}")
+        return None
+
+
+def _value(session: Session, seq: int, key: str, value: bytes, version: int) -> None:
+    """A value sealed again by the epoch's committer, for us who joined."""
+    committer = session._sealing.committer
+    if committer is None:
+        session._tampered(UnknownSender("no commit has brought us in"), "a variable's value")
+        return
+    opened = _open(session, value, committer, Kind.VARIABLE, key)
+    if opened is not None:
+        session._seq = seq
+        session._set_variable(key, opened.body, version)
+        session._sealing.got_value(key, version)
         session._check_state()
+
+
+def _due(sessions: Mapping[str, Session], message: list[Any]) -> None:
+    wire.expect_shape(message, wire.STR, wire.INT, wire.LIST, wire.LIST)
+    members, entries = message[3], message[4]
+    if not all(type(m) is int for m in members) or not all(type(e) is bytes for e in entries):
+        raise wire.field_error(message, "the members are not ids, or the entries not bytes")
+    session = sessions.get(message[1])
+    if session is not None and session._ended is None:
+        session._sealing.due(message[2], members, entries)
 
 
 def _end(sessions: Mapping[str, Session], message: list[Any]) -> None:

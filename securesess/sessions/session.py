@@ -1,10 +1,20 @@
-"""A session joined over a hub connection: its members, variables and events, as the hub says."""
+"""A session joined over a hub connection: its members, variables and events, sealed end to end.
+
+The hub orders and relays; it reads nothing. Every message and value is
+sealed by its sender's :class:`~securesess.sessions.sealing.GroupState`
+and opened by each receiver's, in the hub's order, with the epochs that
+the members' commits begin (docs/protocol.md §10). The hub's word is taken
+for the order and the membership, never for content or for who sent it:
+anything that does not open, or opens as someone else's, ends the session
+with :class:`SessionTampered` before the application sees it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import deque
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, final
 
 import trio
 
@@ -15,9 +25,10 @@ from securesess.errors import (
     NotMember,
     ProtocolViolation,
     SessionClosed,
+    SessionTampered,
 )
-from securesess.policy import Right
 from securesess.sessions import wire
+from securesess.sessions.credentials import Credentials
 from securesess.sessions.events import (
     Event,
     Member,
@@ -27,46 +38,19 @@ from securesess.sessions.events import (
     Variable,
     VariableChanged,
 )
+from securesess.sessions.join_answer import JoinAnswer
+from securesess.sessions.sealed import Carrier, Sealing
+from securesess.sessions.sealing import (
+    SealingError,
+)
 from securesess.sessions.wire import Op
 
 __all__ = ["Session"]
 
-
-class Carrier(Protocol):
-    """What a session needs of the connection it was joined over (a
-    :class:`~securesess.sessions.hub_connection.HubConnection`): so the
-    session depends on this, not on the connection's module."""
-
-    _max_backlog: int
-    _max_session_state: int
-
-    async def _request(
-        self, op: Op, *fields: Any, join: str | None = None, settles: str | None = None
-    ) -> Any: ...
-
-    def _leave_quietly(self, name: str) -> None: ...
-
-    def _forget(self, session: Session) -> None: ...
-
+log = logging.getLogger("securesess.client")
 
 # What one buffered event costs beyond its data (an estimate for the bound).
 _EVENT_OVERHEAD: Final = 128
-
-
-def member_from_fields(fields: object) -> Member:
-    """A member as the hub describes it, checked (the client trusts no hub's shapes)."""
-    if (
-        type(fields) is not list
-        or len(fields) != 4
-        or type(fields[0]) is not int
-        or type(fields[1]) not in (str, type(None))
-        or type(fields[2]) is not bytes
-        or len(fields[2]) != 32
-        or type(fields[3]) is not list
-        or not all(type(group) is str for group in fields[3])
-    ):
-        raise ProtocolViolation("the hub described a member malformedly")
-    return Member(fields[0], fields[1], fields[2], frozenset(fields[3]))
 
 
 def _member_size(member: Member) -> int:
@@ -94,6 +78,7 @@ class Session:
         "_ended",
         "_events",
         "_members",
+        "_sealing",
         "_seq",
         "_state",
         "_variables",
@@ -103,41 +88,25 @@ class Session:
         "rights",
     )
 
-    def __init__(self, connection: Carrier, name: str, reply: list[Any]) -> None:
-        if (
-            len(reply) != 5
-            or type(reply[0]) is not int
-            or type(reply[1]) is not int
-            or type(reply[2]) is not list
-            or type(reply[3]) is not list
-            or type(reply[4]) is not list
-        ):
-            raise ProtocolViolation("the hub's answer to JOIN is malformed")
+    def __init__(
+        self,
+        connection: Carrier,
+        name: str,
+        reply: list[Any],
+        credentials: Credentials,
+    ) -> None:
+        answer = JoinAnswer.parse(reply)
         self._connection = connection
         self.name: Final = name
-        self._members = {member.id: member for member in map(member_from_fields, reply[2])}
+        self._members = answer.members
         # What the members and variables hold, for max_session_state.
         self._state = sum(map(_member_size, self._members.values()))
-        me = self._members.get(reply[0])
-        if me is None:
-            raise ProtocolViolation("the hub's answer to JOIN does not list us as a member")
-        self.me: Final = me
-        self._seq: int = reply[1]
+        self.me: Final = answer.me
+        self._seq: int = answer.seq
         self._variables: dict[str, Variable] = {}
-        for entry in reply[3]:
-            if (
-                type(entry) is not list
-                or len(entry) != 3
-                or type(entry[0]) is not str
-                or type(entry[1]) is not bytes
-                or type(entry[2]) is not int
-            ):
-                raise ProtocolViolation("the hub's answer to JOIN has a malformed variable")
-            self._set_variable(entry[0], entry[1], entry[2])
-        try:
-            self.rights: Final = frozenset(Right(right) for right in reply[4])
-        except ValueError:
-            raise ProtocolViolation("the hub's answer to JOIN names an unknown right") from None
+        group = credentials.group(name, answer.me.id)
+        self._sealing: Final = Sealing(connection, group, answer.variables, credentials.describe)
+        self.rights: Final = answer.rights
         self._events: deque[Event] = deque()
         self._backlog = 0
         self._wake = trio.Event()
@@ -154,6 +123,11 @@ class Session:
 
     def member(self, member_id: int) -> Member | None:
         return self._members.get(member_id)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose keys this member seals and opens with (0: none yet)."""
+        return self._sealing.group.epoch
 
     # -- talking -------------------------------------------------------------------
 
@@ -181,7 +155,9 @@ class Session:
                 f"a message is at most {wire.MAX_DATA} bytes, not {len(payload)}", session=self.name
             )
         target = to.id if isinstance(to, Member) else to
-        seq = await self._connection._request(Op.SEND, self.name, target, payload)
+        seq = await self._sealing.request(
+            Op.SEND, target, payload, to=target, members=self._members, check_open=self._check_open
+        )
         if type(seq) is not int:
             raise ProtocolViolation("the hub's answer to SEND is malformed")
         return MessageId(seq, self.me.id)
@@ -217,7 +193,15 @@ class Session:
             )
         if expect_version is not None and expect_version < 0:
             raise ValueError("expect_version is a version number, 0 or more")
-        reply = await self._connection._request(Op.SET, self.name, key, payload, expect_version)
+        reply = await self._sealing.request(
+            Op.SET,
+            key,
+            payload,
+            expect_version,
+            key=key,
+            members=self._members,
+            check_open=self._check_open,
+        )
         if type(reply) is not list or len(reply) != 2 or not all(type(x) is int for x in reply):
             raise ProtocolViolation("the hub's answer to SET is malformed")
         if reply[0]:  # 0: we may not receive, and are not told the version
@@ -312,6 +296,18 @@ class Session:
         with contextlib.suppress(*quiet):
             await self.leave()
 
+    def _tampered(self, error: SealingError, what: str) -> None:
+        """End the session: the hub delivered ``what``, which did not check out."""
+        log.warning("left session %r: %s refused: %s", self.name, what, error)
+        failure = SessionTampered(
+            f"left session {self.name!r}: the hub delivered {what} that was refused: {error}",
+            session=self.name,
+            reason="tampered",
+        )
+        failure.__cause__ = error
+        self._finish(failure)
+        self._connection._leave_quietly(self.name)
+
     # -- events --------------------------------------------------------------------
 
     def __aiter__(self) -> Session:
@@ -356,6 +352,7 @@ class Session:
         if error is None:
             self._events.clear()
             self._backlog = 0
+        self._sealing.end()
         self._connection._forget(self)
         self._notify()
 

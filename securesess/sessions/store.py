@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Generic, Protocol, TypeVar, final
 
 from securesess.sessions.events import Variable
+from securesess.sessions.sealing.relay import Relay
 
 __all__ = ["MemorySession", "MemoryStore", "SessionState", "SessionStore"]
 
@@ -39,7 +40,14 @@ class SessionState(Protocol[M]):
         ...
 
     @property
-    def variables(self) -> Mapping[str, Variable]: ...
+    def variables(self) -> Mapping[str, Variable]:
+        """Each variable's value, sealed, and version."""
+        ...
+
+    @property
+    def relay(self) -> Relay:
+        """The session's epochs, as the hub orders them."""
+        ...
 
     @property
     def variable_bytes(self) -> int:
@@ -57,6 +65,14 @@ class SessionState(Protocol[M]):
     def admit(self, member_id: int, member: M) -> None: ...
 
     def discharge(self, member_id: int) -> None: ...
+
+    def reseal(self, key: str, value: bytes, size: int) -> None:
+        """Replace ``key``'s value, at the same version: sealed again, not changed."""
+        ...
+
+    def drop_variables(self) -> None:
+        """Forget every variable: sealed under epochs no member holds any more."""
+        ...
 
     def put(self, key: str, value: bytes, size: int) -> int:
         """Write a variable, the variables now ``size`` bytes; return its new version."""
@@ -79,10 +95,19 @@ class SessionStore(Protocol[M]):
 
 @final
 class MemorySession(Generic[M]):
-    __slots__ = ("_last_member_id", "_members", "_seq", "_variable_bytes", "_variables", "name")
+    __slots__ = (
+        "_last_member_id",
+        "_members",
+        "_seq",
+        "_variable_bytes",
+        "_variables",
+        "name",
+        "relay",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.relay = Relay(name)
         self._members: dict[int, M] = {}
         # Member ids count per session, so they say nothing about other sessions.
         self._last_member_id = 0
@@ -119,6 +144,14 @@ class MemorySession(Generic[M]):
 
     def discharge(self, member_id: int) -> None:
         del self._members[member_id]
+
+    def reseal(self, key: str, value: bytes, size: int) -> None:
+        self._variables[key] = Variable(value, self._variables[key].version)
+        self._variable_bytes = size
+
+    def drop_variables(self) -> None:
+        self._variables.clear()
+        self._variable_bytes = 0
 
     def put(self, key: str, value: bytes, size: int) -> int:
         current = self._variables.get(key)

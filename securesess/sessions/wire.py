@@ -22,10 +22,24 @@ from securesess.names import (
     check_session_name,
     check_variable_key,
 )
-from securesess.sessions.requests import Close, Hello, Join, Leave, Remove, Request, Send, Set
+from securesess.sessions.requests import (
+    Close,
+    Commit,
+    Enter,
+    Hello,
+    Join,
+    Leave,
+    Remove,
+    Request,
+    Reseal,
+    Send,
+    Set,
+)
+from securesess.sessions.sealing.content import MAX_OVERHEAD
 
 __all__ = [
     "MAX_DATA",
+    "MAX_SEALED",
     "VERSION",
     "ErrorCode",
     "MessageReader",
@@ -35,11 +49,14 @@ __all__ = [
     "pack",
 ]
 
-VERSION: Final = 1
-#: Largest message body or variable value, in bytes.
+#: 2: sessions are sealed end to end (docs/protocol.md §10).
+VERSION: Final = 2
+#: Largest message body or variable value, in bytes, before sealing.
 MAX_DATA: Final = 1 << 20
-#: Largest request a client may send: one value plus small fields.
-MAX_REQUEST: Final = MAX_DATA + 4096
+#: Largest byte string on the wire: a body sealed, or a commit.
+MAX_SEALED: Final = MAX_DATA + MAX_OVERHEAD
+#: Largest request a client may send: one sealed value plus small fields.
+MAX_REQUEST: Final = MAX_SEALED + 4096
 #: Largest message a hub may send: the answer to a JOIN carries every member
 #: and every variable (at most ``max_variable_bytes``, 4 MiB by default).
 MAX_ANSWER: Final = 64 << 20
@@ -62,6 +79,9 @@ class Op(enum.IntEnum):
     SET = 5
     REMOVE = 6
     CLOSE = 7
+    ENTER = 8
+    COMMIT = 9
+    RESEAL = 10
     # hub -> client
     WELCOME = 64
     OK = 65
@@ -71,6 +91,9 @@ class Op(enum.IntEnum):
     LEFT = 69
     VARIABLE = 70
     ENDED = 71
+    DUE = 72
+    EPOCH = 73
+    VALUE = 74
 
 
 class ErrorCode(enum.IntEnum):
@@ -82,6 +105,8 @@ class ErrorCode(enum.IntEnum):
     VERSION_CONFLICT = 6
     LIMIT_EXCEEDED = 7
     NO_SUCH_MEMBER = 8
+    #: Sealed content or a commit the hub will not order (§10.6).
+    SEALING = 9
 
 
 def _no_extensions(code: int, data: bytes) -> object:
@@ -167,8 +192,8 @@ class MessageReader:
             use_list=True,
             raw=False,
             strict_map_key=True,
-            max_bin_len=MAX_DATA,
-            max_str_len=MAX_DATA,
+            max_bin_len=MAX_SEALED,
+            max_str_len=MAX_SEALED,
             max_array_len=8 if requests_only else 1 << 20,
             max_map_len=0,  # the protocol has no maps
             ext_hook=_no_extensions,
@@ -332,6 +357,22 @@ def _close(message: list[Any]) -> Close:
     return Close(expect_id(message, 1), expect_name(message, 2), expect_reason(message, 3))
 
 
+def _enter(message: list[Any]) -> Enter:
+    expect_shape(message, INT, STR, BYTES)
+    return Enter(expect_id(message, 1), expect_name(message, 2), message[3])
+
+
+def _commit(message: list[Any]) -> Commit:
+    expect_shape(message, INT, STR, BYTES)
+    return Commit(expect_id(message, 1), expect_name(message, 2), message[3])
+
+
+def _reseal(message: list[Any]) -> Reseal:
+    expect_shape(message, INT, STR, STR, INT, BYTES)
+    rid, name, key = expect_id(message, 1), expect_name(message, 2), expect_key(message, 3)
+    return Reseal(rid, name, key, expect_id(message, 4), message[5])
+
+
 _DECODERS: Final[dict[int, Callable[[list[Any]], Request]]] = {
     Op.JOIN: _join,
     Op.LEAVE: _leave,
@@ -339,6 +380,9 @@ _DECODERS: Final[dict[int, Callable[[list[Any]], Request]]] = {
     Op.SET: _set,
     Op.REMOVE: _remove,
     Op.CLOSE: _close,
+    Op.ENTER: _enter,
+    Op.COMMIT: _commit,
+    Op.RESEAL: _reseal,
 }
 
 

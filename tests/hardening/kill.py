@@ -98,6 +98,10 @@ def _keystores(root: Path) -> tuple[Path, Path]:
     for name in ("app", "member", "other"):
         client.new_identity(name, passphrase=None)
         server.add_peer(name, client.public_key(name), ["services"])
+    for name in ("app", "member", "other"):
+        # Fellow members: each vouches for the others in sealed sessions.
+        signing = client.identity(name).signing_public_key
+        client.add_peer(name, client.public_key(name), signing_key=signing)
     for name in ("db", "hub"):
         server.new_identity(name, passphrase=None)
         client.add_peer(name, server.public_key(name))

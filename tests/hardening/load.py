@@ -38,6 +38,7 @@ import math
 import os
 import random
 import resource
+import secrets
 import socket
 import subprocess
 import sys
@@ -159,6 +160,8 @@ class World:
 
     client_key: bytes = field(default_factory=lambda: Identity.generate().private_bytes())
     server_key: bytes = field(default_factory=lambda: Identity.generate().private_bytes())
+    #: The client's signing key (its seed): hub sessions are sealed.
+    client_signing: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def server(self) -> tuple[Identity, TrustStore]:
         """The server's identity, and its trust in the client."""
@@ -172,14 +175,22 @@ class World:
         server = Identity.from_private_bytes(self.server_key)
         trust = TrustStore()
         trust.add_peer("server", server.public_key)
-        return Client(Identity.from_private_bytes(self.client_key, "client"), trust)
+        identity = Identity.from_private_bytes(
+            self.client_key, "client", signing_key=self.client_signing
+        )
+        return Client(identity, trust)
 
     def to_json(self) -> dict[str, str]:
-        return {"client": self.client_key.hex(), "server": self.server_key.hex()}
+        return {
+            "client": self.client_key.hex(),
+            "server": self.server_key.hex(),
+            "signing": self.client_signing.hex(),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> World:
-        return cls(bytes.fromhex(data["client"]), bytes.fromhex(data["server"]))
+        keys = (bytes.fromhex(data[name]) for name in ("client", "server", "signing"))
+        return cls(*keys)
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,10 @@ async def _soak(
         server_trust.add_peer(identity.name or "", identity.public_key)
     for identity in member_ids:
         hub_trust.add_peer(identity.name or "", identity.public_key)
+        # Fellow members: each vouches for the others in sealed sessions.
+        client_trust.add_peer(
+            identity.name or "", identity.public_key, signing_key=identity.signing_public_key
+        )
     streams, hub_tally = _Tally(), _Tally()
     samples: list[tuple[int, int]] = []  # (heap, resident), bytes
     fds_before = _fds()

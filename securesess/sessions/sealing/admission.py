@@ -74,10 +74,10 @@ def admit(
                 f"not a member of epoch {epoch}"
             )
         committer = roster[commit.committer]
-        for member in new.keys() & roster.keys():
+        for member in new.ids() & roster.ids():
             if roster[member] != new[member]:
                 raise ForgedContent(f"the commit of epoch {commit.epoch} changes #{member}'s keys")
-        newcomers = frozenset(new.keys() - roster.keys())
+        newcomers = frozenset(new.ids() - roster.ids())
     commit.verify(committer.credential.signing_key)
     for member in sorted(newcomers - {own.member}):
         entry = new[member]

@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import secrets
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, final
 
@@ -58,6 +59,8 @@ SUITE: Final = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_2
 _SIGNED: Final = b"securesess commit v1\0"
 _WELCOME: Final = b"securesess welcome v1\0"
 _HEAD: Final = struct.Struct(">Q32sQ")
+# A wrap: HPKE's encapsulated X25519 key, the sealed secret and its tag.
+_WRAP_LEN: Final = 32 + SECRET_LEN + 16
 #: The latest epoch a commit may begin: epochs fit a signed 64-bit integer.
 MAX_EPOCH: Final = (1 << 63) - 1
 _U64: Final = struct.Struct(">Q")
@@ -101,8 +104,11 @@ class Commit:
     head_len: int = field(repr=False)
 
     @classmethod
-    def decode(cls, data: bytes) -> Commit:
-        """Raises:
+    def decode(cls, data: bytes, known: Roster | None = None) -> Commit:
+        """``known``: a roster whose entries this one may repeat (see
+        :meth:`Roster.decode_from`).
+
+        Raises:
         MalformedSealing: the bytes are not a well-formed commit. Nothing
             else, whatever the bytes.
         """
@@ -114,7 +120,7 @@ class Commit:
             session = data[2 : 2 + name_len].decode("utf-8")
             offset = 2 + name_len
             epoch, previous, committer = _HEAD.unpack_from(data, offset)
-            roster, offset = Roster.decode_from(data, offset + _HEAD.size)
+            roster, offset = Roster.decode_from(data, offset + _HEAD.size, known)
         except (IndexError, UnicodeDecodeError, struct.error):
             raise MalformedSealing("a commit's header is malformed") from None
         if not session or len(session.encode("utf-8")) != name_len:
@@ -231,3 +237,12 @@ def make_commit(
     parts.append(_confirmation(secret, session, epoch, previous))
     unsigned = b"".join(parts)
     return unsigned + signing_key.sign(_SIGNED + unsigned)
+
+
+def commit_size(session: str, entry_sizes: Iterable[int]) -> int:
+    """How long a commit of ``session`` is whose roster entries are
+    ``entry_sizes`` bytes long (so that a hub can refuse a member that would
+    make the next commit too long to carry)."""
+    sizes = list(entry_sizes)
+    fixed = 2 + len(session.encode("utf-8")) + _HEAD.size + 4 + _CONFIRMATION_LEN + _SIGNATURE_LEN
+    return fixed + sum(sizes) + len(sizes) * (_U16.size + _WRAP_LEN)

@@ -35,13 +35,26 @@ from typing import Final, final
 
 from securesess.sessions.sealing.errors import MalformedSealing
 
-__all__ = ["DOMAIN", "SIGNATURE_LEN", "TAG_LEN", "VERSION", "Kind", "Opened", "SealedHeader"]
+__all__ = [
+    "DOMAIN",
+    "MAX_OVERHEAD",
+    "SIGNATURE_LEN",
+    "TAG_LEN",
+    "VERSION",
+    "Kind",
+    "Opened",
+    "SealedHeader",
+]
 
 VERSION: Final = 1
 SIGNATURE_LEN: Final = 64
 TAG_LEN: Final = 16
 DOMAIN: Final = b"securesess content v1\0"
 _FIXED: Final = struct.Struct(">BBQQQ")
+#: The most sealing adds to a body: the longest header (a variable with a
+#: 255-byte key), the tag and the signature. A direct message's HPKE layer
+#: (32-byte encapsulated key and a tag) and recipient add less than a key.
+MAX_OVERHEAD: Final = _FIXED.size + 1 + 255 + TAG_LEN + SIGNATURE_LEN
 _U64: Final = struct.Struct(">Q")
 _MAX_U64: Final = (1 << 64) - 1
 

@@ -64,11 +64,12 @@ DEFAULT_RETAIN: Final = 2
 @final
 @dataclass(frozen=True, slots=True)
 class EpochChange:
-    """What a commit changed: the new epoch, who came, who went."""
+    """What a commit changed: the new epoch, who came, who went, and who made it."""
 
     epoch: int
     added: frozenset[int]
     removed: frozenset[int]
+    committer: int
 
 
 @final
@@ -183,8 +184,8 @@ class GroupState:
                 the state is unchanged.
         """
         membership = self._membership_key()
-        commit = Commit.decode(data)
         old = self.roster
+        commit = Commit.decode(data, old)
         newcomers = admit(
             commit,
             session=self.session,
@@ -208,7 +209,7 @@ class GroupState:
         self._generation = 0
         self._seen = {}
         removed = frozenset(old or ()) - frozenset(commit.roster)
-        return EpochChange(commit.epoch, newcomers, removed)
+        return EpochChange(commit.epoch, newcomers, removed, commit.committer)
 
     # -- content ------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ the promises that depend on the order:
   would be by each member;
 - content names the member that sent it, and that member belongs to the
   current epoch (a joiner waits for the commit that brings it in);
+- once a member of the current epoch has left, the epoch takes no more
+  content: the member that left holds its keys, so whatever is sealed
+  under it from then on waits for the commit that leaves it out (the
+  members seal it again under the new epoch);
 - a direct message goes to a member of the current epoch;
 - a commit is sequenced only from the member the hub designated, for the
   next epoch, continuing the transcript, and with a roster of exactly the
@@ -27,7 +31,9 @@ longest-present member of the current epoch (the lowest member number,
 since the hub numbers memberships in order), so that the other members
 already know its signing key; when none of them is left, nobody holds the
 epoch's transcript, and the longest-present member of the session starts
-its epochs again from the first.
+its epochs again from the first. Among those, a member that receives is
+preferred: it holds the variables' values, which it seals again for the
+newcomers of its epoch (:attr:`Relay.newcomers`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from securesess.sessions.sealing.commit import Commit
 from securesess.sessions.sealing.content import Kind, SealedHeader
 from securesess.sessions.sealing.errors import (
     ForgedContent,
+    MalformedSealing,
     StaleEpoch,
     UnknownSender,
     WrongSession,
@@ -57,12 +64,15 @@ class Relay:
 
     __slots__ = (
         "_carried",
+        "_receivers",
         "_rotate",
         "_started",
+        "committed_by",
         "epoch",
         "max_messages",
         "max_seconds",
         "members",
+        "newcomers",
         "roster",
         "session",
         "transcript",
@@ -86,6 +96,10 @@ class Relay:
         self.roster: frozenset[int] = frozenset()
         #: The session's members now, as the hub admitted them.
         self.members: set[int] = set()
+        #: Who made the current epoch's commit, and whom it brought in.
+        self.committed_by: int | None = None
+        self.newcomers: frozenset[int] = frozenset()
+        self._receivers: set[int] = set()
         # What the current epoch has carried, since when, and whether it is
         # to be replaced although its members stay.
         self._carried = 0
@@ -94,11 +108,20 @@ class Relay:
 
     # -- membership ---------------------------------------------------------------------
 
-    def joined(self, member: int) -> None:
+    def joined(self, member: int, *, receives: bool = True) -> None:
         self.members.add(member)
+        self.receives(member, receives)
+
+    def receives(self, member: int, receives: bool) -> None:
+        """Whether ``member`` may receive (a reload can change it)."""
+        if receives:
+            self._receivers.add(member)
+        else:
+            self._receivers.discard(member)
 
     def left(self, member: int) -> None:
         self.members.discard(member)
+        self._receivers.discard(member)
 
     @property
     def due(self) -> bool:
@@ -119,8 +142,8 @@ class Relay:
         """The member designated to commit the next epoch, while one is due."""
         if not self.due:
             return None
-        continuing = self.members & self.roster
-        return min(continuing or self.members)
+        pool = (self.members & self.roster) or self.members
+        return min((pool & self._receivers) or pool)
 
     # -- sequencing ---------------------------------------------------------------------
 
@@ -142,22 +165,25 @@ class Relay:
             raise UnknownSender(
                 f"#{sender} may not commit epoch {commit.epoch} of {self.session!r}: {expected}"
             )
-        epoch, previous = self._next()
+        epoch, previous = self.next_epoch()
         if commit.epoch != epoch or commit.previous != previous:
             raise StaleEpoch(f"a commit of epoch {commit.epoch} does not follow epoch {self.epoch}")
         if frozenset(commit.roster) != self.members:
             raise StaleEpoch(
                 f"the commit of epoch {commit.epoch} names other members than the session has"
             )
+        roster = frozenset(commit.roster)
+        self.newcomers = roster - self.roster
+        self.committed_by = sender
         self.epoch = commit.epoch
         self.transcript = next_transcript(commit.previous, commit.encoded)
-        self.roster = frozenset(commit.roster)
+        self.roster = roster
         self._carried = 0
         self._started = now
         self._rotate = False
         return commit
 
-    def _next(self) -> tuple[int, bytes]:
+    def next_epoch(self) -> tuple[int, bytes]:
         """The epoch a commit is to begin now, and the transcript it must continue.
 
         When no member of the current epoch is left, nobody holds its
@@ -168,15 +194,34 @@ class Relay:
             return self.epoch + 1, self.transcript
         return 1, GENESIS
 
-    def sequence_content(self, data: bytes, sender: int) -> SealedHeader:
+    def sequence_content(
+        self,
+        data: bytes,
+        sender: int,
+        *,
+        kind: Kind | None = None,
+        recipient: int | None = None,
+        key: str | None = None,
+    ) -> SealedHeader:
         """Order content from ``sender``, or refuse it; its header, for routing.
+
+        ``kind`` (with ``recipient`` for a direct message, ``key`` for a
+        variable) is what the request carrying it says it is.
 
         Raises:
             SealingError: malformed, sealed by another member than
                 ``sender``, under an epoch other than the current one, by a
-                member not in it, or for a recipient not in it.
+                member not in it, for a recipient not in it, or of another
+                kind, recipient or key than the request says.
         """
         header, _ = SealedHeader.decode(data)
+        if kind is not None and (
+            header.kind is not kind or header.recipient != recipient or header.key != key
+        ):
+            raise MalformedSealing(
+                f"a {kind.name.lower()} request carries content sealed as a "
+                f"{header.kind.name.lower()}"
+            )
         if header.sender != sender:
             raise ForgedContent(f"#{sender} sent content sealed as #{header.sender}'s")
         if header.epoch != self.epoch:
@@ -189,6 +234,12 @@ class Relay:
             header.recipient not in self.roster or header.recipient not in self.members
         ):
             raise UnknownSender(f"#{header.recipient} is not a member of epoch {self.epoch}")
+        if not self.roster <= self.members:
+            gone = ", ".join(f"#{m}" for m in sorted(self.roster - self.members))
+            raise StaleEpoch(
+                f"epoch {self.epoch} of {self.session!r} is closing ({gone} left): "
+                "content waits for the next"
+            )
         self._carried += 1
         if self._carried >= self.max_messages:
             self._rotate = True

@@ -30,7 +30,7 @@ hold), and a static key stolen later unwraps no recorded epoch secret.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -122,6 +122,64 @@ class RosterEntry:
         message = binding_message(session, member, credential.static_key, membership_key)
         return cls(member, credential, membership_key, signing_key.sign(message))
 
+    def encode(self) -> bytes:
+        """The entry's bytes, as a roster holds them (and ENTER carries them)."""
+        cred = self.credential
+        return (
+            _ENTRY.pack(
+                self.member,
+                cred.static_key,
+                cred.signing_key,
+                self.membership_key,
+                self.binding,
+                len(cred.certificate),
+            )
+            + cred.certificate
+        )
+
+    @classmethod
+    def decode_from(
+        cls, data: bytes, offset: int = 0, known: Mapping[bytes, RosterEntry] | None = None
+    ) -> tuple[RosterEntry, int]:
+        """An entry from ``data`` at ``offset``, and the offset after it;
+        ``known`` entries, by their encoding, are taken as they are rather
+        than decoded again (a roster mostly repeats the one before it).
+
+        Raises:
+            MalformedSealing: short, or a member number out of range.
+        """
+        try:
+            member, static, signing, membership, binding, cert_len = _ENTRY.unpack_from(
+                data, offset
+            )
+        except struct.error:
+            raise MalformedSealing("a roster entry ends early") from None
+        if known:
+            end = offset + _ENTRY.size + cert_len
+            entry = known.get(data[offset:end])
+            if entry is not None:
+                return entry, end
+        if member > MAX_MEMBER_NUMBER:
+            raise MalformedSealing(f"member number {member} is out of range")
+        offset += _ENTRY.size
+        certificate = bytes(data[offset : offset + cert_len])
+        if len(certificate) != cert_len:
+            raise MalformedSealing("a roster entry ends inside a certificate")
+        credential = Credential(static, signing, certificate)
+        return cls(member, credential, membership, binding), offset + cert_len
+
+    @classmethod
+    def decode(cls, data: bytes) -> RosterEntry:
+        """Exactly one entry.
+
+        Raises:
+            MalformedSealing: malformed, or with bytes after it.
+        """
+        entry, end = cls.decode_from(data)
+        if end != len(data):
+            raise MalformedSealing("a roster entry has bytes after it")
+        return entry
+
     def check_binding(self, session: str) -> None:
         """Raises:
         ForgedContent: the membership key is not signed by this entry's
@@ -144,7 +202,7 @@ class RosterEntry:
 class Roster(Mapping[int, RosterEntry]):
     """An epoch's members, by member number."""
 
-    __slots__ = ("_members",)
+    __slots__ = ("_encodings", "_members")
 
     def __init__(self, entries: Iterable[RosterEntry]) -> None:
         members: dict[int, RosterEntry] = {}
@@ -155,6 +213,17 @@ class Roster(Mapping[int, RosterEntry]):
             if len(members) > MAX_MEMBERS:
                 raise ValueError(f"a roster names at most {MAX_MEMBERS} members")
         self._members: Final = dict(sorted(members.items()))
+        self._encodings: dict[bytes, RosterEntry] | None = None
+
+    def ids(self) -> KeysView[int]:
+        """The member numbers, as a dict's keys (fast set operations)."""
+        return self._members.keys()
+
+    def by_encoding(self) -> Mapping[bytes, RosterEntry]:
+        """Each entry by its bytes (made once)."""
+        if self._encodings is None:
+            self._encodings = {entry.encode(): entry for entry in self._members.values()}
+        return self._encodings
 
     def __getitem__(self, member: int) -> RosterEntry:
         return self._members[member]
@@ -166,25 +235,16 @@ class Roster(Mapping[int, RosterEntry]):
         return len(self._members)
 
     def encode(self) -> bytes:
-        parts = [_COUNT.pack(len(self._members))]
-        for entry in self._members.values():
-            cred = entry.credential
-            parts.append(
-                _ENTRY.pack(
-                    entry.member,
-                    cred.static_key,
-                    cred.signing_key,
-                    entry.membership_key,
-                    entry.binding,
-                    len(cred.certificate),
-                )
-            )
-            parts.append(cred.certificate)
-        return b"".join(parts)
+        return b"".join(
+            [_COUNT.pack(len(self._members)), *(e.encode() for e in self._members.values())]
+        )
 
     @classmethod
-    def decode_from(cls, data: bytes, offset: int) -> tuple[Roster, int]:
-        """A roster from ``data`` at ``offset``, and the offset after it.
+    def decode_from(
+        cls, data: bytes, offset: int, known: Roster | None = None
+    ) -> tuple[Roster, int]:
+        """A roster from ``data`` at ``offset``, and the offset after it;
+        the entries it shares with ``known`` are ``known``'s own objects.
 
         Work and memory are bounded by ``len(data)``, whatever the count says:
         each entry is read from bytes that are there.
@@ -194,28 +254,27 @@ class Roster(Mapping[int, RosterEntry]):
         """
         try:
             (count,) = _COUNT.unpack_from(data, offset)
-            offset += _COUNT.size
-            if count > MAX_MEMBERS:
-                raise MalformedSealing(f"a roster of {count} members is over the limit")
-            entries = []
-            previous = -1
-            for _ in range(count):
-                member, static, signing, membership, binding, cert_len = _ENTRY.unpack_from(
-                    data, offset
-                )
-                offset += _ENTRY.size
-                if member <= previous or member > MAX_MEMBER_NUMBER:
-                    raise MalformedSealing("a roster's members are not in increasing order")
-                previous = member
-                certificate = bytes(data[offset : offset + cert_len])
-                if len(certificate) != cert_len:
-                    raise MalformedSealing("a roster ends inside a certificate")
-                offset += cert_len
-                credential = Credential(static, signing, certificate)
-                entries.append(RosterEntry(member, credential, membership, binding))
         except struct.error:
             raise MalformedSealing("a roster ends early") from None
-        return cls(entries), offset
+        offset += _COUNT.size
+        if count > MAX_MEMBERS:
+            raise MalformedSealing(f"a roster of {count} members is over the limit")
+        entries = []
+        previous = -1
+        encodings = None if known is None else known.by_encoding()
+        # Kept for the next roster, which will mostly repeat this one.
+        seen: dict[bytes, RosterEntry] = {}
+        for _ in range(count):
+            start = offset
+            entry, offset = RosterEntry.decode_from(data, offset, encodings)
+            if entry.member <= previous:
+                raise MalformedSealing("a roster's members are not in increasing order")
+            previous = entry.member
+            entries.append(entry)
+            seen[data[start:offset]] = entry
+        roster = cls(entries)
+        roster._encodings = seen
+        return roster, offset
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Roster) and self._members == other._members
