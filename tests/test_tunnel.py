@@ -272,7 +272,9 @@ class Tamperer:
                     while data := await server.receive_some():
                         await client.send_all(data)
                     await client.send_eof()
-                except trio.BrokenResourceError:
+                # Closed: upstream, its client gone, closed the server side
+                # while this waited on it.
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     await client.aclose()
 
             nursery.start_soon(upstream)
